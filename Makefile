@@ -1,0 +1,44 @@
+# Every target does its own set-up on a fresh machine: a .venv, the CPU build of torch, the package.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: install test test-fast lint format bench demo clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff format src tests benchmarks examples
+	$(PY) -m ruff check --fix src tests benchmarks examples
+
+test: lint
+	$(PY) -m pytest -q -m "not slow and not gpu" tests
+
+test-all: lint
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) -m labelsmooth.cli bench
+
+demo: install
+	$(PY) -m labelsmooth.cli compare
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,7 @@
+"""Placeholder."""
+
+import torch
+
+
+class LabelSmoothingCrossEntropy(torch.nn.Module):
+    pass
