@@ -1,16 +1,203 @@
-"""Placeholder, replaced by the Core implementation within minutes."""
+"""Public functions: validate once, resolve the implementation, dispatch.
 
-from typing import Any
+The math lives in :mod:`labelsmooth.ops`; this file only checks arguments and chooses a path.
+"""
+
+from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from labelsmooth import _dispatch
+from labelsmooth import _validate as V
+from labelsmooth.ops.reference import smoothed_target, smoothing_prior
+
+__all__ = ["cross_entropy", "smooth_labels"]
 
 
-def cross_entropy(input: torch.Tensor, target: torch.Tensor, *args: Any, **kw: Any) -> torch.Tensor:
-    kw.pop("convention", None)
-    kw.pop("impl", None)
-    return F.cross_entropy(input, target, *args, **kw)
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    convention: str = "uniform",
+    prior: torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
+    kl: bool = False,
+    impl: str = "auto",
+    inplace_backward: bool = False,
+) -> torch.Tensor:
+    r"""Label-smoothed cross-entropy with ``torch.nn.functional.cross_entropy``'s semantics.
+
+    With the defaults (``convention="uniform"``, no ``prior``/``class_mask``, ``kl=False``)
+    the loss and its gradient equal ``F.cross_entropy(..., label_smoothing=ε)``, except that a
+    ``mean`` over a batch whose targets are all ignored is 0 (with zero gradients), not NaN.
+
+    Each row (a sample, or a position of an N-D input) with logits :math:`x`, target
+    :math:`y`, :math:`p = \mathrm{softmax}(x)` and class weights :math:`w` (ones if None) is
+    trained against a smoothed target :math:`q` and contributes
+
+    .. math::
+        \ell = \sum_k w_k\, q_k\, (-\log p_k) \quad\text{or, with kl=True,}\quad
+        \ell = \sum_k w_k\, q_k\, (\log (q_k / \textstyle\sum_j q_j) - \log p_k).
+
+    With :math:`u` the smoothing prior (``prior``, uniform if None, zero where ``class_mask``
+    is False, normalized to sum to 1) the conventions are
+
+    =================  ==============================  ==================================
+    convention         target class :math:`q_y`        other classes :math:`q_k`
+    =================  ==============================  ==================================
+    ``uniform``        :math:`1-\varepsilon+\varepsilon u_y`   :math:`\varepsilon u_k`
+    ``others``         :math:`1-\varepsilon`                   :math:`\varepsilon u_k/(1-u_y)`
+    ``unnormalized``   :math:`1-\varepsilon`                   :math:`\varepsilon u_k`
+    =================  ==============================  ==================================
+
+    With uniform :math:`u` these are ε/C (PyTorch, the paper, Keras, timm), ε/(C−1) (fairseq,
+    "Bag of Tricks") and ε/C with a target of 1−ε (pytorch-loss). In ``others``, if no
+    allowed class other than the target exists, the target keeps the whole mass (q = onehot).
+
+    Reductions follow PyTorch: ``"none"`` returns the per-row losses in the target's shape,
+    ``"sum"`` their sum, and ``"mean"`` divides the sum by :math:`\sum_i w_{y_i}` over the
+    non-ignored rows (by N·d1·…·dk for soft targets). Note that with class weights the
+    smoothing term of every row is weighted by all the class weights, exactly as in PyTorch
+    (so weights change the effective smoothing strength, pytorch/pytorch#104776).
+
+    Soft targets (a float tensor of the input's shape) are mixed as
+    :math:`q = (1-\varepsilon)\,t + \varepsilon u` (PyTorch's rule generalized to a prior);
+    only ``convention="uniform"`` is defined for them and ``ignore_index`` does not apply.
+
+    Args:
+        input: (N, C), (C,) or (N, C, d1, ..., dk) logits; float16, bfloat16, float32 or
+            float64. Sums and log-sum-exp are accumulated in at least float32.
+        target: class indices (N,), () or (N, d1, ..., dk) (integer dtype), or probabilities
+            of the input's shape.
+        weight: (C,) class weights, as in PyTorch.
+        ignore_index: target value that contributes 0 and is left out of the mean.
+        reduction: "none", "mean" or "sum".
+        label_smoothing: ε in [0, 1].
+        convention: "uniform", "others" or "unnormalized" (table above).
+        prior: (C,) non-negative smoothing prior u(k), normalized internally.
+        class_mask: (C,) bool; False classes (padding, reserved tokens) get no smoothing mass.
+        kl: return KL(q‖p) = CE(q, p) − H(q): zero when p = q (and ≥ 0 without weights).
+            For "unnormalized" (q sums to Z = 1 − εu_y < 1) the divergence is taken to the
+            normalized q/Z, i.e. CE(q, p) − H(q) − Z log Z, so it is still ≥ 0 and zero at
+            the loss's optimum p = q/Z.
+        impl: "auto", "reference" (the plain oracle), "fused" (blockwise, gradient computed in
+            the forward pass) or "compiled" (fused with torch.compile'd blocks).
+        inplace_backward: fused paths only: write the gradient into ``input``'s storage, so
+            the extra memory is O(N). The logits are overwritten — opt-in.
+
+    Returns:
+        Loss tensor in the input's dtype: the target's shape for "none", else a scalar.
+
+    Example:
+        >>> import torch, labelsmooth
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> ref = torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
+        >>> loss = labelsmooth.cross_entropy(logits, target, label_smoothing=0.1)
+        >>> torch.allclose(loss, ref)
+        True
+        >>> kl = labelsmooth.cross_entropy(logits, target, label_smoothing=0.1, kl=True)
+        >>> bool(kl < loss)
+        True
+    """
+    V.check_input(input)
+    eps = V.check_label_smoothing(label_smoothing)
+    V.check_choice("reduction", reduction, V.REDUCTIONS)
+    V.check_choice("convention", convention, V.CONVENTIONS)
+    V.check_choice("impl", impl, _dispatch.IMPLS)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
+    soft = V.check_target(input, target, ignore_index, soft_needs_distribution=kl)
+    if soft and convention != "uniform":
+        raise ValueError(
+            f"soft (probability) targets are defined only for convention='uniform', got "
+            f"convention={convention!r}; pass class indices to use {convention!r}"
+        )
+    V.check_class_vector("weight", weight, input, kind="float")
+    V.check_class_vector("prior", prior, input, kind="float")
+    V.check_class_vector("class_mask", class_mask, input, kind="bool")
+    V.check_prior(prior, class_mask)
+
+    unbatched = input.dim() == 1
+    if unbatched:  # (C,) with a () target, as torch allows
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    num_classes = input.shape[1]
+    u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=input.device)
+    chosen = _dispatch.resolve_impl(impl, input, soft=soft)
+    if inplace_backward and chosen == "reference":
+        raise ValueError(
+            f"inplace_backward=True needs a fused implementation, but impl={impl!r} "
+            f"resolved to 'reference'"
+            + (" (soft targets always use the reference path)" if soft else "")
+        )
+    fn = _dispatch.lookup(chosen)
+    extra = {"inplace_backward": inplace_backward} if chosen != "reference" else {}
+    loss = fn(input, target, weight, ignore_index, reduction, eps, u, convention, kl, **extra)
+    if unbatched and reduction == "none":
+        loss = loss.squeeze(0)
+    return loss
 
 
-def smooth_labels(*args: Any, **kw: Any) -> torch.Tensor:
-    raise NotImplementedError
+def smooth_labels(
+    target: torch.Tensor,
+    num_classes: int,
+    label_smoothing: float,
+    *,
+    convention: str = "uniform",
+    prior: torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    r"""The dense smoothed target distribution :math:`q` for class indices.
+
+    The class dimension is dimension 1, the layout ``cross_entropy`` takes for soft targets
+    (for a 1-D target that is the last dimension, like ``F.one_hot``); rows of ignored
+    targets are all zeros. See :func:`cross_entropy` for the conventions.
+
+    Args:
+        target: (N,) or (N, d1, ..., dk) integer class indices.
+        num_classes: C.
+        label_smoothing: ε in [0, 1].
+        convention: "uniform", "others" or "unnormalized".
+        prior: (C,) non-negative smoothing prior u(k), normalized internally.
+        class_mask: (C,) bool; False classes get no smoothing mass.
+        ignore_index: target value whose row is all zeros.
+        dtype: floating dtype of the result.
+
+    Returns:
+        (N, C) or (N, C, d1, ..., dk) tensor of ``dtype``.
+
+    Example:
+        >>> import torch, labelsmooth
+        >>> labelsmooth.smooth_labels(torch.tensor([0, 2]), 4, 0.3, convention="others")
+        tensor([[0.7000, 0.1000, 0.1000, 0.1000],
+                [0.1000, 0.1000, 0.7000, 0.1000]])
+    """
+    if not isinstance(target, torch.Tensor) or target.is_floating_point():
+        what = type(target).__name__ if not isinstance(target, torch.Tensor) else target.dtype
+        raise ValueError(f"target must be an integer tensor of class indices, got {what}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got num_classes={num_classes!r}")
+    if dtype not in V.FLOAT_DTYPES:
+        raise ValueError(f"dtype must be a floating-point dtype, got dtype={dtype}")
+    eps = V.check_label_smoothing(label_smoothing)
+    V.check_choice("convention", convention, V.CONVENTIONS)
+    # Validate target, prior and mask with the same checks as cross_entropy, against a
+    # zero-size stand-in for the logits (no (N, C) allocation just to check shapes).
+    shape = (target.shape[0], num_classes, *target.shape[1:]) if target.dim() else (num_classes,)
+    stand_in = torch.empty(shape, device=target.device).as_strided(shape, [0] * len(shape))
+    V.check_target(stand_in, target, ignore_index, soft_needs_distribution=False)
+    V.check_class_vector("prior", prior, stand_in, kind="float")
+    V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
+    V.check_prior(prior, class_mask)
+    u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=target.device)
+    q = smoothed_target(target.reshape(-1), num_classes, eps, u, convention, ignore_index)
+    q = q.reshape(*target.shape, num_classes)
+    if target.dim() > 1:
+        q = q.movedim(-1, 1)
+    return q.to(dtype)

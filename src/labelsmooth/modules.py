@@ -1,7 +1,74 @@
-"""Placeholder."""
+"""``nn.Module`` wrappers: they store their arguments and call the functional API, no math."""
+
+from __future__ import annotations
 
 import torch
+from torch import nn
+
+from labelsmooth.functional import cross_entropy
+
+__all__ = ["LabelSmoothingCrossEntropy"]
 
 
-class LabelSmoothingCrossEntropy(torch.nn.Module):
-    pass
+class LabelSmoothingCrossEntropy(nn.Module):
+    """Module form of :func:`labelsmooth.cross_entropy` (see it for the math and arguments).
+
+    ``weight``, ``prior`` and ``class_mask`` are registered as buffers, so they follow
+    ``.to(device)`` and are saved in the state dict.
+
+    Example:
+        >>> import torch, labelsmooth
+        >>> criterion = labelsmooth.LabelSmoothingCrossEntropy(0.1, convention="others")
+        >>> loss = criterion(torch.randn(4, 10), torch.tensor([1, 2, 3, 4]))
+        >>> loss.shape
+        torch.Size([])
+    """
+
+    weight: torch.Tensor | None
+    prior: torch.Tensor | None
+    class_mask: torch.Tensor | None
+
+    def __init__(
+        self,
+        label_smoothing: float = 0.1,
+        *,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        convention: str = "uniform",
+        prior: torch.Tensor | None = None,
+        class_mask: torch.Tensor | None = None,
+        kl: bool = False,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.convention = convention
+        self.kl = kl
+        self.impl = impl
+        self.register_buffer("weight", weight)
+        self.register_buffer("prior", prior)
+        self.register_buffer("class_mask", class_mask)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(
+            input,
+            target,
+            self.weight,
+            self.ignore_index,
+            self.reduction,
+            self.label_smoothing,
+            convention=self.convention,
+            prior=self.prior,
+            class_mask=self.class_mask,
+            kl=self.kl,
+            impl=self.impl,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"label_smoothing={self.label_smoothing}, convention={self.convention!r}, "
+            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, kl={self.kl}"
+        )

@@ -1,0 +1,185 @@
+"""Argument and tensor checks: one place for every error message of the public API.
+
+Each check raises ``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message
+names the argument and the offending value, so a user never gets a wrong number, a crash deep
+inside an op or a device-side assert instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "CONVENTIONS",
+    "REDUCTIONS",
+    "FLOAT_DTYPES",
+    "check_label_smoothing",
+    "check_choice",
+    "check_input",
+    "check_target",
+    "check_class_vector",
+    "check_prior",
+]
+
+CONVENTIONS = ("uniform", "others", "unnormalized")
+REDUCTIONS = ("none", "mean", "sum")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming ``name``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {name}={value!r}")
+    return value
+
+
+def check_label_smoothing(label_smoothing: float) -> float:
+    """ε must be a real number in [0, 1]."""
+    if isinstance(label_smoothing, torch.Tensor):
+        if label_smoothing.numel() != 1:
+            raise ValueError(
+                f"label_smoothing must be a number, got a tensor of shape "
+                f"{tuple(label_smoothing.shape)}"
+            )
+        label_smoothing = float(label_smoothing.item())
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise TypeError(f"label_smoothing must be a float, got label_smoothing={label_smoothing!r}")
+    eps = float(label_smoothing)
+    if math.isnan(eps) or not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got label_smoothing={eps!r}")
+    return eps
+
+
+def check_input(input: torch.Tensor) -> None:
+    """Logits: a floating tensor (C,), (N, C) or (N, C, d1, ..., dk) with C >= 1."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of logits, got {type(input).__name__}")
+    if input.dtype not in FLOAT_DTYPES:
+        raise ValueError(
+            f"input must be a floating-point tensor of logits (float16, bfloat16, float32 or "
+            f"float64), got input.dtype={input.dtype}"
+        )
+    if input.dim() == 0:
+        raise ValueError("input must have a class dimension, got a 0-dim tensor")
+    num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
+    if num_classes < 1:
+        raise ValueError(
+            f"input must have at least one class, got input.shape={tuple(input.shape)}"
+        )
+
+
+def check_target(
+    input: torch.Tensor, target: torch.Tensor, ignore_index: int, *, soft_needs_distribution: bool
+) -> bool:
+    """Check ``target`` against ``input``; return True for soft (probability) targets.
+
+    Class-index targets must be an integer tensor of shape (N, d1, ..., dk) (input without its
+    class dimension) whose values lie in [0, C) or equal ``ignore_index``. Soft targets must be
+    a floating tensor of the input's shape; when ``soft_needs_distribution`` (KL form), each
+    row must be a probability distribution.
+    """
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.device != input.device:
+        raise ValueError(
+            f"target must be on the input's device, got target.device={target.device} "
+            f"and input.device={input.device}"
+        )
+    class_dim = 0 if input.dim() == 1 else 1
+    num_classes = input.shape[class_dim]
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            raise ValueError(
+                f"a floating-point (soft) target must have the input's shape "
+                f"{tuple(input.shape)}, got target.shape={tuple(target.shape)}"
+            )
+        if soft_needs_distribution and target.numel() > 0:
+            tmin = float(target.min())
+            if tmin < 0 or not math.isfinite(tmin):
+                raise ValueError(
+                    f"soft target rows must be probability distributions for kl=True, "
+                    f"found a value {tmin!r} < 0"
+                )
+            sums = target.double().sum(class_dim)
+            worst = float((sums - 1).abs().max())
+            tol = 1e-2 if target.dtype in (torch.float16, torch.bfloat16) else 1e-4
+            if not worst <= tol:
+                raise ValueError(
+                    f"soft target rows must sum to 1 along the class dimension for kl=True, "
+                    f"found a row whose sum differs from 1 by {worst:.3g}"
+                )
+        return True
+    if target.dtype == torch.bool or target.is_complex():
+        raise ValueError(
+            f"target must hold int64 class indices or float probabilities, "
+            f"got target.dtype={target.dtype}"
+        )
+    expected = tuple(input.shape[:1]) + tuple(input.shape[2:]) if input.dim() > 1 else ()
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"target of class indices must have shape {expected} for input of shape "
+            f"{tuple(input.shape)}, got target.shape={tuple(target.shape)}"
+        )
+    if target.numel() > 0:
+        bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+        if bool(bad.any()):
+            value = int(target[bad].flatten()[0])
+            raise ValueError(
+                f"target holds class index {value}, outside [0, {num_classes}) for input with "
+                f"C={num_classes} classes (and not ignore_index={ignore_index})"
+            )
+    return False
+
+
+def check_class_vector(
+    name: str, value: torch.Tensor | None, input: torch.Tensor, *, kind: str
+) -> torch.Tensor | None:
+    """Check a per-class vector (weight, prior or class_mask) against the input.
+
+    ``kind`` is "float" (weight, prior) or "bool" (class_mask).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (C,), got {type(value).__name__}")
+    num_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
+    if value.dim() != 1 or value.shape[0] != num_classes:
+        raise ValueError(
+            f"{name} must have shape ({num_classes},) (one entry per class), "
+            f"got {name}.shape={tuple(value.shape)}"
+        )
+    if value.device != input.device:
+        raise ValueError(
+            f"{name} must be on the input's device, got {name}.device={value.device} "
+            f"and input.device={input.device}"
+        )
+    if kind == "bool":
+        if value.dtype != torch.bool:
+            raise ValueError(f"{name} must be a bool tensor, got {name}.dtype={value.dtype}")
+        if not bool(value.any()):
+            raise ValueError(
+                f"{name} allows no class (all entries False): label smoothing needs at least one"
+            )
+    else:
+        if not value.is_floating_point():
+            raise ValueError(
+                f"{name} must be a floating-point tensor, got {name}.dtype={value.dtype}"
+            )
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} must be finite, got {name}={value.tolist()!r}"[:300])
+    return value
+
+
+def check_prior(prior: torch.Tensor | None, class_mask: torch.Tensor | None) -> None:
+    """A prior must be non-negative with positive mass on the classes the mask allows."""
+    if prior is None:
+        return
+    if bool((prior < 0).any()):
+        neg = float(prior[prior < 0][0])
+        raise ValueError(f"prior must be non-negative, found prior value {neg!r}")
+    allowed = prior if class_mask is None else prior[class_mask]
+    if not float(allowed.sum()) > 0:
+        where = "" if class_mask is None else " on the classes class_mask allows"
+        raise ValueError(f"prior must have positive total mass{where}, got a sum of 0")

@@ -1,0 +1,1 @@
+"""Implementations of the label-smoothed cross-entropy: the reference and the fast paths."""

@@ -1,0 +1,175 @@
+"""The reference implementation: plain PyTorch, dense, readable. It is the specification.
+
+Every fast path is tested against these functions; they are checked against
+``torch.nn.functional.cross_entropy`` and by float64 ``gradcheck``. Nothing here is clever:
+the smoothed target ``q`` is materialized as a dense (M, C) tensor and the loss is
+``sum_k w_k q_k (-log p_k)`` (plus ``sum_k w_k q_k log q_k`` for the KL form).
+
+Notation used across the package (one row = one sample / position):
+
+* ``x`` logits of a row, ``C`` classes, ``y`` the target class, ``ε`` the label smoothing.
+* ``u`` the smoothing prior: ``prior`` (uniform if None) restricted to ``class_mask`` and
+  normalized to sum to 1 over the allowed classes.
+* Conventions (``q`` is the smoothed target the row is trained against):
+
+  - ``uniform``:       q = (1-ε)·onehot(y) + ε·u
+  - ``others``:        q_y = 1-ε, q_k = ε·u_k / (1-u_y) for k != y  (ε spread over the others)
+  - ``unnormalized``:  q_y = 1-ε, q_k = ε·u_k for k != y            (sums to 1-ε·u_y)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["compute_dtype", "smoothing_prior", "smoothed_target", "cross_entropy_reference"]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: float32 for half types, the input's own dtype otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def smoothing_prior(
+    num_classes: int,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """The normalized smoothing distribution ``u`` (C,) over the allowed classes.
+
+    Args:
+        num_classes: C.
+        prior: (C,) non-negative weights u(k), or None for uniform.
+        class_mask: (C,) bool, False for classes that get no smoothing mass, or None.
+        dtype: dtype of the result.
+        device: device of the result.
+
+    Returns:
+        (C,) tensor, non-negative, summing to 1, zero where ``class_mask`` is False.
+    """
+    if prior is None:
+        u = torch.ones(num_classes, dtype=torch.float64, device=device)
+    else:
+        u = prior.to(device=device, dtype=torch.float64)
+    if class_mask is not None:
+        u = u * class_mask.to(device=device, dtype=torch.float64)
+    return (u / u.sum()).to(dtype)
+
+
+def smoothed_target(
+    target: torch.Tensor,
+    num_classes: int,
+    label_smoothing: float,
+    u: torch.Tensor,
+    convention: str,
+    ignore_index: int,
+) -> torch.Tensor:
+    """Dense smoothed targets for class indices: (M,) -> (M, C), zero rows where ignored.
+
+    Args:
+        target: (M,) int64 class indices (``ignore_index`` allowed).
+        num_classes: C.
+        label_smoothing: ε in [0, 1].
+        u: (C,) normalized smoothing prior (see :func:`smoothing_prior`).
+        convention: "uniform", "others" or "unnormalized".
+        ignore_index: target value whose row is all zeros.
+
+    Returns:
+        (M, C) tensor in ``u``'s dtype.
+    """
+    eps = label_smoothing
+    valid = target != ignore_index
+    onehot = F.one_hot(torch.where(valid, target, 0), num_classes).to(u.dtype)  # (M, C)
+    if convention == "uniform":
+        q = (1 - eps) * onehot + eps * u
+    elif convention == "others":
+        others = u * (1 - onehot)  # (M, C): the prior on every non-target class
+        mass = others.sum(-1, keepdim=True)  # 1 - u_y
+        q = (1 - eps) * onehot + eps * others / mass.clamp_min(torch.finfo(u.dtype).tiny)
+        # No other allowed class to receive the ε mass: the target keeps it all.
+        q = torch.where(mass > 0, q, onehot)
+    elif convention == "unnormalized":
+        q = (1 - eps) * onehot + eps * u * (1 - onehot)
+    else:
+        raise ValueError(f"unknown convention {convention!r}")
+    return q * valid.unsqueeze(-1)
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, d1, ..., dk) -> (N·d1·…·dk, C); (N, C) unchanged."""
+    return t.movedim(1, -1).reshape(-1, t.shape[1]) if t.dim() > 2 else t
+
+
+def cross_entropy_reference(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    u: torch.Tensor,
+    convention: str,
+    kl: bool,
+) -> torch.Tensor:
+    """Label-smoothed cross-entropy, computed the obvious way. Arguments already validated.
+
+    Args:
+        input: (N, C) or (N, C, d1, ..., dk) logits, any float dtype (computed in >= fp32).
+        target: class indices of shape (N, d1, ..., dk), or soft targets of the input's shape.
+        weight: (C,) class weights or None.
+        ignore_index: ignored target value (class-index targets only).
+        reduction: "none", "mean" or "sum".
+        label_smoothing: ε.
+        u: (C,) normalized smoothing prior.
+        convention: smoothing convention (soft targets: "uniform" only).
+        kl: return KL(q̂ || p) = CE(q, p) − H(q) (− Σq·log Σq, nonzero only for
+            "unnormalized") instead of CE(q, p); q̂ = q / Σq.
+
+    Returns:
+        The loss: target's shape (class indices) or input's shape without dim 1 (soft) for
+        "none", a scalar otherwise, in the input's dtype.
+    """
+    num_classes = input.shape[1]
+    cdt = compute_dtype(input.dtype)
+    logp = torch.log_softmax(_rows(input).to(cdt), dim=-1)  # (M, C)
+    u = u.to(cdt)
+    w = (
+        torch.ones(num_classes, dtype=cdt, device=input.device)
+        if weight is None
+        else weight.to(cdt)
+    )
+
+    soft = target.is_floating_point()
+    if soft:
+        q = (1 - label_smoothing) * _rows(target).to(cdt) + label_smoothing * u  # (M, C)
+    else:
+        q = smoothed_target(
+            target.reshape(-1), num_classes, label_smoothing, u, convention, ignore_index
+        )
+
+    loss = -(w * q * logp).sum(-1)  # (M,)
+    if kl:
+        # KL(q̂ || p) with q̂ = q / Σq: Σ_k w_k q_k log(q_k / Σq). For the normalized conventions
+        # Σq = 1 and this is CE − H(q); for "unnormalized" it keeps the loss zero at its
+        # optimum p = q̂ (where CE − H(q) alone would be negative).
+        mass = q.sum(-1, keepdim=True)
+        loss = loss + (w * (torch.xlogy(q, q) - torch.xlogy(q, mass))).sum(-1)
+
+    if reduction == "none":
+        out_shape = target.shape[:1] + target.shape[2:] if soft else target.shape
+        return loss.reshape(out_shape).to(input.dtype)
+    total = loss.sum()
+    if reduction == "sum":
+        return total.to(input.dtype)
+    if soft:
+        denom = torch.tensor(float(max(loss.shape[0], 1)), dtype=cdt, device=input.device)
+    else:
+        y = target.reshape(-1)
+        valid = y != ignore_index
+        denom = (w[torch.where(valid, y, 0)] * valid).sum()
+        # All targets ignored: 0 with zero gradients, where torch returns NaN.
+        denom = torch.where(valid.any(), denom, torch.ones_like(denom))
+    return (total / denom).to(input.dtype)

@@ -1,0 +1,143 @@
+"""Parity with torch.nn.functional.cross_entropy over the test grid, for every implementation."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import labelsmooth
+from labelsmooth._dispatch import available_impls
+
+IMPLS = available_impls()
+SHAPES = [(16, 2), (16, 7), (6, 1000), (3, 7, 4, 5), (2, 1000, 3)]  # C=2, prime C, C > a block
+
+
+def _make(shape, *, ignore: bool, seed: int = 0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 3).to(dtype)
+    c = shape[1]
+    tshape = shape[:1] + shape[2:]
+    y = torch.randint(0, c, tshape, generator=g)
+    if ignore:
+        y.view(-1)[::3] = -100
+    return x, y
+
+
+def _loss_and_grad(fn, x, *args, **kw):
+    x = x.detach().clone().requires_grad_(True)
+    loss = fn(x, *args, **kw)
+    g = torch.randn(loss.shape, generator=torch.Generator().manual_seed(7))
+    (loss * g).sum().backward()
+    return loss.detach(), x.grad
+
+
+def _close(a, b, tol=1e-6):
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def _parity(fn_kw, x, y, **kw):
+    """Loss and gradient equal torch's within 1e-6, or are at least as close as torch's own
+    fp32 result to the float64 truth (house rule 2: |impl - truth| <= 2|torch - truth| + atol).
+    """
+    ref_l, ref_g = _loss_and_grad(F.cross_entropy, x, y, **kw)
+    got_l, got_g = _loss_and_grad(labelsmooth.cross_entropy, x, y, **fn_kw, **kw)
+    y64 = y.double() if y.is_floating_point() else y
+    w64 = None if kw.get("weight") is None else kw["weight"].double()
+    true_l, true_g = _loss_and_grad(F.cross_entropy, x.double(), y64, **{**kw, "weight": w64})
+    for got, ref, truth in ((got_l, ref_l, true_l), (got_g, ref_g, true_g)):
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        near_torch = (got - ref).abs() <= 1e-6 * (1 + ref.abs())
+        near_truth = (got.double() - truth).abs() <= 2 * (ref.double() - truth).abs() + 1e-6
+        assert bool((near_torch | near_truth).all()), (got - ref).abs().max()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(
+    "weighted,ignore", [(False, False), (True, False), (False, True), (True, True)]
+)
+def test_parity_with_torch(impl, shape, weighted, ignore):
+    x, y = _make(shape, ignore=ignore)
+    w = torch.rand(shape[1], generator=torch.Generator().manual_seed(1)) + 0.1 if weighted else None
+    for eps, reduction in itertools.product((0.0, 0.1, 1.0), ("mean", "sum", "none")):
+        kw = dict(weight=w, reduction=reduction, label_smoothing=eps)
+        _parity({"impl": impl}, x, y, **kw)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", [(16, 7), (3, 7, 4, 5), (4, 1000)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_parity_soft_targets(impl, shape, weighted):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g)
+    t = torch.softmax(torch.randn(shape, generator=g), dim=1)
+    w = torch.rand(shape[1], generator=g) if weighted else None
+    for eps, reduction in itertools.product((0.0, 0.1, 1.0), ("mean", "sum", "none")):
+        kw = dict(weight=w, reduction=reduction, label_smoothing=eps)
+        _parity({"impl": impl}, x, t, **kw)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_unbatched_input(impl):
+    x, y = torch.randn(11), torch.tensor(4)
+    for reduction in ("mean", "sum", "none"):
+        ref = F.cross_entropy(x, y, reduction=reduction, label_smoothing=0.2)
+        got = labelsmooth.cross_entropy(x, y, reduction=reduction, label_smoothing=0.2, impl=impl)
+        assert got.shape == ref.shape
+        _close(got, ref)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_all_ignored_mean_is_zero_not_nan(impl, weighted):
+    x = torch.randn(5, 9, requires_grad=True)
+    y = torch.full((5,), -100)
+    w = torch.rand(9) if weighted else None
+    assert torch.isnan(F.cross_entropy(x, y, weight=w, label_smoothing=0.1))  # torch's behaviour
+    loss = labelsmooth.cross_entropy(x, y, weight=w, label_smoothing=0.1, impl=impl)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_empty_batch(impl):
+    x = torch.randn(0, 5, requires_grad=True)
+    y = torch.zeros(0, dtype=torch.long)
+    assert labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl=impl).item() == 0.0
+    assert labelsmooth.cross_entropy(x, y, reduction="none", impl=impl).shape == (0,)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_large_vocab_is_finite(impl, dtype):
+    # naive fp16 code overflows summing 50,257 logits (huggingface/transformers#10674)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(4, 50257, generator=g) * 4 + 30).to(dtype).requires_grad_(True)
+    y = torch.randint(0, 50257, (4,), generator=g)
+    loss = labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl=impl)
+    loss.backward()
+    assert loss.dtype == dtype and x.grad is not None and x.grad.dtype == dtype
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+    truth = F.cross_entropy(x.detach().double(), y, label_smoothing=0.1)
+    assert abs(loss.double().item() - truth.item()) <= 1e-2 * truth.item()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_module_matches_function(impl):
+    x, y = _make((8, 13), ignore=True)
+    w = torch.rand(13)
+    mask = torch.ones(13, dtype=torch.bool)
+    mask[0] = False
+    crit = labelsmooth.LabelSmoothingCrossEntropy(
+        0.2, weight=w, convention="others", class_mask=mask, kl=True, impl=impl
+    )
+    expected = labelsmooth.cross_entropy(
+        x, y, w, label_smoothing=0.2, convention="others", class_mask=mask, kl=True, impl=impl
+    )
+    _close(crit(x, y), expected)
+    assert set(crit.state_dict()) == {"weight", "class_mask"}
+    assert "label_smoothing=0.2" in repr(crit)
