@@ -9,18 +9,11 @@ import torch
 __all__ = ["IMPLS", "available_impls", "resolve_impl", "lookup"]
 
 #: Every name ``impl=`` accepts.
-IMPLS = ("auto", "reference")
+IMPLS = ("auto", "reference", "fused")
 
 
 def _unavailable_reason(impl: str, input: torch.Tensor, soft: bool) -> str | None:
     """Why ``impl`` cannot run on this call, or None if it can."""
-    if impl in ("fused", "compiled") and soft:
-        return None  # soft targets fall back to the reference path inside the fused op
-    if impl == "compiled":
-        from labelsmooth.ops.fused import compiled_available
-
-        reason: str | None = compiled_available(input.device)
-        return reason
     return None
 
 
@@ -40,7 +33,7 @@ def resolve_impl(impl: str, input: torch.Tensor, *, soft: bool) -> str:
     if impl == "auto":
         if soft:
             return "reference"
-        return "reference"  # TODO(issue 3): "fused" once it lands
+        return "fused"
     reason = _unavailable_reason(impl, input, soft)
     if reason is not None:
         raise ValueError(f"impl={impl!r} cannot run here: {reason}")

@@ -1,0 +1,304 @@
+"""Fused blockwise label-smoothed cross-entropy: loss and gradient in one forward sweep.
+
+The forward pass walks over the logits in blocks of rows sized for the cache. For each block
+it computes the per-row statistics (max ``m``, sum of exponentials ``s``, target logit
+``x_y`` and the prior-weighted logit sum ``S``), the loss from them, and the gradient, which
+it writes once into a buffer of the input's shape and dtype (or, opt-in, into the logits
+themselves). Nothing of size (N, C) besides that gradient is allocated: no log-probabilities,
+no smoothed target, no mask. Backward only scales the saved gradient by ``grad_output``.
+
+Math (see :mod:`labelsmooth.ops.reference` for the notation). Every convention's smoothed
+target has the form ``q = α·onehot(y) + β·u`` with per-row scalars
+
+* uniform:       α = 1-ε,             β = ε
+* others:        α = 1-ε - β·u_y,     β = ε / (1-u_y)   (α = 1, β = 0 if 1-u_y = 0)
+* unnormalized:  α = 1-ε - ε·u_y,     β = ε
+
+With class weights ``w`` and ``a_k = w_k·u_k``, ``A = Σ_k a_k``, ``lse = m + log s``:
+
+    loss = Σ_k w_k q_k (lse - x_k) = α·w_y·(lse - x_y) + β·(A·lse - S),   S = Σ_k a_k x_k
+    ∂loss/∂x_k = (α·w_y + β·A)·p_k - α·w_y·[k = y] - β·a_k,             p = softmax(x)
+
+The KL form adds Σ_k w_k q_k log(q_k / Z) (Z = α + β = Σ_k q_k), a function of y only:
+    A·β log β + β·L - β·a_y·log(β u_y) + w_y·q_y log q_y - (α w_y + β A)·log Z,
+    with L = Σ_k a_k log u_k and q_y = α + β u_y; it does not change the gradient.
+
+These statistics are what a vocabulary-parallel or chunked path combines: ``m`` by max,
+``s`` by rescaled sum, ``x_y`` and ``S`` by sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from labelsmooth.ops.reference import compute_dtype, cross_entropy_reference
+
+__all__ = [
+    "cross_entropy_fused",
+    "row_coefficients",
+    "kl_constant",
+    "loss_from_stats",
+    "BLOCK_BYTES",
+]
+
+#: Target size in bytes of one block of (compute-dtype) logits: fits in a core's L2 cache.
+BLOCK_BYTES = 1 << 19
+
+
+@dataclass
+class RowCoefficients:
+    """Per-row scalars of ``q = α·onehot(y) + β·u`` and the class-weight terms, all (M,)."""
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    w_y: torch.Tensor  # weight of the target class, 0 for ignored rows
+    a_y: torch.Tensor  # a_y = w_y·u_y
+    u_y: torch.Tensor
+    A: torch.Tensor  # 0-dim: Σ_k w_k u_k
+
+
+def row_coefficients(
+    y: torch.Tensor,
+    valid: torch.Tensor,
+    weight: torch.Tensor | None,
+    u: torch.Tensor,
+    eps: float,
+    convention: str,
+) -> RowCoefficients:
+    """α, β and the weight terms of every row, in ``u``'s dtype (use float64: O(M) work).
+
+    Args:
+        y: (M,) class indices with ignored rows replaced by any valid class.
+        valid: (M,) bool, False for ignored rows (their coefficients are 0).
+        weight: (C,) class weights or None.
+        u: (C,) normalized smoothing prior.
+        eps: ε.
+        convention: "uniform", "others" or "unnormalized".
+    """
+    dt = u.dtype
+    u_y = u[y]
+    if convention == "uniform":
+        alpha = torch.full_like(u_y, 1 - eps)
+        beta = torch.full_like(u_y, eps)
+    elif convention == "others":
+        rest = 1 - u_y
+        has_rest = rest > 0
+        beta = torch.where(has_rest, eps / torch.where(has_rest, rest, 1), 0)
+        alpha = torch.where(has_rest, 1 - eps - beta * u_y, 1)
+    elif convention == "unnormalized":
+        alpha = 1 - eps - eps * u_y
+        beta = torch.full_like(u_y, eps)
+    else:
+        raise ValueError(f"unknown convention {convention!r}")
+    vf = valid.to(dt)
+    w = None if weight is None else weight.to(dt)
+    w_y = vf if w is None else w[y] * vf
+    a = u if w is None else w * u
+    return RowCoefficients(
+        alpha=alpha * vf, beta=beta * vf, w_y=w_y, a_y=a[y] * vf, u_y=u_y, A=a.sum()
+    )
+
+
+def kl_constant(rc: RowCoefficients, weight: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_k q_k log(q_k / Σq) per row (M,): what turns the cross-entropy into the KL form."""
+    a = u if weight is None else weight.to(u.dtype) * u
+    L = torch.xlogy(a, u).sum()  # Σ_k a_k log u_k, 0·log 0 = 0
+    beta, alpha = rc.beta, rc.alpha
+    q_y = alpha + beta * rc.u_y
+    mass = alpha + beta  # Σ_k q_k (0 for ignored rows)
+    total = alpha * rc.w_y + beta * rc.A  # Σ_k w_k q_k
+    return (
+        rc.A * torch.xlogy(beta, beta)
+        + beta * L
+        - torch.xlogy(beta * rc.a_y, beta * rc.u_y)
+        + rc.w_y * torch.xlogy(q_y, q_y)
+        - torch.xlogy(total, mass)
+    )
+
+
+def loss_from_stats(
+    lse: torch.Tensor, x_y: torch.Tensor, S: torch.Tensor, rc: RowCoefficients
+) -> torch.Tensor:
+    """Per-row smoothed cross-entropy from the row statistics: α w_y (lse − x_y) + β (A lse − S)."""
+    return rc.alpha * rc.w_y * (lse - x_y) + rc.beta * (rc.A * lse - S)
+
+
+def _blocks(x: torch.Tensor, rows_per_block: int):
+    """Yield (row_start, row_stop, view) over the rows of x, each view (B, C) possibly strided.
+
+    2-D input: row blocks. N-D input (N, C, D...): per sample, chunks of positions, viewed
+    transposed as (B, C) (a strided view; the caller copies it into a block buffer).
+    """
+    if x.dim() == 2:
+        M = x.shape[0]
+        for r0 in range(0, M, rows_per_block):
+            r1 = min(M, r0 + rows_per_block)
+            yield r0, r1, x[r0:r1]
+        return
+    N, C = x.shape[0], x.shape[1]
+    x3 = x.reshape(N, C, -1)  # a view for contiguous inputs
+    D = x3.shape[2]
+    for n in range(N):
+        for d0 in range(0, D, rows_per_block):
+            d1 = min(D, d0 + rows_per_block)
+            yield n * D + d0, n * D + d1, x3[n, :, d0:d1].t()
+
+
+class _FusedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        u: torch.Tensor,
+        ignore_index: int,
+        reduction: str,
+        eps: float,
+        convention: str,
+        kl: bool,
+        inplace_backward: bool,
+    ) -> torch.Tensor:
+        C = input.shape[1]
+        cdt = compute_dtype(input.dtype)
+        dev = input.device
+        x = input if input.is_contiguous() else input.contiguous()
+        y = target.reshape(-1)
+        M = y.shape[0]
+        valid = y != ignore_index
+        y_safe = torch.where(valid, y, 0)
+
+        # O(M) coefficients in float64, then the reduction's scale folded into them.
+        u64 = u.to(torch.float64)
+        rc = row_coefficients(y_safe, valid, weight, u64, eps, convention)
+        if reduction == "mean":
+            denom = rc.w_y.sum()
+            denom = torch.where(valid.any(), denom, torch.ones_like(denom))
+            scale = 1 / denom
+        else:
+            scale = torch.ones((), dtype=torch.float64, device=dev)
+        g_p = ((rc.alpha * rc.w_y + rc.beta * rc.A) * scale).to(cdt)  # coefficient of p_k
+        g_y = (rc.alpha * rc.w_y * scale).to(cdt)  # subtracted at the target
+        g_a = (rc.beta * scale).to(cdt)  # times a_k, subtracted everywhere
+        a = (u64 if weight is None else weight.to(torch.float64) * u64).to(cdt)
+        uniform_a = weight is None and bool((u64 == u64[0]).all())
+        a0 = float(a[0]) if uniform_a else 0.0
+
+        grad = x if inplace_backward else torch.empty_like(x)
+        lse = torch.empty(M, dtype=cdt, device=dev)
+        x_y = torch.empty(M, dtype=cdt, device=dev)
+        S = torch.empty(M, dtype=cdt, device=dev)
+
+        rows = max(1, BLOCK_BYTES // (C * torch.finfo(cdt).bits // 8))
+        buf = torch.empty(rows, C, dtype=cdt, device=dev)
+        direct = x.dim() == 2 and cdt == x.dtype  # compute straight into the gradient rows
+        grad_blocks = _blocks(grad, rows)
+        with torch.no_grad():
+            for (r0, r1, xb), (_, _, gb) in zip(_blocks(x, rows), grad_blocks):
+                B = r1 - r0
+                if not (direct and xb.is_contiguous()):
+                    tmp = buf[:B]
+                    tmp.copy_(xb)  # upcast / gather the strided block
+                    xb = tmp
+                yb = y_safe[r0:r1, None]
+                # statistics read from the logits before anything is overwritten
+                x_y[r0:r1] = xb.gather(1, yb).squeeze(1)
+                S[r0:r1] = xb.sum(1).mul_(a0) if uniform_a else xb @ a
+                m = xb.amax(1, keepdim=True)
+                pb = gb if (direct and not inplace_backward) else buf[:B]
+                if pb.data_ptr() == xb.data_ptr():
+                    pb.sub_(m).exp_()
+                    s = pb.sum(1, keepdim=True)
+                    pb.div_(s)
+                else:
+                    torch.softmax(xb, 1, out=pb)
+                    s = pb.amax(1, keepdim=True).reciprocal_()  # p_max = 1/s exactly at argmax
+                lse[r0:r1] = (m + s.log()).squeeze(1)
+                # gradient: g_p·p − g_a·a − g_y·onehot(y)
+                pb.mul_(g_p[r0:r1, None])
+                if uniform_a:
+                    pb.sub_((g_a[r0:r1] * a0)[:, None])
+                else:
+                    pb.addr_(g_a[r0:r1], a, alpha=-1)
+                pb.scatter_add_(1, yb, -g_y[r0:r1, None])
+                if pb.data_ptr() != gb.data_ptr():
+                    gb.copy_(pb)
+
+        loss = loss_from_stats(lse.double(), x_y.double(), S.double(), rc)
+        if kl:
+            loss = loss + kl_constant(rc, weight, u64)
+        if reduction == "none":
+            out = loss.reshape(target.shape)
+        else:
+            out = loss.sum() * scale
+        ctx.reduction = reduction
+        ctx.consumed = False
+        ctx.save_for_backward(grad)
+        return out.to(input.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "impl='fused' does not support double backward (create_graph=True): its "
+                "gradient is computed in the forward pass; use impl='reference'"
+            )
+        if ctx.consumed:
+            raise RuntimeError(
+                "impl='fused' cannot backward twice through the same loss (retain_graph=True): "
+                "the saved gradient is scaled in place; use impl='reference'"
+            )
+        ctx.consumed = True
+        (grad,) = ctx.saved_tensors
+        if ctx.reduction == "none":  # (N, C, d...) * (N, 1, d...)
+            grad.mul_(grad_output.unsqueeze(1).to(grad.dtype))
+        elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
+            grad.mul_(grad_output.to(grad.dtype))
+        return grad, None, None, None, None, None, None, None, None, None
+
+
+def cross_entropy_fused(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    u: torch.Tensor,
+    convention: str,
+    kl: bool,
+    *,
+    inplace_backward: bool = False,
+) -> torch.Tensor:
+    """Fused blockwise label-smoothed cross-entropy (arguments already validated).
+
+    Same arguments and result as :func:`labelsmooth.ops.reference.cross_entropy_reference`.
+    Soft targets fall back to the reference: mixing a dense (N, C) target needs a second
+    dense operand in every block, which gains nothing over the reference's dense math.
+
+    Args:
+        inplace_backward: write the gradient into ``input``'s storage (the logits are
+            overwritten; extra memory O(N)). Autograd's version counter then makes any other
+            use of the overwritten logits in backward raise instead of reading garbage. A
+            non-contiguous input is first copied, and the copy is overwritten instead.
+    """
+    if target.is_floating_point():
+        return cross_entropy_reference(
+            input, target, weight, ignore_index, reduction, label_smoothing, u, convention, kl
+        )
+    out: torch.Tensor = _FusedCrossEntropy.apply(
+        input,
+        target,
+        weight,
+        u,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        convention,
+        kl,
+        inplace_backward,
+    )
+    return out

@@ -1,0 +1,151 @@
+"""The fused path against the reference: options grid, in-place backward, dtypes, autograd."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import labelsmooth
+from labelsmooth.ops import fused
+
+CONVENTIONS = ["uniform", "others", "unnormalized"]
+
+
+def _run(impl, x, y, **kw):
+    x = x.detach().clone().requires_grad_(True)
+    loss = labelsmooth.cross_entropy(x, y, impl=impl, **kw)
+    go = torch.rand(loss.shape, generator=torch.Generator().manual_seed(3)) + 0.5
+    (loss * go.to(loss.dtype)).sum().backward()
+    return loss.detach(), x.grad
+
+
+@pytest.mark.parametrize("shape", [(9, 13), (5, 1000), (3, 7, 5, 2), (2, 1031, 3)])
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_fused_equals_reference_over_options(shape, convention, monkeypatch):
+    monkeypatch.setattr(fused, "BLOCK_BYTES", 4 * 1031 * 2)  # several blocks, ragged last one
+    g = torch.Generator().manual_seed(0)
+    c = shape[1]
+    x = torch.randn(shape, generator=g) * 3
+    y = torch.randint(0, c, shape[:1] + shape[2:], generator=g)
+    y.view(-1)[::4] = -100
+    w = torch.rand(c, generator=g) + 0.2
+    prior = torch.rand(c, generator=g)
+    mask = torch.rand(c, generator=g) > 0.3
+    mask[0] = True
+    options = itertools.product((None, w), (None, prior), (None, mask), (False, True))
+    cases = [(0.0, "mean"), (0.1, "sum"), (0.3, "none"), (1.0, "mean"), (0.1, "mean")]
+    for i, (weight, pr, cm, kl) in enumerate(options):
+        for eps, reduction in (cases[i % 5], cases[(i + 2) % 5]):
+            kw = dict(
+                weight=weight,
+                reduction=reduction,
+                label_smoothing=eps,
+                convention=convention,
+                prior=pr,
+                class_mask=cm,
+                kl=kl,
+            )
+            ref = _run("reference", x, y, **kw)
+            got = _run("fused", x, y, **kw)
+            for a, b in zip(got, ref):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(16, 50), (2, 11, 4)])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_inplace_backward_overwrites_logits_with_gradient(shape, reduction):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=g)
+    y = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=g)
+    ref_loss, ref_grad = _run("reference", x, y, label_smoothing=0.1, reduction=reduction)
+    lin = torch.nn.Linear(shape[1], shape[1])
+    torch.nn.init.eye_(lin.weight)
+    torch.nn.init.zeros_(lin.bias)
+    h = x.movedim(1, -1).clone().requires_grad_(True)
+    logits = lin(h).movedim(-1, 1).contiguous()  # a non-leaf, as in a real model
+    loss = labelsmooth.cross_entropy(
+        logits, y, label_smoothing=0.1, reduction=reduction, impl="fused", inplace_backward=True
+    )
+    go = torch.rand(loss.shape, generator=torch.Generator().manual_seed(3)) + 0.5
+    (loss * go).sum().backward()
+    torch.testing.assert_close(loss.detach(), ref_loss)
+    torch.testing.assert_close(h.grad.movedim(-1, 1), ref_grad)  # eye weight: same gradient
+    torch.testing.assert_close(logits.detach(), ref_grad)  # the logits now hold the gradient
+
+
+def test_inplace_backward_on_logits_saved_elsewhere_raises():
+    x = torch.randn(4, 6, requires_grad=True)
+    logits = x.exp()  # exp saves its output for backward
+    loss = labelsmooth.cross_entropy(
+        logits, torch.tensor([0, 1, 2, 3]), impl="fused", inplace_backward=True
+    )
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_inplace_backward_needs_fused():
+    with pytest.raises(ValueError, match="inplace_backward=True needs a fused implementation"):
+        labelsmooth.cross_entropy(
+            torch.randn(2, 3), torch.tensor([0, 1]), impl="reference", inplace_backward=True
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_half_precision_error_no_larger_than_builtin(dtype, reduction):
+    g = torch.Generator().manual_seed(2)
+    x64 = torch.randn(64, 3001, generator=g, dtype=torch.float64) * 4
+    y = torch.randint(0, 3001, (64,), generator=g)
+    kw = dict(label_smoothing=0.1, reduction=reduction)
+    truth_l, truth_g = _run("reference", x64, y, **kw)
+    x = x64.to(dtype)
+    got_l, got_g = _run("fused", x, y, **kw)
+    assert got_l.dtype == dtype and got_g.dtype == dtype
+    xb = x.detach().clone().requires_grad_(True)
+    bl = F.cross_entropy(xb, y, **kw)
+    go = torch.rand(bl.shape, generator=torch.Generator().manual_seed(3)) + 0.5
+    (bl * go.to(dtype)).sum().backward()
+    for got, builtin, truth in ((got_l, bl.detach(), truth_l), (got_g, xb.grad, truth_g)):
+        err = (got.double() - truth).abs().max()
+        builtin_err = (builtin.double() - truth).abs().max()
+        # rounding the result to the output dtype is the floor both share
+        floor = (truth.to(dtype).double() - truth).abs().max()
+        assert err <= max(builtin_err, floor) * 1.01 + 1e-12, (err, builtin_err, floor)
+
+
+def test_double_backward_raises():
+    x = torch.randn(3, 5, requires_grad=True)
+    loss = labelsmooth.cross_entropy(x, torch.tensor([0, 1, 2]), impl="fused")
+    (g,) = torch.autograd.grad(loss, x, create_graph=False)
+    assert g.shape == x.shape
+    loss = labelsmooth.cross_entropy(x, torch.tensor([0, 1, 2]), impl="fused")
+    with pytest.raises(RuntimeError, match="does not support double backward"):
+        torch.autograd.grad(loss, x, create_graph=True)
+
+
+def test_second_backward_with_retained_graph_raises():
+    x = torch.randn(3, 5, requires_grad=True)
+    loss = labelsmooth.cross_entropy(x, torch.tensor([0, 1, 2]), impl="fused")
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="cannot backward twice"):
+        loss.backward()
+
+
+def test_non_contiguous_input():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(20, 8, generator=g).t()  # (8, 20) non-contiguous
+    y = torch.randint(0, 20, (8,), generator=g)
+    for a, b in zip(
+        _run("fused", x, y, label_smoothing=0.2), _run("reference", x, y, label_smoothing=0.2)
+    ):
+        torch.testing.assert_close(a, b)
+
+
+def test_auto_uses_fused_for_class_indices_and_reference_for_soft():
+    from labelsmooth._dispatch import resolve_impl
+
+    assert resolve_impl("auto", torch.zeros(2, 3), soft=False) == "fused"
+    assert resolve_impl("auto", torch.zeros(2, 3), soft=True) == "reference"
