@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -9,11 +10,15 @@ import torch
 __all__ = ["IMPLS", "available_impls", "resolve_impl", "lookup"]
 
 #: Every name ``impl=`` accepts.
-IMPLS = ("auto", "reference", "fused")
+IMPLS = ("auto", "reference", "fused", "compiled")
 
 
 def _unavailable_reason(impl: str, input: torch.Tensor, soft: bool) -> str | None:
     """Why ``impl`` cannot run on this call, or None if it can."""
+    if impl == "compiled":
+        from labelsmooth.ops.fused import compiled_available
+
+        return compiled_available(input.device)
     return None
 
 
@@ -48,4 +53,6 @@ def lookup(impl: str) -> Callable[..., torch.Tensor]:
         return cross_entropy_reference
     from labelsmooth.ops.fused import cross_entropy_fused
 
+    if impl == "compiled":
+        return functools.partial(cross_entropy_fused, compiled=True)
     return cross_entropy_fused

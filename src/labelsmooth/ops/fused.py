@@ -38,6 +38,7 @@ from labelsmooth.ops.reference import compute_dtype, cross_entropy_reference
 
 __all__ = [
     "cross_entropy_fused",
+    "compiled_available",
     "row_coefficients",
     "kl_constant",
     "loss_from_stats",
@@ -126,6 +127,76 @@ def loss_from_stats(
     return rc.alpha * rc.w_y * (lse - x_y) + rc.beta * (rc.A * lse - S)
 
 
+def _rows_kernel(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    g_p: torch.Tensor,
+    g_a: torch.Tensor,
+    g_y: torch.Tensor,
+    a: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row statistics and gradient of a (M, C) block in one expression, for torch.compile.
+
+    Inductor turns this into one parallel loop over rows that reads each row a few times
+    while it is in cache (max, sum of exponentials, then the gradient) and writes the
+    gradient once; the exponentials are recomputed, never stored.
+    Returns (grad in x's dtype, lse, x_y, S), the statistics in float32/64.
+    """
+    xf = x.to(g_p.dtype)
+    m = xf.amax(1, keepdim=True)
+    e = torch.exp(xf - m)
+    s = e.sum(1, keepdim=True)
+    lse = (m + s.log()).squeeze(1)
+    x_y = xf.gather(1, y[:, None]).squeeze(1)
+    S = (xf * a).sum(1)
+    k = torch.arange(x.shape[1], device=x.device)
+    onehot = torch.where(k == y[:, None], g_y[:, None], 0.0)
+    grad = e * (g_p[:, None] / s) - g_a[:, None] * a - onehot
+    return grad.to(x.dtype), lse, x_y, S
+
+
+_compiled_kernel: Any = None
+_compile_failed: str | None = None
+
+
+def compiled_available(device: torch.device) -> str | None:
+    """Why the torch.compile'd kernel cannot run on ``device``, or None if it can."""
+    if _compile_failed is not None:
+        return f"torch.compile failed earlier in this process: {_compile_failed}"
+    if not hasattr(torch, "compile"):
+        return "this torch has no torch.compile"
+    if device.type == "cpu":
+        import shutil
+
+        if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+            return "torch.compile on CPU needs a C++ compiler (g++ or clang++) on PATH"
+    return None
+
+
+def _run_compiled(*args: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """The compiled kernel, compiled once per process; None (and eager from then on) if the
+    compilation fails."""
+    global _compiled_kernel, _compile_failed
+    if _compile_failed is not None:
+        return None
+    try:
+        if _compiled_kernel is None:
+            _compiled_kernel = torch.compile(_rows_kernel, dynamic=True)
+        out: tuple[torch.Tensor, ...] = _compiled_kernel(*args)
+        return out
+    except Exception as err:  # noqa: BLE001 - any compiler failure means: use eager
+        import warnings
+
+        _compile_failed = f"{type(err).__name__}: {str(err)[:200]}"
+        warnings.warn(
+            f"labelsmooth: torch.compile of the fused kernel failed ({_compile_failed}); "
+            "using the eager fused path",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
 def _blocks(x: torch.Tensor, rows_per_block: int):
     """Yield (row_start, row_stop, view) over the rows of x, each view (B, C) possibly strided.
 
@@ -147,9 +218,70 @@ def _blocks(x: torch.Tensor, rows_per_block: int):
             yield n * D + d0, n * D + d1, x3[n, :, d0:d1].t()
 
 
+def _eager_blocks(
+    x: torch.Tensor,
+    y_safe: torch.Tensor,
+    g_p: torch.Tensor,
+    g_a: torch.Tensor,
+    g_y: torch.Tensor,
+    a: torch.Tensor,
+    a0: float | None,
+    inplace_backward: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row statistics and gradient, block by block with eager ops (any device, any layout).
+
+    ``a0`` is the common value of ``a`` when it is constant (uniform prior, no weights), which
+    replaces the matrix-vector product and the rank-1 update by scalar operations. Returns
+    (grad, lse, x_y, S); grad is ``x`` itself when ``inplace_backward``.
+    """
+    C = x.shape[1]
+    M = y_safe.shape[0]
+    cdt, dev = g_p.dtype, x.device
+    grad = x if inplace_backward else torch.empty_like(x)
+    lse = torch.empty(M, dtype=cdt, device=dev)
+    x_y = torch.empty(M, dtype=cdt, device=dev)
+    S = torch.empty(M, dtype=cdt, device=dev)
+
+    rows = max(1, BLOCK_BYTES // (C * torch.finfo(cdt).bits // 8))
+    buf = torch.empty(rows, C, dtype=cdt, device=dev)
+    direct = x.dim() == 2 and cdt == x.dtype  # compute straight into the gradient rows
+    grad_blocks = _blocks(grad, rows)
+    with torch.no_grad():
+        for (r0, r1, xb), (_, _, gb) in zip(_blocks(x, rows), grad_blocks):
+            B = r1 - r0
+            if not (direct and xb.is_contiguous()):
+                tmp = buf[:B]
+                tmp.copy_(xb)  # upcast / gather the strided block
+                xb = tmp
+            yb = y_safe[r0:r1, None]
+            # statistics read from the logits before anything is overwritten
+            x_y[r0:r1] = xb.gather(1, yb).squeeze(1)
+            S[r0:r1] = xb.sum(1).mul_(a0) if a0 is not None else xb @ a
+            m = xb.amax(1, keepdim=True)
+            pb = gb if (direct and not inplace_backward) else buf[:B]
+            if pb.data_ptr() == xb.data_ptr():
+                pb.sub_(m).exp_()
+                s = pb.sum(1, keepdim=True)
+                pb.div_(s)
+            else:
+                torch.softmax(xb, 1, out=pb)
+                s = pb.amax(1, keepdim=True).reciprocal_()  # p_max = 1/s exactly at argmax
+            lse[r0:r1] = (m + s.log()).squeeze(1)
+            # gradient: g_p·p − g_a·a − g_y·onehot(y)
+            pb.mul_(g_p[r0:r1, None])
+            if a0 is not None:
+                pb.sub_((g_a[r0:r1] * a0)[:, None])
+            else:
+                pb.addr_(g_a[r0:r1], a, alpha=-1)
+            pb.scatter_add_(1, yb, -g_y[r0:r1, None])
+            if pb.data_ptr() != gb.data_ptr():
+                gb.copy_(pb)
+    return grad, lse, x_y, S
+
+
 class _FusedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         input: torch.Tensor,
         target: torch.Tensor,
@@ -161,6 +293,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
         convention: str,
         kl: bool,
         inplace_backward: bool,
+        compiled: bool,
     ) -> torch.Tensor:
         C = input.shape[1]
         cdt = compute_dtype(input.dtype)
@@ -187,45 +320,15 @@ class _FusedCrossEntropy(torch.autograd.Function):
         uniform_a = weight is None and bool((u64 == u64[0]).all())
         a0 = float(a[0]) if uniform_a else 0.0
 
-        grad = x if inplace_backward else torch.empty_like(x)
-        lse = torch.empty(M, dtype=cdt, device=dev)
-        x_y = torch.empty(M, dtype=cdt, device=dev)
-        S = torch.empty(M, dtype=cdt, device=dev)
-
-        rows = max(1, BLOCK_BYTES // (C * torch.finfo(cdt).bits // 8))
-        buf = torch.empty(rows, C, dtype=cdt, device=dev)
-        direct = x.dim() == 2 and cdt == x.dtype  # compute straight into the gradient rows
-        grad_blocks = _blocks(grad, rows)
-        with torch.no_grad():
-            for (r0, r1, xb), (_, _, gb) in zip(_blocks(x, rows), grad_blocks):
-                B = r1 - r0
-                if not (direct and xb.is_contiguous()):
-                    tmp = buf[:B]
-                    tmp.copy_(xb)  # upcast / gather the strided block
-                    xb = tmp
-                yb = y_safe[r0:r1, None]
-                # statistics read from the logits before anything is overwritten
-                x_y[r0:r1] = xb.gather(1, yb).squeeze(1)
-                S[r0:r1] = xb.sum(1).mul_(a0) if uniform_a else xb @ a
-                m = xb.amax(1, keepdim=True)
-                pb = gb if (direct and not inplace_backward) else buf[:B]
-                if pb.data_ptr() == xb.data_ptr():
-                    pb.sub_(m).exp_()
-                    s = pb.sum(1, keepdim=True)
-                    pb.div_(s)
-                else:
-                    torch.softmax(xb, 1, out=pb)
-                    s = pb.amax(1, keepdim=True).reciprocal_()  # p_max = 1/s exactly at argmax
-                lse[r0:r1] = (m + s.log()).squeeze(1)
-                # gradient: g_p·p − g_a·a − g_y·onehot(y)
-                pb.mul_(g_p[r0:r1, None])
-                if uniform_a:
-                    pb.sub_((g_a[r0:r1] * a0)[:, None])
-                else:
-                    pb.addr_(g_a[r0:r1], a, alpha=-1)
-                pb.scatter_add_(1, yb, -g_y[r0:r1, None])
-                if pb.data_ptr() != gb.data_ptr():
-                    gb.copy_(pb)
+        result = None
+        if compiled and x.dim() == 2 and M > 0 and not inplace_backward:
+            result = _run_compiled(x, y_safe, g_p, g_a, g_y, a)
+        if result is not None:
+            grad, lse, x_y, S = result
+        else:
+            grad, lse, x_y, S = _eager_blocks(
+                x, y_safe, g_p, g_a, g_y, a, a0 if uniform_a else None, inplace_backward
+            )
 
         loss = loss_from_stats(lse.double(), x_y.double(), S.double(), rc)
         if kl:
@@ -257,7 +360,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
             grad.mul_(grad_output.unsqueeze(1).to(grad.dtype))
         elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
             grad.mul_(grad_output.to(grad.dtype))
-        return grad, None, None, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None, None, None
 
 
 def cross_entropy_fused(
@@ -272,6 +375,7 @@ def cross_entropy_fused(
     kl: bool,
     *,
     inplace_backward: bool = False,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Fused blockwise label-smoothed cross-entropy (arguments already validated).
 
@@ -284,21 +388,17 @@ def cross_entropy_fused(
             overwritten; extra memory O(N)). Autograd's version counter then makes any other
             use of the overwritten logits in backward raise instead of reading garbage. A
             non-contiguous input is first copied, and the copy is overwritten instead.
+        compiled: compute the statistics and gradient of a 2-D input with the
+            torch.compile'd kernel (:func:`_rows_kernel`) instead of eager blocks. It is
+            compiled once per process; if compilation fails the eager path is used (with a
+            warning). N-D inputs and ``inplace_backward`` use the eager blocks.
     """
     if target.is_floating_point():
         return cross_entropy_reference(
             input, target, weight, ignore_index, reduction, label_smoothing, u, convention, kl
         )
     out: torch.Tensor = _FusedCrossEntropy.apply(
-        input,
-        target,
-        weight,
-        u,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        convention,
-        kl,
-        inplace_backward,
-    )
+        input, target, weight, u, ignore_index, reduction, label_smoothing, convention, kl,
+        inplace_backward, compiled,
+    )  # fmt: skip
     return out
