@@ -1,0 +1,138 @@
+"""Temperature scaling (Guo et al. 2017): one scalar T fitted on held-out logits by NLL."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from labelsmooth.metrics._functional import (
+    _check_ignore_index,
+    _check_target_range,
+    _drop_ignored,
+    _flatten_logits,
+)
+
+__all__ = ["fit_temperature"]
+
+T_MIN = 0.05
+T_MAX = 20.0
+
+
+def _nll(z: Tensor, target: Tensor, log_t: Tensor) -> Tensor:
+    return F.cross_entropy(z * torch.exp(-log_t), target)
+
+
+def fit_temperature(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    ignore_index: int | None = None,
+    max_iter: int = 100,
+) -> float:
+    """Fit the temperature T minimizing the NLL of ``softmax(logits / T)`` on held-out data.
+
+    .. math::
+        T^\\star = \\operatorname{clamp}\\Big(\\arg\\min_{T>0} \\frac{1}{N}\\sum_i
+        \\Big[\\log\\sum_c e^{z_{ic}/T} - z_{i y_i}/T\\Big],\\ 0.05,\\ 20\\Big)
+
+    The NLL is convex in 1/T, hence unimodal in log T, so clamping the unconstrained minimizer is
+    the constrained minimizer. It is found by L-BFGS (strong Wolfe line search) over
+    :math:`\\log T` from :math:`\\log T = 0`, in float64 on the logits' device (CPU for MPS),
+    which is deterministic on CPU.
+
+    Degenerate cases never give NaN or inf: when every target is a top prediction the NLL keeps
+    falling as T → 0, and 0.05 is returned directly (without L-BFGS, which would stop wherever
+    the NLL becomes numerically flat); when the NLL keeps falling as T → ∞ (e.g. every
+    prediction wrong) the minimizer is clamped to 20. Constant logits (or C = 1), where T does
+    not matter, give T = 1.
+
+    Args:
+        logits: (N, C) or (N, C, d1, …) held-out logits, any floating dtype (not modified).
+        target: (N,) or (N, d1, …) integer class indices.
+        ignore_index: entries whose target equals it are left out.
+        max_iter: maximum number of L-BFGS iterations.
+
+    Returns:
+        T as a Python float in [0.05, 20].
+
+    Raises:
+        ValueError: bad shapes, ``max_iter < 1``, or no non-ignored sample.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> true = torch.randn(2000, 5, generator=g)
+        >>> y = torch.multinomial(true.softmax(1), 1, generator=g).squeeze(1)
+        >>> round(fit_temperature(3.0 * true, y), 1)  # overconfident by a factor 3
+        3.0
+    """
+    _check_ignore_index(ignore_index)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got max_iter={max_iter!r}")
+    z, y = _flatten_logits(logits, target)
+    z, y = _drop_ignored(z.detach(), y, ignore_index)
+    if y.numel() == 0:
+        raise ValueError("fit_temperature needs at least one non-ignored target, got none")
+    _check_target_range(y, z.shape[1])
+    device = torch.device("cpu") if z.device.type == "mps" else z.device  # MPS has no float64
+    z = z.to(device=device, dtype=torch.float64)  # (N, C)
+    y = y.to(device)
+    if z.shape[1] == 1 or bool((z.amax(1) == z.amin(1)).all()):
+        return 1.0  # the NLL does not depend on T
+    # margin of the target over the best other class, (N,)
+    others = z.scatter(1, y.unsqueeze(1), float("-inf")).amax(1)
+    if bool((z.gather(1, y.unsqueeze(1)).squeeze(1) >= others).all()):
+        # every target is a top prediction: d NLL / d(1/T) = mean(E_p[z] - z_y) < 0 for all T,
+        # the NLL falls all the way to T -> 0 (numerically flat long before), so take the bound
+        return T_MIN
+
+    lo, hi = math.log(T_MIN), math.log(T_MAX)
+    # callers often sit under no_grad / inference_mode (evaluation code): switch both off here
+    with torch.inference_mode(False), torch.enable_grad():
+        if z.is_inference():
+            z = z.clone()  # inference tensors cannot be saved for backward
+        log_t = torch.zeros((), dtype=torch.float64, device=device, requires_grad=True)
+        chunk = min(max_iter, 10)
+        opt = torch.optim.LBFGS(
+            [log_t],
+            lr=1.0,
+            max_iter=chunk,
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = _nll(z, y, log_t)
+            loss.backward()
+            return loss
+
+        # L-BFGS in chunks of <= 10 iterations (its history carries over), so that a run towards
+        # T -> 0 or T -> inf, where the gradient fades slowly, stops once well past a bound
+        done = 0
+        while done < max_iter:
+            previous = float(log_t.detach())
+            opt.step(closure)
+            done += chunk
+            value = float(log_t.detach())
+            if not lo - 1.0 < value < hi + 1.0 or abs(value - previous) <= 1e-12:
+                break
+
+    value = float(log_t.detach())
+    if not math.isfinite(value):
+        # the line search ran into overflow: the minimum is at one of the ends
+        with torch.no_grad():
+            ends = [
+                float(_nll(z, y, torch.tensor(e, dtype=torch.float64, device=device)))
+                for e in (lo, hi)
+            ]
+        value = lo if ends[0] <= ends[1] else hi
+    if value <= lo:
+        return T_MIN
+    if value >= hi:
+        return T_MAX
+    return math.exp(value)
