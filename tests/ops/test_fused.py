@@ -149,3 +149,24 @@ def test_auto_uses_fused_for_class_indices_and_reference_for_soft():
 
     assert resolve_impl("auto", torch.zeros(2, 3), soft=False) == "fused"
     assert resolve_impl("auto", torch.zeros(2, 3), soft=True) == "reference"
+
+
+@pytest.mark.parametrize("impl", ["fused", "compiled"])
+def test_hugepage_gradient_buffer(impl, monkeypatch):
+    monkeypatch.setattr(fused, "HUGEPAGE_MIN_BYTES", 0)  # force the mmap'd buffer
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(33, 257, generator=g)
+    y = torch.randint(0, 257, (33,), generator=g)
+    buf = fused.empty_like_gradient(x)
+    assert buf.shape == x.shape and buf.dtype == x.dtype and buf.is_contiguous()
+    for a, b in zip(
+        _run(impl, x, y, label_smoothing=0.1), _run("reference", x, y, label_smoothing=0.1)
+    ):
+        torch.testing.assert_close(a, b)
+
+
+def test_hugepages_can_be_turned_off(monkeypatch):
+    monkeypatch.setattr(fused, "HUGEPAGE_MIN_BYTES", 0)
+    monkeypatch.setenv("LABELSMOOTH_HUGEPAGES", "0")
+    x = torch.randn(4, 5)
+    assert fused.empty_like_gradient(x).untyped_storage().resizable()
