@@ -28,16 +28,33 @@ def available_impls(device: torch.device | str = "cpu") -> list[str]:
     return [n for n in IMPLS if n != "auto" and _unavailable_reason(n, probe, False) is None]
 
 
-def resolve_impl(impl: str, input: torch.Tensor, *, soft: bool) -> str:
+#: "auto" takes the compiled kernel for 2-D CPU inputs with at least this many elements (the
+#: one-time compilation, ~10-20 s cold and ~2 s from the on-disk cache, pays off there; see
+#: benchmarks/results/cpu.md). Below it, and on other devices, the eager fused blocks.
+AUTO_COMPILED_MIN_NUMEL = 1 << 22
+
+
+def resolve_impl(
+    impl: str, input: torch.Tensor, *, soft: bool, inplace_backward: bool = False
+) -> str:
     """Map ``impl`` (possibly "auto") to the concrete implementation that will run.
 
-    "auto" takes the fused blockwise path for class-index targets (it is exact and the
-    fastest on every device we measured) and the reference for soft targets. An explicit name
-    that cannot run raises ``ValueError`` saying why.
+    "auto": the reference for soft targets (the fused path would fall back to it anyway);
+    for class indices the fused path — with the torch.compile'd kernel for large 2-D CPU
+    inputs when a compiler is available, eager blocks otherwise. An explicit name that cannot
+    run raises ``ValueError`` saying why.
     """
     if impl == "auto":
         if soft:
             return "reference"
+        if (
+            input.device.type == "cpu"
+            and input.dim() == 2
+            and not inplace_backward
+            and input.numel() >= AUTO_COMPILED_MIN_NUMEL
+            and _unavailable_reason("compiled", input, soft) is None
+        ):
+            return "compiled"
         return "fused"
     reason = _unavailable_reason(impl, input, soft)
     if reason is not None:

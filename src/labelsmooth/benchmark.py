@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["VARIANTS", "SHAPES", "run_one", "main"]
 
@@ -58,7 +59,8 @@ def _reset_peak() -> bool:
         return False
 
 
-def _make_step(variant: str, x, y) -> Callable[[], None]:  # noqa: ANN001
+def _make_step(variant: str, x, y) -> tuple[Callable[[], None], Any]:  # noqa: ANN001
+    """The forward + backward step of ``variant``, and the leaf whose .grad it fills."""
     import torch
     import torch.nn.functional as F
 
@@ -66,7 +68,7 @@ def _make_step(variant: str, x, y) -> Callable[[], None]:  # noqa: ANN001
 
     if variant == "roofline":
         out = torch.empty_like(x)
-        return lambda: None if out.copy_(x) is None else None
+        return (lambda: None if out.copy_(x) is None else None), None
 
     if variant == "builtin":
 
@@ -110,7 +112,7 @@ def _make_step(variant: str, x, y) -> Callable[[], None]:  # noqa: ANN001
         leaf.grad = None
         loss_fn(leaf).backward()
 
-    return step
+    return step, leaf
 
 
 def run_one(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int) -> dict:
@@ -121,11 +123,13 @@ def run_one(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(n, c, generator=g) * 2).to(getattr(torch, dtype))
     y = torch.randint(0, c, (n,), generator=g)
-    step = _make_step(variant, x, y)
+    step, leaf = _make_step(variant, x, y)
     step()  # warm-up (and compilation)
-    # memory of one step, above everything that exists before it
+    # memory of one step, above the inputs: drop the warm-up's gradient first
     import gc
 
+    if leaf is not None:
+        leaf.grad = None
     gc.collect()
     peak_ok = _reset_peak()
     before = _rss_kib("VmRSS")
@@ -228,7 +232,58 @@ def render_markdown(results: Sequence[dict], info: dict) -> str:
             f"| {_fmt_ratio(r, base, 'mem')} |"
         )
     lines += ["", "Variants:", ""] + [f"- `{k}`: {v}" for k, v in VARIANTS.items()]
+    lines += ["", "## Targets (issue 3)", ""] + check_targets(results)
     return "\n".join(lines) + "\n"
+
+
+def check_targets(results: Sequence[dict]) -> list[str]:
+    """The issue's targets, each as a line "- PASS/MISS: ... measured ...", from the results.
+
+    The fused implementation checked is what ``impl="auto"`` runs for that shape.
+    """
+    from labelsmooth._dispatch import AUTO_COMPILED_MIN_NUMEL
+
+    keyed = {(tuple(r["shape"]), r["dtype"], r["variant"]): r for r in results}
+
+    def get(shape: tuple[int, int], variant: str) -> dict | None:
+        r = keyed.get((shape, "float32", variant))
+        return None if r is None or "error" in r else r
+
+    def auto_variant(shape: tuple[int, int]) -> str:
+        big = shape[0] * shape[1] >= AUTO_COMPILED_MIN_NUMEL
+        return "compiled" if big and get(shape, "compiled") else "fused"
+
+    out = []
+
+    def line(ok: bool, text: str) -> None:
+        out.append(f"- {'PASS' if ok else 'MISS'}: {text}")
+
+    big = (8192, 32000)
+    b, roof = get(big, "builtin"), get(big, "roofline")
+    av = auto_variant(big)
+    f, fi = get(big, av), get(big, "fused-inplace")
+    if b and f:
+        t = f["time_s"] / b["time_s"]
+        line(t <= 0.25, f"8192×32000 fp32 `{av}` time ≤ 0.25× built-in: {t:.2f}×")
+        if roof:
+            rr = f["time_s"] / roof["time_s"]
+            line(rr <= 3, f"8192×32000 fp32 `{av}` time ≤ 3× roofline pass: {rr:.1f}×")
+        mem = f.get("peak_above_inputs_bytes")
+        if mem is not None:
+            m = mem / f["logits_bytes"]
+            line(
+                m <= 1.05,
+                f"8192×32000 fp32 `{av}` peak memory above inputs ≤ 1.05× logits: {m:.2f}×",
+            )
+    if fi and fi.get("peak_above_inputs_bytes") is not None:
+        m = fi["peak_above_inputs_bytes"] / fi["logits_bytes"]
+        line(m <= 0.05, f"8192×32000 fp32 `fused-inplace` peak memory ≤ 0.05× logits: {m:.3f}×")
+    small = (256, 1000)
+    bs, fs = get(small, "builtin"), get(small, auto_variant(small))
+    if bs and fs:
+        t = fs["time_s"] / bs["time_s"]
+        line(t <= 1.1, f"256×1000 fp32 `{auto_variant(small)}` time ≤ 1.1× built-in: {t:.2f}×")
+    return out or ["- (the target shapes were not part of this run)"]
 
 
 def plot(results: Sequence[dict], path: Path) -> None:
@@ -264,6 +319,15 @@ def plot(results: Sequence[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _parse_shape(text: str) -> tuple[int, int]:
+    n, _, c = text.partition("x")
+    if not (n.isdigit() and c.isdigit()):
+        raise SystemExit(
+            f"labelsmooth bench: a shape is written NxC, e.g. 8192x32000, got {text!r}"
+        )
+    return int(n), int(c)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: ``labelsmooth bench [--quick] [--shapes ...] [--out DIR]``."""
     p = argparse.ArgumentParser(prog="labelsmooth bench", description=__doc__.split("\n")[0])
@@ -281,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.one:
         variant, shape, dtype, repeats, threads = args.one
-        n, c = (int(v) for v in shape.split("x"))
+        n, c = _parse_shape(shape)
         print(json.dumps(run_one(variant, n, c, dtype, int(repeats), int(threads))))
         return 0
 
@@ -289,9 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shapes = [(64, 100), (32, 1031)]
         repeats = 2
     else:
-        shapes = (
-            [tuple(int(v) for v in s.split("x")) for s in args.shapes] if args.shapes else SHAPES
-        )
+        shapes = [_parse_shape(s) for s in args.shapes] if args.shapes else SHAPES
         repeats = args.repeats
     variants = ["builtin"] + [v for v in args.variants if v != "builtin"]
     results = []

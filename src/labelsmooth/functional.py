@@ -127,7 +127,7 @@ def cross_entropy(
         input, target = input.unsqueeze(0), target.unsqueeze(0)
     num_classes = input.shape[1]
     u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=input.device)
-    chosen = _dispatch.resolve_impl(impl, input, soft=soft)
+    chosen = _dispatch.resolve_impl(impl, input, soft=soft, inplace_backward=inplace_backward)
     if inplace_backward and chosen == "reference":
         raise ValueError(
             f"inplace_backward=True needs a fused implementation, but impl={impl!r} "

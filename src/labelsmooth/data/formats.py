@@ -1,0 +1,224 @@
+"""Readers and writers for the two bring-your-own-data formats: IDX (MNIST-style) and NPZ.
+
+IDX (LeCun's MNIST format): a big-endian header ``0x00 0x00 <type> <ndim>``, then ``ndim``
+uint32 sizes, then the array in C order. Files may be gzipped (detected by the gzip magic
+bytes, not by the name). An IDX dataset directory holds four files::
+
+    train-images-idx3-ubyte[.gz]  (N, H, W) uint8
+    train-labels-idx1-ubyte[.gz]  (N,)      uint8
+    t10k-images-idx3-ubyte[.gz]   (M, H, W) uint8   ("test-" is accepted for "t10k-")
+    t10k-labels-idx1-ubyte[.gz]   (M,)      uint8
+
+NPZ: one ``numpy.savez`` file with arrays ``x_train`` ``(N, H, W)`` or ``(N, C, H, W)``,
+``y_train`` ``(N,)``, ``x_test``, ``y_test`` and optionally ``x_val``, ``y_val`` and
+``class_names`` (strings). Images are uint8 in ``[0, 255]`` or floats in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "IDX_FILES",
+    "read_idx",
+    "write_idx",
+    "read_idx_dir",
+    "write_idx_dir",
+    "read_npz",
+    "write_npz",
+]
+
+# IDX type byte -> numpy dtype (big-endian on disk).
+_IDX_TYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_IDX_CODES = {np.dtype(v).newbyteorder("=").str: k for k, v in _IDX_TYPES.items()}
+
+#: Canonical file names of an IDX dataset directory, keyed by split and kind.
+IDX_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"{path}: corrupted gzip stream ({e})") from e
+    return raw
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one IDX file (raw or gzipped).
+
+    Args:
+        path: File path.
+
+    Returns:
+        The array, in native byte order, with the shape stored in the header.
+
+    Raises:
+        ValueError: If the header is malformed or the payload has the wrong size.
+    """
+    p = Path(path)
+    raw = _read_bytes(p)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{p}: not an IDX file (bad magic {raw[:4]!r})")
+    dtype, ndim = _IDX_TYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{p}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"{p}: IDX payload has {len(raw) - header} bytes, header says {expected} "
+            f"(shape {shape}, dtype {dtype}); the file is truncated or corrupted"
+        )
+    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write an array as IDX; gzipped (reproducibly, mtime 0) when the name ends in ``.gz``.
+
+    Args:
+        path: Destination.
+        array: uint8, int8, int16, int32, float32 or float64 array of any shape.
+    """
+    arr = np.ascontiguousarray(array)
+    code = _IDX_CODES.get(arr.dtype.newbyteorder("=").str)
+    if code is None:
+        raise ValueError(f"IDX cannot store dtype {arr.dtype}")
+    header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    payload = header + arr.astype(_IDX_TYPES[code], copy=False).tobytes()
+    p = Path(path)
+    if p.name.endswith(".gz"):
+        with open(p, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+            gz.write(payload)
+    else:
+        p.write_bytes(payload)
+
+
+def _find_idx(directory: Path, split: str, kind: str) -> Path:
+    canonical = IDX_FILES[(split, kind)]
+    prefixes = ["t10k", "test"] if split == "test" else ["train"]
+    candidates = []
+    for prefix in prefixes:
+        stem = canonical.replace("t10k", prefix)
+        dotted = stem.replace(f"{kind}-idx", f"{kind}.idx")  # original MNIST mirror spelling
+        for name in (stem, dotted):
+            candidates += [name + ".gz", name]
+    for name in candidates:
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(
+        f"{directory}: missing {canonical}.gz (or {canonical}); an IDX dataset directory needs "
+        f"{', '.join(v + '[.gz]' for v in IDX_FILES.values())}"
+    )
+
+
+def read_idx_dir(directory: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read the four IDX files of a dataset directory.
+
+    Args:
+        directory: Directory holding ``train-images-idx3-ubyte[.gz]`` and its three siblings.
+
+    Returns:
+        ``{"x_train": (N, H, W), "y_train": (N,), "x_test": (M, H, W), "y_test": (M,)}``.
+
+    Raises:
+        FileNotFoundError: If the directory or one of the files is missing.
+        ValueError: If a file is malformed or images and labels disagree in length.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"IDX dataset directory {d} does not exist")
+    out: dict[str, np.ndarray] = {}
+    for split in ("train", "test"):
+        x = read_idx(_find_idx(d, split, "images"))
+        y = read_idx(_find_idx(d, split, "labels"))
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{d}: {split} has {x.shape[0]} images but {y.shape[0]} labels")
+        out[f"x_{split}"], out[f"y_{split}"] = x, y
+    return out
+
+
+def write_idx_dir(
+    directory: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], *, gz: bool = True
+) -> None:
+    """Write ``x_train, y_train, x_test, y_test`` as the four canonical IDX files.
+
+    Args:
+        directory: Destination (created if needed).
+        arrays: Mapping with the four arrays (images uint8 ``(N, H, W)``, labels ``(N,)``).
+        gz: Gzip the files (``.gz`` suffix).
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for (split, kind), name in IDX_FILES.items():
+        key = f"{'x' if kind == 'images' else 'y'}_{split}"
+        write_idx(d / (name + (".gz" if gz else "")), np.asarray(arrays[key]))
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read an NPZ dataset file (no pickles are loaded).
+
+    Args:
+        path: ``.npz`` file with ``x_train, y_train, x_test, y_test`` (``x_val, y_val,
+            class_names`` optional).
+
+    Returns:
+        Dict of the arrays found.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If a required array is missing or lengths disagree.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"NPZ dataset file {p} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p}: cannot read as .npz ({e})") from e
+    for split in ("train", "test", "val"):
+        if split != "val" or "x_val" in out or "y_val" in out:
+            for key in (f"x_{split}", f"y_{split}"):
+                if key not in out:
+                    raise ValueError(f"{p}: missing array {key!r} (has {sorted(out)})")
+            if out[f"x_{split}"].shape[0] != out[f"y_{split}"].shape[0]:
+                raise ValueError(f"{p}: x_{split} and y_{split} differ in length")
+    return out
+
+
+def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
+    """Write a dataset as an uncompressed ``.npz`` (the format :func:`read_npz` reads).
+
+    Args:
+        path: Destination file.
+        arrays: ``x_train, y_train, x_test, y_test`` and optionally ``x_val, y_val,
+            class_names``.
+    """
+    with open(path, "wb") as f:
+        savez: Any = np.savez  # numpy's stubs do not type **arrays
+        savez(f, **{k: np.asarray(v) for k, v in arrays.items()})

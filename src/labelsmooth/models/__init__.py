@@ -1,0 +1,5 @@
+"""Small image models for the label-smoothing experiments."""
+
+from labelsmooth.models.resnet import BasicBlock, ResNet, resnet
+
+__all__ = ["BasicBlock", "ResNet", "resnet"]
