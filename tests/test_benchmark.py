@@ -19,7 +19,12 @@ def test_benchmark_smoke(tmp_path):
     assert data["machine"]["torch"]
     table = (tmp_path / "cpu.md").read_text()
     assert "| 64×101 | float32 | fused |" in table
-    assert (tmp_path / "cpu.png").stat().st_size > 0
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not (tmp_path / "cpu.png").exists()
+    else:
+        assert (tmp_path / "cpu.png").stat().st_size > 0
 
 
 def test_markdown_reports_ratio_to_builtin():

@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 __all__ = ["VARIANTS", "SHAPES", "run_one", "main"]
 
@@ -59,8 +58,8 @@ def _reset_peak() -> bool:
         return False
 
 
-def _make_step(variant: str, x, y) -> tuple[Callable[[], None], Any]:  # noqa: ANN001
-    """The forward + backward step of ``variant``, and the leaf whose .grad it fills."""
+def _make_step(variant: str, x, y) -> Callable[[], None]:  # noqa: ANN001
+    """The forward + backward step of ``variant`` (the gradient is computed and dropped)."""
     import torch
     import torch.nn.functional as F
 
@@ -68,7 +67,7 @@ def _make_step(variant: str, x, y) -> tuple[Callable[[], None], Any]:  # noqa: A
 
     if variant == "roofline":
         out = torch.empty_like(x)
-        return (lambda: None if out.copy_(x) is None else None), None
+        return lambda: None if out.copy_(x) is None else None
 
     if variant == "builtin":
 
@@ -109,10 +108,12 @@ def _make_step(variant: str, x, y) -> tuple[Callable[[], None], Any]:  # noqa: A
         if master is not None:  # the logits were overwritten by the last step's gradient
             with torch.no_grad():
                 leaf.copy_(master)
-        leaf.grad = None
-        loss_fn(leaf).backward()
+        # the gradient with respect to the logits, as a model's last layer receives it (no
+        # accumulation into a leaf's .grad, which would copy an in-place gradient)
+        (grad,) = torch.autograd.grad(loss_fn(leaf), leaf)
+        del grad
 
-    return step, leaf
+    return step
 
 
 def run_one(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int) -> dict:
@@ -123,13 +124,10 @@ def run_one(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(n, c, generator=g) * 2).to(getattr(torch, dtype))
     y = torch.randint(0, c, (n,), generator=g)
-    step, leaf = _make_step(variant, x, y)
+    step = _make_step(variant, x, y)
     step()  # warm-up (and compilation)
-    # memory of one step, above the inputs: drop the warm-up's gradient first
     import gc
 
-    if leaf is not None:
-        leaf.grad = None
     gc.collect()
     peak_ok = _reset_peak()
     before = _rss_kib("VmRSS")

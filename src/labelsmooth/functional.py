@@ -81,9 +81,9 @@ def cross_entropy(
         prior: (C,) non-negative smoothing prior u(k), normalized internally.
         class_mask: (C,) bool; False classes (padding, reserved tokens) get no smoothing mass.
         kl: return KL(q‖p) = CE(q, p) − H(q): zero when p = q (and ≥ 0 without weights).
-            For "unnormalized" (q sums to Z = 1 − εu_y < 1) the divergence is taken to the
-            normalized q/Z, i.e. CE(q, p) − H(q) − Z log Z, so it is still ≥ 0 and zero at
-            the loss's optimum p = q/Z.
+            For "unnormalized" (q sums to Z = 1 − εu_y < 1) the value is
+            CE(q, p) − H(q) − Z log Z = Z·KL(q/Z ‖ p), so it is still ≥ 0 and zero at the
+            loss's optimum p = q/Z.
         impl: "auto", "reference" (the plain oracle), "fused" (blockwise, gradient computed in
             the forward pass) or "compiled" (fused with torch.compile'd blocks).
         inplace_backward: fused paths only: write the gradient into ``input``'s storage, so
@@ -128,11 +128,13 @@ def cross_entropy(
     num_classes = input.shape[1]
     u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=input.device)
     chosen = _dispatch.resolve_impl(impl, input, soft=soft, inplace_backward=inplace_backward)
-    if inplace_backward and chosen == "reference":
+    if inplace_backward and (chosen == "reference" or soft):
         raise ValueError(
             f"inplace_backward=True needs a fused implementation, but impl={impl!r} "
             f"resolved to 'reference'"
-            + (" (soft targets always use the reference path)" if soft else "")
+            if not soft
+            else "inplace_backward=True is not available for soft (probability) targets: they "
+            "always use the reference path"
         )
     fn = _dispatch.lookup(chosen)
     extra = {"inplace_backward": inplace_backward} if chosen != "reference" else {}

@@ -170,3 +170,40 @@ def test_hugepages_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("LABELSMOOTH_HUGEPAGES", "0")
     x = torch.randn(4, 5)
     assert fused.empty_like_gradient(x).untyped_storage().resizable()
+
+
+@pytest.mark.parametrize("shape", [(6, 300), (2, 7, 3)])
+def test_no_grad_computes_statistics_only(shape, monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        fused, "empty_like_gradient", lambda x: calls.append(x) or torch.empty_like(x)
+    )
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(shape, generator=g)
+    y = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=g)
+    ref = labelsmooth.cross_entropy(x, y, label_smoothing=0.1, reduction="none", impl="reference")
+    with torch.no_grad():
+        got = labelsmooth.cross_entropy(
+            x.requires_grad_(True),
+            y,
+            label_smoothing=0.1,
+            reduction="none",
+            impl="fused",
+            inplace_backward=True,
+        )
+    torch.testing.assert_close(got, ref)
+    assert calls == []  # no gradient buffer
+    torch.testing.assert_close(
+        labelsmooth.cross_entropy(
+            x.detach(), y, label_smoothing=0.1, reduction="none", impl="fused"
+        ),
+        ref,
+    )
+    assert calls == []
+    assert not got.requires_grad
+
+
+def test_soft_targets_refuse_inplace_backward():
+    t = torch.softmax(torch.randn(2, 3), 1)
+    with pytest.raises(ValueError, match="not available for soft"):
+        labelsmooth.cross_entropy(torch.randn(2, 3), t, impl="fused", inplace_backward=True)

@@ -24,7 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labelsmooth.data._fetch import BUILTIN_DATASETS, DataUnavailableError, fetch
+from labelsmooth.data._fetch import (
+    BUILTIN_DATASETS,
+    DataUnavailableError,
+    default_data_dir,
+    fetch,
+)
 from labelsmooth.data.formats import read_idx_dir, read_npz
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "augment",
     "epoch_generator",
     "iterate_batches",
+    "with_val",
     "FASHION_MNIST_CLASSES",
     "MNIST_CLASSES",
 ]
@@ -181,8 +187,6 @@ def load_dataset(
         if download:
             directory = fetch(spec, data_dir, log=log)
         else:
-            from labelsmooth.data._fetch import default_data_dir
-
             directory = Path(data_dir or default_data_dir()) / spec
         if spec == "fashion-mnist":
             arrays = _read_or_unavailable(read_idx_dir, directory, spec)
@@ -339,6 +343,3 @@ def with_val(splits: DatasetSplits, val_size: int, seed: int = 0) -> DatasetSpli
         return replace(splits, val=subset(splits.val, val_size, seed))
     train, val = split_off(splits.train, val_size, seed)
     return replace(splits, train=train, val=val)
-
-
-__all__ += ["with_val"]

@@ -166,14 +166,15 @@ def _rows_kernel(
     g_a: torch.Tensor,
     g_y: torch.Tensor,
     a: torch.Tensor,
-    out: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row statistics and gradient of a (M, C) block in one expression, for torch.compile.
 
     Inductor turns this into one parallel loop over rows that reads each row a few times
     while it is in cache (max, sum of exponentials, then the gradient) and writes the
     gradient once; the exponentials are recomputed, never stored.
-    The gradient is written into ``out``; returns (lse, x_y, S) in the compute dtype.
+    Returns (grad in x's dtype, lse, x_y, S), the statistics in the compute dtype. (Writing
+    the gradient into a preallocated ``out`` instead made Inductor allocate a temporary and
+    copy: twice the memory and slower.)
     """
     xf = x.to(g_p.dtype)
     m = xf.amax(1, keepdim=True)
@@ -184,8 +185,8 @@ def _rows_kernel(
     S = (xf * a).sum(1)
     k = torch.arange(x.shape[1], device=x.device)
     onehot = torch.where(k == y[:, None], g_y[:, None], 0.0)
-    out.copy_(e * (g_p[:, None] / s) - g_a[:, None] * a - onehot)
-    return lse, x_y, S
+    grad = e * (g_p[:, None] / s) - g_a[:, None] * a - onehot
+    return grad.to(x.dtype), lse, x_y, S
 
 
 _compiled_kernel: Any = None
@@ -258,27 +259,34 @@ def _eager_blocks(
     a: torch.Tensor,
     a0: float | None,
     inplace_backward: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    need_grad: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row statistics and gradient, block by block with eager ops (any device, any layout).
 
     ``a0`` is the common value of ``a`` when it is constant (uniform prior, no weights), which
     replaces the matrix-vector product and the rank-1 update by scalar operations. Returns
-    (grad, lse, x_y, S); grad is ``x`` itself when ``inplace_backward``.
+    (grad, lse, x_y, S); grad is ``x`` itself when ``inplace_backward`` and None when not
+    ``need_grad`` (statistics only: no (N, C) allocation at all).
     """
     C = x.shape[1]
     M = y_safe.shape[0]
     cdt, dev = g_p.dtype, x.device
-    grad = x if inplace_backward else empty_like_gradient(x)
+    if not need_grad:
+        grad = None
+    else:
+        grad = x if inplace_backward else empty_like_gradient(x)
     lse = torch.empty(M, dtype=cdt, device=dev)
     x_y = torch.empty(M, dtype=cdt, device=dev)
     S = torch.empty(M, dtype=cdt, device=dev)
 
     rows = max(1, BLOCK_BYTES // (C * torch.finfo(cdt).bits // 8))
     buf = torch.empty(rows, C, dtype=cdt, device=dev)
-    direct = x.dim() == 2 and cdt == x.dtype  # compute straight into the gradient rows
-    grad_blocks = _blocks(grad, rows)
+    # compute straight into the gradient rows where the layouts allow it
+    direct = x.dim() == 2 and cdt == x.dtype and grad is not None
+    grad_blocks = _blocks(grad, rows) if grad is not None else None
     with torch.no_grad():
-        for (r0, r1, xb), (_, _, gb) in zip(_blocks(x, rows), grad_blocks):
+        for r0, r1, xb in _blocks(x, rows):
+            gb = next(grad_blocks)[2] if grad_blocks is not None else None
             B = r1 - r0
             if not (direct and xb.is_contiguous()):
                 tmp = buf[:B]
@@ -289,7 +297,7 @@ def _eager_blocks(
             x_y[r0:r1] = xb.gather(1, yb).squeeze(1)
             S[r0:r1] = xb.sum(1).mul_(a0) if a0 is not None else xb @ a
             m = xb.amax(1, keepdim=True)
-            pb = gb if (direct and not inplace_backward) else buf[:B]
+            pb = gb if (gb is not None and direct and not inplace_backward) else buf[:B]
             if pb.data_ptr() == xb.data_ptr():
                 pb.sub_(m).exp_()
                 s = pb.sum(1, keepdim=True)
@@ -298,12 +306,13 @@ def _eager_blocks(
                 torch.softmax(xb, 1, out=pb)
                 s = pb.amax(1, keepdim=True).reciprocal_()  # p_max = 1/s exactly at argmax
             lse[r0:r1] = (m + s.log()).squeeze(1)
+            if gb is None:
+                continue
             # gradient: g_p·p − g_a·a − g_y·onehot(y)
-            pb.mul_(g_p[r0:r1, None])
-            if a0 is not None:
-                pb.sub_((g_a[r0:r1] * a0)[:, None])
+            if a0 is not None:  # one pass: p·g_p − g_a·a0
+                torch.addcmul((g_a[r0:r1] * -a0)[:, None], pb, g_p[r0:r1, None], out=pb)
             else:
-                pb.addr_(g_a[r0:r1], a, alpha=-1)
+                pb.mul_(g_p[r0:r1, None]).addr_(g_a[r0:r1], a, alpha=-1)
             pb.scatter_add_(1, yb, -g_y[r0:r1, None])
             if pb.data_ptr() != gb.data_ptr():
                 gb.copy_(pb)
@@ -325,6 +334,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
         kl: bool,
         inplace_backward: bool,
         compiled: bool,
+        need_grad: bool,
     ) -> torch.Tensor:
         C = input.shape[1]
         cdt = compute_dtype(input.dtype)
@@ -351,16 +361,17 @@ class _FusedCrossEntropy(torch.autograd.Function):
         uniform_a = weight is None and bool((u64 == u64[0]).all())
         a0 = float(a[0]) if uniform_a else 0.0
 
+        grad: torch.Tensor | None
         result = None
-        if compiled and x.dim() == 2 and M > 0 and not inplace_backward:
-            grad = empty_like_gradient(x)
-            result = _run_compiled(x, y_safe, g_p, g_a, g_y, a, grad)
+        if compiled and need_grad and x.dim() == 2 and M > 0 and not inplace_backward:
+            result = _run_compiled(x, y_safe, g_p, g_a, g_y, a)
         if result is not None:
-            lse, x_y, S = result
+            grad, lse, x_y, S = result
         else:
             grad, lse, x_y, S = _eager_blocks(
-                x, y_safe, g_p, g_a, g_y, a, a0 if uniform_a else None, inplace_backward
-            )
+                x, y_safe, g_p, g_a, g_y, a, a0 if uniform_a else None, inplace_backward,
+                need_grad,
+            )  # fmt: skip
 
         loss = loss_from_stats(lse.double(), x_y.double(), S.double(), rc)
         if kl:
@@ -371,7 +382,8 @@ class _FusedCrossEntropy(torch.autograd.Function):
             out = loss.sum() * scale
         ctx.reduction = reduction
         ctx.consumed = False
-        ctx.save_for_backward(grad)
+        if grad is not None:
+            ctx.save_for_backward(grad)
         return out.to(input.dtype)
 
     @staticmethod
@@ -392,7 +404,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
             grad.mul_(grad_output.unsqueeze(1).to(grad.dtype))
         elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
             grad.mul_(grad_output.to(grad.dtype))
-        return grad, None, None, None, None, None, None, None, None, None, None
+        return (grad,) + (None,) * 11
 
 
 def cross_entropy_fused(
@@ -431,6 +443,6 @@ def cross_entropy_fused(
         )
     out: torch.Tensor = _FusedCrossEntropy.apply(
         input, target, weight, u, ignore_index, reduction, label_smoothing, convention, kl,
-        inplace_backward, compiled,
+        inplace_backward, compiled, torch.is_grad_enabled() and input.requires_grad,
     )  # fmt: skip
     return out

@@ -125,8 +125,9 @@ def cross_entropy_reference(
         label_smoothing: ε.
         u: (C,) normalized smoothing prior.
         convention: smoothing convention (soft targets: "uniform" only).
-        kl: return KL(q̂ || p) = CE(q, p) − H(q) (− Σq·log Σq, nonzero only for
-            "unnormalized") instead of CE(q, p); q̂ = q / Σq.
+        kl: return Σ_k w_k q_k log(q_k / (Z p_k)) with Z = Σq instead of CE(q, p): the
+            KL divergence KL(q‖p) for the normalized conventions (Z = 1), Z·KL(q/Z‖p) for
+            "unnormalized".
 
     Returns:
         The loss: target's shape (class indices) or input's shape without dim 1 (soft) for

@@ -1,0 +1,151 @@
+"""The training recipe on a tiny generated IDX dataset: end to end, exact resume, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import labelsmooth
+from labelsmooth.data import DataUnavailableError, write_idx_dir
+from labelsmooth.train import (
+    CheckpointError,
+    TrainConfig,
+    TrainingInterrupted,
+    load_checkpoint,
+    prepare_data,
+    train,
+)
+
+
+def _write_synthetic_idx(directory, n_train=320, n_test=100, classes=5, seed=0):
+    """28x28 noisy stripe images; the stripes' orientation (or a checkerboard) is the class."""
+    rng = np.random.default_rng(seed)
+    i, j = np.mgrid[0:28, 0:28]
+    patterns = [i, j, i + j, i - j, (i // 2) + (j // 2)]
+
+    def gen(n):
+        y = rng.permutation(np.arange(n) % classes)
+        phase = rng.integers(0, 4, n)[:, None, None]
+        on = ((np.stack([patterns[c] for c in y]) + phase) % 4) < 2
+        x = np.where(on, 200, 30) + rng.integers(0, 50, (n, 28, 28))
+        return x.astype(np.uint8), y.astype(np.uint8)
+
+    (xtr, ytr), (xte, yte) = gen(n_train), gen(n_test)
+    write_idx_dir(directory, {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    d = _write_synthetic_idx(tmp_path_factory.mktemp("idx"))
+    return TrainConfig(
+        dataset=f"idx:{d}",
+        depth=8,
+        width=4,
+        epochs=3,
+        batch_size=32,
+        lr=0.1,
+        train_size=None,
+        val_size=40,
+        eval_batch_size=256,
+        num_threads=1,
+        label_smoothing=0.1,
+        convention="others",
+    )
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_train_end_to_end_uses_the_library_loss(config, tmp_path, monkeypatch):
+    calls = []
+    real = labelsmooth.cross_entropy
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["label_smoothing"], kwargs["convention"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(labelsmooth, "cross_entropy", spy)
+    result = train(config, out_dir=tmp_path, progress=False, log=None)
+    assert result.completed and len(result.history) == 3
+    assert set(calls) == {(0.1, "others")}
+    assert result.history[-1]["top1"] > 0.8  # the stripes are easy to tell apart
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["config"]["label_smoothing"] == 0.1 and len(saved["history"]) == 3
+    assert {"loss", "top1", "top5", "nll", "ece"} <= set(saved["history"][0])
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 3
+
+
+def test_same_seed_same_result(config):
+    data = prepare_data(config, log=None)
+    a = train(config, data=data, progress=False, log=None)
+    b = train(config, data=data, progress=False, log=None)
+    assert _same_weights(a.model, b.model) and a.history[-1]["nll"] == b.history[-1]["nll"]
+
+
+def test_resume_after_epoch_equals_uninterrupted(config, tmp_path):
+    data = prepare_data(config, log=None)
+    full = train(config, data=data, out_dir=tmp_path / "full", progress=False, log=None)
+    part = train(
+        dataclasses.replace(config, epochs_stop=1),
+        data=data,
+        out_dir=tmp_path / "split",
+        progress=False,
+        log=None,
+    )
+    assert not part.completed and len(part.history) == 1
+    resumed = train(
+        config, data=data, out_dir=tmp_path / "split", resume=True, progress=False, log=None
+    )
+    assert resumed.completed and _same_weights(full.model, resumed.model)
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in full.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history]
+    assert full.metrics == resumed.metrics
+
+
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(config, tmp_path):
+    data = prepare_data(config, log=None)
+    full = train(config, data=data, progress=False, log=None)
+
+    def press_ctrl_c(epoch, step):
+        if (epoch, step) == (1, 1):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match="checkpoint saved") as info:
+        train(config, data=data, out_dir=tmp_path, progress=False, log=None, on_step=press_ctrl_c)
+    assert (info.value.epoch, info.value.step) == (1, 2)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (1, 2)
+    resumed = train(config, data=data, out_dir=tmp_path, resume=True, progress=False, log=None)
+    assert _same_weights(full.model, resumed.model) and full.metrics == resumed.metrics
+
+
+def test_truncated_checkpoint_is_a_clear_error(config, tmp_path):
+    train(dataclasses.replace(config, epochs_stop=1), out_dir=tmp_path, progress=False, log=None)
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        train(config, out_dir=tmp_path, resume=True, progress=False, log=None)
+
+
+def test_resume_with_other_settings_or_no_checkpoint(config, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(config, out_dir=tmp_path, resume=True, progress=False, log=None)
+    train(dataclasses.replace(config, epochs_stop=1), out_dir=tmp_path, progress=False, log=None)
+    other = dataclasses.replace(config, label_smoothing=0.2)
+    with pytest.raises(CheckpointError, match="label_smoothing"):
+        train(other, out_dir=tmp_path, resume=True, progress=False, log=None)
+
+
+def test_missing_dataset_is_a_clear_error(config, tmp_path):
+    missing = dataclasses.replace(config, dataset=f"idx:{tmp_path / 'nowhere'}")
+    with pytest.raises(DataUnavailableError, match="not found"):
+        train(missing, progress=False, log=None)
