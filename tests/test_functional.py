@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import labelsmooth
 from labelsmooth._dispatch import available_impls
 
-IMPLS = available_impls()
+IMPLS = available_impls() + ["torch"]
 SHAPES = [(16, 2), (16, 7), (6, 1000), (3, 7, 4, 5), (2, 1000, 3)]  # C=2, prime C, C > a block
 
 
@@ -111,7 +111,7 @@ def test_empty_batch(impl):
     assert labelsmooth.cross_entropy(x, y, reduction="none", impl=impl).shape == (0,)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", available_impls())
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_large_vocab_is_finite(impl, dtype):
     # naive fp16 code overflows summing 50,257 logits (huggingface/transformers#10674)
@@ -126,7 +126,7 @@ def test_half_precision_large_vocab_is_finite(impl, dtype):
     assert abs(loss.double().item() - truth.item()) <= 1e-2 * truth.item()
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", available_impls())
 def test_module_matches_function(impl):
     x, y = _make((8, 13), ignore=True)
     w = torch.rand(13)
@@ -141,3 +141,32 @@ def test_module_matches_function(impl):
     _close(crit(x, y), expected)
     assert set(crit.state_dict()) == {"weight", "class_mask"}
     assert "label_smoothing=0.2" in repr(crit)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"convention": "others"}, "implements only convention='uniform'"),
+        ({"prior": torch.ones(5)}, "no smoothing prior or class mask"),
+        ({"kl": True}, "no KL form"),
+        ({"input": torch.randn(3, 5).half()}, "can overflow"),
+    ],
+)
+def test_torch_impl_refuses_what_torch_lacks(kw, match):
+    args = {"input": torch.randn(3, 5), "target": torch.tensor([0, 1, 2]), **kw}
+    with pytest.raises(ValueError, match="impl='torch' cannot run here: .*" + match):
+        labelsmooth.cross_entropy(impl="torch", label_smoothing=0.1, **args)
+
+
+def test_auto_choice():
+    from labelsmooth._dispatch import AUTO_TORCH_MAX_NUMEL, resolve_impl
+
+    small, large = torch.zeros(4, 10), torch.zeros(2, AUTO_TORCH_MAX_NUMEL // 2 + 1)
+    assert resolve_impl("auto", small, soft=False, builtin_reason=None) == "torch"
+    assert resolve_impl("auto", small, soft=False, builtin_reason="no") == "fused"
+    assert resolve_impl("auto", small, soft=True, builtin_reason="no") == "reference"
+    assert resolve_impl("auto", large, soft=False, builtin_reason=None) == "fused"
+    assert (
+        resolve_impl("auto", small, soft=False, inplace_backward=True, builtin_reason=None)
+        == "fused"
+    )

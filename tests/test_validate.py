@@ -79,7 +79,7 @@ def ce(**kw):
         ),
         (
             {"convention": "fairseq"},
-            r"convention must be one of \['uniform', 'others', 'unnormalized'\], got convention='fa",
+            r"convention must be one of \['uniform', 'others', 'unnormalized'\], got conv\w+='fa",
         ),
         ({"impl": "cuda"}, r"impl must be one of .*got impl='cuda'"),
         (

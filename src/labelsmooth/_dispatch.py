@@ -7,14 +7,20 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["IMPLS", "available_impls", "resolve_impl", "lookup"]
+__all__ = ["IMPLS", "GENERAL_IMPLS", "available_impls", "resolve_impl", "lookup"]
 
 #: Every name ``impl=`` accepts.
-IMPLS = ("auto", "reference", "fused", "compiled")
+IMPLS = ("auto", "reference", "fused", "compiled", "torch")
+#: Implementations that support every option (the tests run all of them over the full grid).
+GENERAL_IMPLS = ("reference", "fused", "compiled")
 
 
-def _unavailable_reason(impl: str, input: torch.Tensor, soft: bool) -> str | None:
+def _unavailable_reason(
+    impl: str, input: torch.Tensor, soft: bool, builtin_reason: str | None = None
+) -> str | None:
     """Why ``impl`` cannot run on this call, or None if it can."""
+    if impl == "torch":
+        return builtin_reason
     if impl == "compiled":
         from labelsmooth.ops.fused import compiled_available
 
@@ -23,28 +29,38 @@ def _unavailable_reason(impl: str, input: torch.Tensor, soft: bool) -> str | Non
 
 
 def available_impls(device: torch.device | str = "cpu") -> list[str]:
-    """Concrete implementation names that can run on ``device``."""
+    """Implementations supporting every option that can run on ``device``."""
     probe = torch.zeros(1, 2, device=device)
-    return [n for n in IMPLS if n != "auto" and _unavailable_reason(n, probe, False) is None]
+    return [n for n in GENERAL_IMPLS if _unavailable_reason(n, probe, False) is None]
 
 
 #: "auto" takes the compiled kernel for 2-D CPU inputs with at least this many elements (the
 #: one-time compilation, ~10-20 s cold and ~2 s from the on-disk cache, pays off there; see
 #: benchmarks/results/cpu.md). Below it, and on other devices, the eager fused blocks.
-AUTO_COMPILED_MIN_NUMEL = 1 << 22
+AUTO_COMPILED_MIN_NUMEL = 1 << 62  # measured slower than eager blocks: never picked by auto
+#: Below this many elements "auto" takes PyTorch's own kernel when it covers the options:
+#: the fused path's fixed Python overhead (tens of small ops) dominates there.
+AUTO_TORCH_MAX_NUMEL = 1 << 20
 
 
 def resolve_impl(
-    impl: str, input: torch.Tensor, *, soft: bool, inplace_backward: bool = False
+    impl: str,
+    input: torch.Tensor,
+    *,
+    soft: bool,
+    inplace_backward: bool = False,
+    builtin_reason: str | None = "not checked",
 ) -> str:
     """Map ``impl`` (possibly "auto") to the concrete implementation that will run.
 
-    "auto": the reference for soft targets (the fused path would fall back to it anyway);
-    for class indices the fused path — with the torch.compile'd kernel for large 2-D CPU
-    inputs when a compiler is available, eager blocks otherwise. An explicit name that cannot
-    run raises ``ValueError`` saying why.
+    "auto": PyTorch's kernel ("torch") for inputs under ``AUTO_TORCH_MAX_NUMEL`` elements
+    when it covers the options (``builtin_reason`` is None); else the reference for soft
+    targets (the fused path would fall back to it anyway) and the fused path for class
+    indices. An explicit name that cannot run raises ``ValueError`` saying why.
     """
     if impl == "auto":
+        if builtin_reason is None and not inplace_backward and input.numel() < AUTO_TORCH_MAX_NUMEL:
+            return "torch"
         if soft:
             return "reference"
         if (
@@ -56,7 +72,7 @@ def resolve_impl(
         ):
             return "compiled"
         return "fused"
-    reason = _unavailable_reason(impl, input, soft)
+    reason = _unavailable_reason(impl, input, soft, builtin_reason)
     if reason is not None:
         raise ValueError(f"impl={impl!r} cannot run here: {reason}")
     return impl
@@ -68,6 +84,10 @@ def lookup(impl: str) -> Callable[..., torch.Tensor]:
         from labelsmooth.ops.reference import cross_entropy_reference
 
         return cross_entropy_reference
+    if impl == "torch":
+        from labelsmooth.ops.builtin import cross_entropy_builtin
+
+        return cross_entropy_builtin
     from labelsmooth.ops.fused import cross_entropy_fused
 
     if impl == "compiled":

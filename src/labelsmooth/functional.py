@@ -9,6 +9,7 @@ import torch
 
 from labelsmooth import _dispatch
 from labelsmooth import _validate as V
+from labelsmooth.ops.builtin import builtin_unsupported
 from labelsmooth.ops.reference import smoothed_target, smoothing_prior
 
 __all__ = ["cross_entropy", "smooth_labels"]
@@ -84,8 +85,11 @@ def cross_entropy(
             For "unnormalized" (q sums to Z = 1 − εu_y < 1) the value is
             CE(q, p) − H(q) − Z log Z = Z·KL(q/Z ‖ p), so it is still ≥ 0 and zero at the
             loss's optimum p = q/Z.
-        impl: "auto", "reference" (the plain oracle), "fused" (blockwise, gradient computed in
-            the forward pass) or "compiled" (fused with torch.compile'd blocks).
+        impl: "auto" (below), "reference" (the plain oracle), "fused" (blockwise, gradient
+            computed in the forward pass), "compiled" (fused with a torch.compile'd row
+            kernel) or "torch" (PyTorch's own kernel, for the options it covers). "auto" takes
+            "torch" for small inputs it covers (under 2**20 elements), the reference for soft
+            targets and "fused" otherwise.
         inplace_backward: fused paths only: write the gradient into ``input``'s storage, so
             the extra memory is O(N). The logits are overwritten — opt-in.
 
@@ -127,17 +131,23 @@ def cross_entropy(
         input, target = input.unsqueeze(0), target.unsqueeze(0)
     num_classes = input.shape[1]
     u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=input.device)
-    chosen = _dispatch.resolve_impl(impl, input, soft=soft, inplace_backward=inplace_backward)
-    if inplace_backward and (chosen == "reference" or soft):
+    chosen = _dispatch.resolve_impl(
+        impl,
+        input,
+        soft=soft,
+        inplace_backward=inplace_backward,
+        builtin_reason=builtin_unsupported(input, convention, prior, class_mask, kl),
+    )
+    if inplace_backward and (chosen in ("reference", "torch") or soft):
         raise ValueError(
             f"inplace_backward=True needs a fused implementation, but impl={impl!r} "
-            f"resolved to 'reference'"
+            f"resolved to {chosen!r}"
             if not soft
             else "inplace_backward=True is not available for soft (probability) targets: they "
             "always use the reference path"
         )
     fn = _dispatch.lookup(chosen)
-    extra = {"inplace_backward": inplace_backward} if chosen != "reference" else {}
+    extra = {"inplace_backward": inplace_backward} if chosen in ("fused", "compiled") else {}
     loss = fn(input, target, weight, ignore_index, reduction, eps, u, convention, kl, **extra)
     if unbatched and reduction == "none":
         loss = loss.squeeze(0)

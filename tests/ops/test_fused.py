@@ -147,8 +147,8 @@ def test_non_contiguous_input():
 def test_auto_uses_fused_for_class_indices_and_reference_for_soft():
     from labelsmooth._dispatch import resolve_impl
 
-    assert resolve_impl("auto", torch.zeros(2, 3), soft=False) == "fused"
-    assert resolve_impl("auto", torch.zeros(2, 3), soft=True) == "reference"
+    assert resolve_impl("auto", torch.zeros(2, 3), soft=False, builtin_reason="no") == "fused"
+    assert resolve_impl("auto", torch.zeros(2, 3), soft=True, builtin_reason="no") == "reference"
 
 
 @pytest.mark.parametrize("impl", ["fused", "compiled"])
@@ -207,3 +207,35 @@ def test_soft_targets_refuse_inplace_backward():
     t = torch.softmax(torch.randn(2, 3), 1)
     with pytest.raises(ValueError, match="not available for soft"):
         labelsmooth.cross_entropy(torch.randn(2, 3), t, impl="fused", inplace_backward=True)
+
+
+def test_cached_gradient_mapping_is_reused_only_when_free(monkeypatch):
+    monkeypatch.setattr(fused, "HUGEPAGE_MIN_BYTES", 0)
+    fused.release_cached_gradient()
+    g = torch.Generator().manual_seed(8)
+    xs = [torch.randn(16, 300, generator=g, requires_grad=True) for _ in range(3)]
+    y = torch.randint(0, 300, (16,), generator=g)
+
+    def grad(x):
+        (gx,) = torch.autograd.grad(
+            labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="fused"), x
+        )
+        return gx
+
+    expected = [
+        torch.autograd.grad(
+            labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="reference"), x
+        )[0]
+        for x in xs
+    ]
+    g0 = grad(xs[0])
+    g1 = grad(xs[1])  # g0 is alive: a new mapping
+    assert g0.data_ptr() != g1.data_ptr()
+    torch.testing.assert_close(g0, expected[0])
+    ptr1 = g1.data_ptr()
+    del g1
+    g2 = grad(xs[2])  # g1's mapping is free again: reused
+    assert g2.data_ptr() == ptr1
+    torch.testing.assert_close(g2, expected[2])
+    torch.testing.assert_close(g0, expected[0])  # untouched
+    fused.release_cached_gradient()

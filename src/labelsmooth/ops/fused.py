@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from labelsmooth.ops.reference import compute_dtype, cross_entropy_reference
 __all__ = [
     "cross_entropy_fused",
     "compiled_available",
+    "empty_like_gradient",
+    "release_cached_gradient",
     "row_coefficients",
     "kl_constant",
     "loss_from_stats",
@@ -55,15 +58,30 @@ BLOCK_BYTES = 1 << 21
 HUGEPAGE_MIN_BYTES = 1 << 26
 
 
+#: The most recent huge-page gradient mapping; reused once no tensor uses it any more.
+_cached_mapping: mmap.mmap | None = None
+
+
+def release_cached_gradient() -> None:
+    """Drop the cached gradient mapping (its memory is returned once no tensor uses it)."""
+    global _cached_mapping
+    _cached_mapping = None
+
+
 def empty_like_gradient(x: torch.Tensor) -> torch.Tensor:
     """An uninitialized buffer like ``x`` for the gradient, cheap to fault in.
 
     A fresh multi-GB buffer from ``torch.empty`` is backed by 4 KiB pages, and touching each
     of them for the first time (a page fault) costs more than computing the gradient. On
     Linux, large CPU buffers are instead mapped with ``madvise(MADV_HUGEPAGE)`` (2 MiB pages,
-    512× fewer faults); the mapping is released with the tensor. Set the environment variable
-    ``LABELSMOOTH_HUGEPAGES=0`` to turn this off.
+    512× fewer faults), and — like CUDA's caching allocator — the last mapping is kept and
+    handed out again once the tensor that used it is gone (a training step frees the logits'
+    gradient before the next one asks), so a steady-state step faults in no pages at all.
+    Between steps that keeps one gradient-sized mapping resident;
+    :func:`release_cached_gradient` drops it. ``LABELSMOOTH_HUGEPAGES=0`` turns all of this
+    off.
     """
+    global _cached_mapping
     nbytes = x.numel() * x.element_size()
     if (
         x.device.type != "cpu"
@@ -72,11 +90,16 @@ def empty_like_gradient(x: torch.Tensor) -> torch.Tensor:
         or not hasattr(mmap, "MADV_HUGEPAGE")
     ):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
-    try:
-        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        buf.madvise(mmap.MADV_HUGEPAGE)
-    except (OSError, ValueError):
-        return torch.empty_like(x, memory_format=torch.contiguous_format)
+    buf = _cached_mapping
+    # In use, a mapping is also referenced by the tensor storage exported from it; free, only
+    # by the module global and the local name (+1 for getrefcount's own argument).
+    if buf is None or len(buf) != nbytes or sys.getrefcount(buf) > 3:
+        try:
+            buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            buf.madvise(mmap.MADV_HUGEPAGE)
+        except (OSError, ValueError):
+            return torch.empty_like(x, memory_format=torch.contiguous_format)
+        _cached_mapping = buf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # frombuffer's note about non-resizable storage
         return torch.frombuffer(buf, dtype=x.dtype).view(x.shape)
@@ -296,8 +319,7 @@ def _eager_blocks(
         buf = torch.empty(rows, C, dtype=cdt, device=dev)
         with torch.no_grad():  # grad mode is per thread
             for (r0, r1, xb), gb in zip(blocks[first:last], grad_views[first:last]):
-                _one_block(r0, r1, xb, gb, buf, direct, inplace_backward, y_safe, g_p, g_a, g_y,
-                           a, a0, lse, x_y, S)  # fmt: skip
+                _one_block(r0, r1, xb, gb, buf, direct, y_safe, g_p, g_a, g_y, a, a0, lse, x_y, S)
 
     threads = torch.get_num_threads() if dev.type == "cpu" else 1
     if threads <= 1 or len(blocks) < 2:
@@ -338,7 +360,6 @@ def _one_block(
     gb: torch.Tensor | None,
     buf: torch.Tensor,
     direct: bool,
-    inplace_backward: bool,
     y_safe: torch.Tensor,
     g_p: torch.Tensor,
     g_a: torch.Tensor,
@@ -360,7 +381,9 @@ def _one_block(
     x_y[r0:r1] = xb.gather(1, yb).squeeze(1)
     S[r0:r1] = xb.sum(1).mul_(a0) if a0 is not None else xb @ a
     m = xb.amax(1, keepdim=True)
-    pb = gb if (gb is not None and direct and not inplace_backward) else buf[:B]
+    # the probabilities and then the gradient are built in the gradient block itself when it
+    # can hold them (with inplace_backward that is the logits block: exp in place)
+    pb = gb if (gb is not None and direct) else buf[:B]
     if pb.data_ptr() == xb.data_ptr():
         pb.sub_(m).exp_()
         s = pb.sum(1, keepdim=True)
