@@ -34,13 +34,9 @@ def available_impls(device: torch.device | str = "cpu") -> list[str]:
     return [n for n in GENERAL_IMPLS if _unavailable_reason(n, probe, False) is None]
 
 
-#: "auto" takes the compiled kernel for 2-D CPU inputs with at least this many elements (the
-#: one-time compilation, ~10-20 s cold and ~2 s from the on-disk cache, pays off there; see
-#: benchmarks/results/cpu.md). Below it, and on other devices, the eager fused blocks.
-AUTO_COMPILED_MIN_NUMEL = 1 << 62  # measured slower than eager blocks: never picked by auto
 #: Below this many elements "auto" takes PyTorch's own kernel when it covers the options:
 #: the fused path's fixed Python overhead (tens of small ops) dominates there.
-AUTO_TORCH_MAX_NUMEL = 1 << 20
+AUTO_TORCH_MAX_NUMEL = 1 << 19
 
 
 def resolve_impl(
@@ -56,21 +52,15 @@ def resolve_impl(
     "auto": PyTorch's kernel ("torch") for inputs under ``AUTO_TORCH_MAX_NUMEL`` elements
     when it covers the options (``builtin_reason`` is None); else the reference for soft
     targets (the fused path would fall back to it anyway) and the fused path for class
-    indices. An explicit name that cannot run raises ``ValueError`` saying why.
+    indices. ("compiled" is never chosen: on CPU it measured slower than the eager blocks and
+    costs a compilation; see benchmarks/results/cpu.md.) An explicit name that cannot run
+    raises ``ValueError`` saying why.
     """
     if impl == "auto":
         if builtin_reason is None and not inplace_backward and input.numel() < AUTO_TORCH_MAX_NUMEL:
             return "torch"
         if soft:
             return "reference"
-        if (
-            input.device.type == "cpu"
-            and input.dim() == 2
-            and not inplace_backward
-            and input.numel() >= AUTO_COMPILED_MIN_NUMEL
-            and _unavailable_reason("compiled", input, soft) is None
-        ):
-            return "compiled"
         return "fused"
     reason = _unavailable_reason(impl, input, soft, builtin_reason)
     if reason is not None:

@@ -88,7 +88,7 @@ def cross_entropy(
         impl: "auto" (below), "reference" (the plain oracle), "fused" (blockwise, gradient
             computed in the forward pass), "compiled" (fused with a torch.compile'd row
             kernel) or "torch" (PyTorch's own kernel, for the options it covers). "auto" takes
-            "torch" for small inputs it covers (under 2**20 elements), the reference for soft
+            "torch" for small inputs it covers (under 2**19 elements), the reference for soft
             targets and "fused" otherwise.
         inplace_backward: fused paths only: write the gradient into ``input``'s storage, so
             the extra memory is O(N). The logits are overwritten — opt-in.
