@@ -7,41 +7,21 @@ import subprocess
 import sys
 import types
 
-import numpy as np
 import pytest
 
 import labelsmooth
 import labelsmooth.train
 from labelsmooth.cli import main
-from labelsmooth.data import _fetch, write_idx_dir
+from labelsmooth.data import _fetch
 from labelsmooth.train import TrainingInterrupted
-
-
-def _write_synthetic_idx(directory, n_train=200, n_test=60, classes=5, seed=0):
-    """28x28 noisy stripe images; the stripes' orientation (or a checkerboard) is the class."""
-    rng = np.random.default_rng(seed)
-    i, j = np.mgrid[0:28, 0:28]
-    patterns = [i, j, i + j, i - j, (i // 2) + (j // 2)]
-
-    def gen(n):
-        y = rng.permutation(np.arange(n) % classes)
-        phase = rng.integers(0, 4, n)[:, None, None]
-        on = ((np.stack([patterns[c] for c in y]) + phase) % 4) < 2
-        x = np.where(on, 200, 30) + rng.integers(0, 50, (n, 28, 28))
-        return x.astype(np.uint8), y.astype(np.uint8)
-
-    (xtr, ytr), (xte, yte) = gen(n_train), gen(n_test)
-    write_idx_dir(directory, {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte})
-    return directory
-
 
 TINY = ["--depth", "8", "--width", "4", "--batch-size", "32", "--val-size", "20"]
 TINY += ["--train-size", "0", "--threads", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def idx_spec(tmp_path_factory):
-    return f"idx:{_write_synthetic_idx(tmp_path_factory.mktemp('idx'))}"
+def idx_spec(tmp_path_factory, synthetic_idx):
+    return f"idx:{synthetic_idx(tmp_path_factory.mktemp('idx'), 200, 60)}"
 
 
 def test_train_stop_and_resume(idx_spec, tmp_path, capsys):

@@ -7,12 +7,11 @@ import json
 import os
 import signal
 
-import numpy as np
 import pytest
 import torch
 
 import labelsmooth
-from labelsmooth.data import DataUnavailableError, write_idx_dir
+from labelsmooth.data import DataUnavailableError
 from labelsmooth.train import (
     CheckpointError,
     TrainConfig,
@@ -23,27 +22,9 @@ from labelsmooth.train import (
 )
 
 
-def _write_synthetic_idx(directory, n_train=320, n_test=100, classes=5, seed=0):
-    """28x28 noisy stripe images; the stripes' orientation (or a checkerboard) is the class."""
-    rng = np.random.default_rng(seed)
-    i, j = np.mgrid[0:28, 0:28]
-    patterns = [i, j, i + j, i - j, (i // 2) + (j // 2)]
-
-    def gen(n):
-        y = rng.permutation(np.arange(n) % classes)
-        phase = rng.integers(0, 4, n)[:, None, None]
-        on = ((np.stack([patterns[c] for c in y]) + phase) % 4) < 2
-        x = np.where(on, 200, 30) + rng.integers(0, 50, (n, 28, 28))
-        return x.astype(np.uint8), y.astype(np.uint8)
-
-    (xtr, ytr), (xte, yte) = gen(n_train), gen(n_test)
-    write_idx_dir(directory, {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte})
-    return directory
-
-
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    d = _write_synthetic_idx(tmp_path_factory.mktemp("idx"))
+def config(tmp_path_factory, synthetic_idx):
+    d = synthetic_idx(tmp_path_factory.mktemp("idx"), 320, 100)
     return TrainConfig(
         dataset=f"idx:{d}",
         depth=8,
