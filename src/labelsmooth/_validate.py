@@ -123,6 +123,9 @@ def check_target(
             f"{tuple(input.shape)}, got target.shape={tuple(target.shape)}"
         )
     if target.numel() > 0:
+        lo, hi = torch.stack(torch.aminmax(target)).tolist()  # one pass, one sync
+        if 0 <= lo and hi < num_classes:
+            return False
         bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
         if bool(bad.any()):
             value = int(target[bad].flatten()[0])

@@ -348,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--repeats", type=int, default=5, help="timed runs per variant (median)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--merge", action="store_true",
+                   help="re-measure only the given shapes/dtypes and merge them into the "
+                   "existing cpu.json of --out (other groups are kept)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                    help="where cpu.md, cpu.json and cpu.png are written")  # fmt: skip
     args = p.parse_args(argv)
@@ -387,6 +390,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine_info(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "cpu-quick" if args.quick else "cpu"
+    if args.merge and (args.out / f"{stem}.json").exists():
+        fresh = {(tuple(r["shape"]), r["dtype"]) for r in results}
+        old = json.loads((args.out / f"{stem}.json").read_text())
+        kept = [r for r in old["results"] if (tuple(r["shape"]), r["dtype"]) not in fresh]
+        merged = []  # keep the old order, with each re-measured group in its old place
+        for r in old["results"]:
+            key = (tuple(r["shape"]), r["dtype"])
+            if key in fresh:
+                merged += [n for n in results if (tuple(n["shape"]), n["dtype"]) == key]
+                fresh.discard(key)
+            elif r in kept:
+                merged.append(r)
+        merged += [n for n in results if (tuple(n["shape"]), n["dtype"]) in fresh]
+        results = merged
+        info["date"] = f"{old['machine']['date']}; re-measured groups {info['date']}"
     (args.out / f"{stem}.json").write_text(
         json.dumps({"machine": info, "results": results}, indent=1)
     )

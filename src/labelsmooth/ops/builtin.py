@@ -41,22 +41,19 @@ def cross_entropy_builtin(
     convention: str,
     kl: bool,
 ) -> torch.Tensor:
-    """``F.cross_entropy``; a "mean" divides the "sum" by Σ w[y] itself (0 if all ignored).
+    """``F.cross_entropy``, except that a "mean" with every target ignored is 0, not NaN.
 
     Arguments as :func:`labelsmooth.ops.reference.cross_entropy_reference` (``u`` uniform,
     ``convention`` "uniform", ``kl`` False: checked by :func:`builtin_unsupported`).
     """
-    target = target if target.is_floating_point() else target.long()
+    if not target.is_floating_point():
+        target = target.long()
     kw = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    if reduction != "mean" or target.is_floating_point():
-        out: torch.Tensor = F.cross_entropy(input, target, reduction=reduction, **kw)  # type: ignore[arg-type]
-        if reduction == "mean" and input.shape[0] == 0:  # empty soft batch: 0, not NaN
-            out = torch.nan_to_num(out, nan=0.0)
-        return out
-    total = F.cross_entropy(input, target, reduction="sum", **kw)  # type: ignore[arg-type]
-    valid = target != ignore_index
-    if weight is None:
-        denom = valid.sum().to(total.dtype)
-    else:
-        denom = (weight[torch.where(valid, target, 0)] * valid).sum().to(total.dtype)
-    return total / torch.where(valid.any(), denom, torch.ones_like(denom))
+    if reduction == "mean":
+        nothing = input.shape[0] == 0 or (
+            not target.is_floating_point() and bool((target == ignore_index).all())
+        )
+        if nothing:  # PyTorch: 0/0 = NaN. Here 0, connected to the graph: zero gradients.
+            return (input.sum() * 0).to(input.dtype)
+    out: torch.Tensor = F.cross_entropy(input, target, reduction=reduction, **kw)  # type: ignore[arg-type]
+    return out
