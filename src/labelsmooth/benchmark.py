@@ -216,7 +216,7 @@ def _fmt_ratio(r: dict, base: dict | None, key: str) -> str:
     return f"{mem / r['logits_bytes']:.2f}× logits"
 
 
-def render_markdown(results: Sequence[dict], info: dict) -> str:
+def render_markdown(results: Sequence[dict], info: dict, notes: str = "") -> str:
     """The results table: per shape and dtype, each variant's time (ratio) and memory."""
     lines = [
         "# CPU benchmark: label-smoothed cross-entropy, forward + backward",
@@ -245,6 +245,8 @@ def render_markdown(results: Sequence[dict], info: dict) -> str:
         )
     lines += ["", "Variants:", ""] + [f"- `{k}`: {v}" for k, v in VARIANTS.items()]
     lines += ["", "## Targets (issue 3)", ""] + check_targets(results)
+    if notes:
+        lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
 
 
@@ -377,7 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for variant in variants:
                 if variant == "auto" and (n * c >= AUTO_TORCH_MAX_NUMEL or dtype != "float32"):
                     continue  # auto is the fused path there, measured as "fused"
+                # millisecond-scale steps need many samples for a stable median
                 reps = repeats if n * c <= 8192 * 32000 else max(2, repeats // 2)
+                reps = reps * 20 if n * c < 1 << 20 else reps
                 r = _subprocess(variant, n, c, dtype, reps, args.threads)
                 results.append(r)
                 if variant == "builtin":
@@ -408,7 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / f"{stem}.json").write_text(
         json.dumps({"machine": info, "results": results}, indent=1)
     )
-    (args.out / f"{stem}.md").write_text(render_markdown(results, info))
+    # hand-written analysis kept across regenerations
+    notes_path = args.out / f"{stem}-notes.md"
+    notes = notes_path.read_text() if notes_path.exists() else ""
+    (args.out / f"{stem}.md").write_text(render_markdown(results, info, notes))
     try:
         plot(results, args.out / f"{stem}.png")
     except ImportError:
