@@ -129,8 +129,6 @@ def cross_entropy(
     unbatched = input.dim() == 1
     if unbatched:  # (C,) with a () target, as torch allows
         input, target = input.unsqueeze(0), target.unsqueeze(0)
-    num_classes = input.shape[1]
-    u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=input.device)
     chosen = _dispatch.resolve_impl(
         impl,
         input,
@@ -147,6 +145,12 @@ def cross_entropy(
             "always use the reference path"
         )
     fn = _dispatch.lookup(chosen)
+    # the normalized smoothing prior; PyTorch's kernel ("torch") has its own uniform one
+    u = (
+        smoothing_prior(input.shape[1], prior, class_mask, dtype=torch.float64, device=input.device)
+        if chosen != "torch"
+        else input.new_empty(0)
+    )
     extra = {"inplace_backward": inplace_backward} if chosen in ("fused", "compiled") else {}
     loss = fn(input, target, weight, ignore_index, reduction, eps, u, convention, kl, **extra)
     if unbatched and reduction == "none":
