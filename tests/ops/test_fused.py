@@ -9,9 +9,21 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth
-from labelsmooth.ops import fused
+from labelsmooth.ops import cpu_kernel, fused
 
 CONVENTIONS = ["uniform", "others", "unnormalized"]
+
+
+@pytest.fixture(autouse=True, params=["native", "eager"])
+def row_kernel(request, monkeypatch):
+    """Every test here runs twice: rows by the C kernel, and by eager torch blocks."""
+    if request.param == "eager":
+        monkeypatch.setenv("LABELSMOOTH_NATIVE", "0")
+    else:
+        reason = cpu_kernel.native_unavailable(torch.device("cpu"))
+        if reason is not None:
+            pytest.skip(reason)
+    return request.param
 
 
 def _run(impl, x, y, **kw):

@@ -33,12 +33,14 @@ import mmap
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from labelsmooth.ops import cpu_kernel
 from labelsmooth.ops.reference import compute_dtype, cross_entropy_reference
 
 __all__ = [
@@ -284,19 +286,25 @@ def _eager_blocks(
     a0: float | None,
     inplace_backward: bool,
     need_grad: bool = True,
+    native: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row statistics and gradient, block by block with eager ops (any device, any layout).
+    """Row statistics and gradient, block by block (any device, any layout).
 
     ``a0`` is the common value of ``a`` when it is constant (uniform prior, no weights), which
     replaces the matrix-vector product and the rank-1 update by scalar operations. Returns
     (grad, lse, x_y, S); grad is ``x`` itself when ``inplace_backward`` and None when not
     ``need_grad`` (statistics only: no (N, C) allocation at all).
 
-    On CPU the blocks are shared out to ``torch.get_num_threads()`` Python threads, each
-    running its ops single-threaded (ATen releases the GIL). Letting every small op fork and
-    join an OpenMP team instead costs a barrier per op, and when another process holds a
-    core each barrier waits for a scheduler time slice: measured 10-40× slower on a busy
-    2-core machine, against no loss on an idle one.
+    With ``native`` (CPU, float32 compute) each row is done by the C kernel of
+    :mod:`labelsmooth.ops.cpu_kernel`: a contiguous float32 2-D input directly, in a few
+    large row ranges; other layouts and dtypes through a float32 block buffer. Otherwise
+    every block is a handful of eager torch ops (:func:`_one_block`).
+
+    On CPU the work is shared out to ``torch.get_num_threads()`` Python threads, each
+    running its ops single-threaded (ATen and ctypes release the GIL). Letting every small op
+    fork and join an OpenMP team instead costs a barrier per op, and when another process
+    holds a core each barrier waits for a scheduler time slice: measured 10-40× slower on a
+    busy 2-core machine, against no loss on an idle one.
     """
     C = x.shape[1]
     M = y_safe.shape[0]
@@ -305,39 +313,104 @@ def _eager_blocks(
         grad = None
     else:
         grad = x if inplace_backward else empty_like_gradient(x)
-    lse = torch.empty(M, dtype=cdt, device=dev)
+    m = torch.empty(M, dtype=cdt, device=dev)
+    s = torch.empty(M, dtype=cdt, device=dev)
     x_y = torch.empty(M, dtype=cdt, device=dev)
     S = torch.empty(M, dtype=cdt, device=dev)
+    threads = torch.get_num_threads() if dev.type == "cpu" else 1
+
+    if native and x.dim() == 2 and x.dtype == cdt:
+        # rows straight from the logits into the gradient: a few row ranges, no buffer
+        a_vec = None if a0 is not None else a.contiguous()
+        n_units = max(1, min(4 * threads, M * C // (1 << 17)))
+        bounds = [M * k // n_units for k in range(n_units + 1)]
+
+        def unit(k: int) -> None:
+            r0, r1 = bounds[k], bounds[k + 1]
+            cpu_kernel.rows_f32(
+                x[r0:r1], None if grad is None else grad[r0:r1], y_safe[r0:r1], a_vec,
+                a0 or 0.0, g_p[r0:r1], g_a[r0:r1], g_y[r0:r1], m[r0:r1], s[r0:r1],
+                x_y[r0:r1], S[r0:r1],
+            )  # fmt: skip
+
+        _run_parallel(unit, n_units, threads)
+        if inplace_backward:  # the C kernel wrote into x: autograd must see the mutation
+            torch.autograd.graph.increment_version(x)
+        return grad, _lse(m, s), x_y, S
 
     rows = max(1, BLOCK_BYTES // (C * torch.finfo(cdt).bits // 8))
     # compute straight into the gradient rows where the layouts allow it
-    direct = x.dim() == 2 and cdt == x.dtype and grad is not None
+    direct = x.dim() == 2 and cdt == x.dtype and grad is not None and not native
     blocks = list(_blocks(x, rows))
     grad_views = [b[2] for b in _blocks(grad, rows)] if grad is not None else [None] * len(blocks)
+    n_chunks = max(1, min(len(blocks), 4 * threads))
+    chunk_bounds = [len(blocks) * k // n_chunks for k in range(n_chunks + 1)]
 
-    def run(first: int, last: int) -> None:
+    def chunk(k: int) -> None:
         buf = torch.empty(rows, C, dtype=cdt, device=dev)
+        todo = zip(blocks[chunk_bounds[k] : chunk_bounds[k + 1]], grad_views[chunk_bounds[k] :])
         with torch.no_grad():  # grad mode is per thread
-            for (r0, r1, xb), gb in zip(blocks[first:last], grad_views[first:last]):
-                _one_block(r0, r1, xb, gb, buf, direct, y_safe, g_p, g_a, g_y, a, a0, lse, x_y, S)
+            for (r0, r1, xb), gb in todo:
+                if native:
+                    _native_block(r0, r1, xb, gb, buf, y_safe, g_p, g_a, g_y, a, a0, m, s, x_y, S)
+                else:
+                    _one_block(
+                        r0, r1, xb, gb, buf, direct, y_safe, g_p, g_a, g_y, a, a0, m, s, x_y, S
+                    )  # noqa: E501
 
-    threads = torch.get_num_threads() if dev.type == "cpu" else 1
-    if threads <= 1 or len(blocks) < 2:
-        run(0, len(blocks))
-    else:
-        # a few chunks per thread, handed out dynamically, balance a busy core
-        n_chunks = min(len(blocks), 4 * threads)
-        bounds = [len(blocks) * k // n_chunks for k in range(n_chunks + 1)]
-        pool = _thread_pool(threads)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)  # workers start their ATen thread state from this value
-        try:
-            futures = [pool.submit(run, bounds[k], bounds[k + 1]) for k in range(n_chunks)]
-            for f in futures:
-                f.result()
-        finally:
-            torch.set_num_threads(previous)
-    return grad, lse, x_y, S
+    _run_parallel(chunk, n_chunks, threads)
+    return grad, _lse(m, s), x_y, S
+
+
+def _lse(m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """log-sum-exp per row from the row max and the sum of exp(x - max), in float64."""
+    return m.double() + s.double().log()
+
+
+def _run_parallel(work: Callable[[int], None], n: int, threads: int) -> None:
+    """``work(0) ... work(n-1)`` on the process-wide pool, ops single-threaded inside."""
+    if threads <= 1 or n < 2:
+        for k in range(n):
+            work(k)
+        return
+    pool = _thread_pool(threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # workers start their ATen thread state from this value
+    try:
+        # a few units per thread, handed out dynamically, balance a busy core
+        for f in [pool.submit(work, k) for k in range(n)]:
+            f.result()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _native_block(
+    r0: int,
+    r1: int,
+    xb: torch.Tensor,
+    gb: torch.Tensor | None,
+    buf: torch.Tensor,
+    y_safe: torch.Tensor,
+    g_p: torch.Tensor,
+    g_a: torch.Tensor,
+    g_y: torch.Tensor,
+    a: torch.Tensor,
+    a0: float | None,
+    m: torch.Tensor,
+    s: torch.Tensor,
+    x_y: torch.Tensor,
+    S: torch.Tensor,
+) -> None:
+    """One block through the C kernel via the float32 buffer (upcast / strided layouts)."""
+    tmp = buf[: r1 - r0]
+    tmp.copy_(xb)
+    cpu_kernel.rows_f32(
+        tmp, None if gb is None else tmp, y_safe[r0:r1], None if a0 is not None else a,
+        a0 or 0.0, g_p[r0:r1], g_a[r0:r1], g_y[r0:r1], m[r0:r1], s[r0:r1], x_y[r0:r1],
+        S[r0:r1],
+    )  # fmt: skip
+    if gb is not None:
+        gb.copy_(tmp)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -366,11 +439,12 @@ def _one_block(
     g_y: torch.Tensor,
     a: torch.Tensor,
     a0: float | None,
-    lse: torch.Tensor,
+    m_out: torch.Tensor,
+    s_out: torch.Tensor,
     x_y: torch.Tensor,
     S: torch.Tensor,
 ) -> None:
-    """Statistics of rows r0:r1 into lse/x_y/S and, if ``gb`` is given, their gradient."""
+    """Statistics of rows r0:r1 into m/s/x_y/S and, if ``gb`` is given, their gradient."""
     B = r1 - r0
     if not (direct and xb.is_contiguous()):
         tmp = buf[:B]
@@ -391,7 +465,8 @@ def _one_block(
     else:
         torch.softmax(xb, 1, out=pb)
         s = pb.amax(1, keepdim=True).reciprocal_()  # p_max = 1/s exactly at argmax
-    lse[r0:r1] = (m + s.log()).squeeze(1)
+    m_out[r0:r1] = m.squeeze(1)
+    s_out[r0:r1] = s.squeeze(1)
     if gb is None:
         return
     # gradient: g_p·p − g_a·a − g_y·onehot(y)
@@ -452,9 +527,15 @@ class _FusedCrossEntropy(torch.autograd.Function):
         if result is not None:
             grad, lse, x_y, S = result
         else:
+            native = (
+                cdt == torch.float32
+                and dev.type == "cpu"
+                and M > 0
+                and cpu_kernel.native_unavailable(dev) is None
+            )
             grad, lse, x_y, S = _eager_blocks(
                 x, y_safe, g_p, g_a, g_y, a, a0 if uniform_a else None, inplace_backward,
-                need_grad,
+                need_grad, native,
             )  # fmt: skip
 
         loss = loss_from_stats(lse.double(), x_y.double(), S.double(), rc)

@@ -1,0 +1,119 @@
+/* Row kernel of the fused label-smoothed cross-entropy on CPU (float32).
+ *
+ * Built at first use by labelsmooth/ops/cpu_kernel.py with the system C compiler and loaded
+ * with ctypes; the Python side validates every pointer, shape and index before calling.
+ * Plain C99 plus `#pragma omp simd` (compiled with -fopenmp-simd: vectorization only, no
+ * OpenMP runtime), so the compiler vectorizes every loop for the machine it runs on.
+ *
+ * Per row i with logits x (C,), target y, and per-row coefficients g_p, g_a, g_y (see the
+ * docstring of labelsmooth/ops/fused.py; the reduction's scale is already folded in):
+ *
+ *   m   = max_k x_k                       s  = sum_k exp(x_k - m)     (lse = m + log s)
+ *   x_y = x[y]                            S  = sum_k a_k x_k          (a = weight * prior)
+ *   grad_k = g_p * exp(x_k - m) / s  -  g_a * a_k  -  g_y * [k == y]
+ *
+ * Three sweeps over a row while it sits in cache: (1) max and S, (2) the exponentials, summed
+ * and stored into the gradient row, (3) the scaling of that row. The logits are read from
+ * memory once and the gradient written once; exp is evaluated once per element. The gradient
+ * row may alias the logits row (in-place backward, or an upcast scratch block): x_y is read
+ * before sweep 2 overwrites it, and every sweep reads element k before writing element k.
+ *
+ * The four statistics (m, s, x_y, S) are what a chunked or vocabulary-parallel caller combines:
+ * m by max, s by rescaled sum (s * exp(m - M)), x_y and S by sum.
+ */
+#include <math.h>
+#include <stdint.h>
+
+/* exp(x) in float32 for x <= 0 (the argument is always x_k - max). Cody-Waite reduction
+ * x = n*ln2 + r with |r| <= ln2/2 (ln2 split into an exact high part and a correction), a
+ * degree-6 polynomial for exp(r) (the Cephes expf coefficients), and 2^n built in the exponent
+ * bits. Relative error about 2 ulp; results below float32's normal range (x < -87.33) are
+ * flushed to 0, NaN propagates. */
+static inline float ls_expf(float x) {
+    const float lo_cut = -87.336544f; /* log(FLT_MIN): 2^n stays a normal number above */
+    float xc = x < lo_cut ? lo_cut : x;
+    float n = __builtin_rintf(xc * 1.44269504088896341f);
+    float r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } two_n;
+    two_n.i = ((int32_t)n + 127) << 23;
+    float e = p * two_n.f;
+    e = x < lo_cut ? 0.0f : e;
+    return x != x ? x : e;
+}
+
+/* Statistics (and, if g is not NULL, the gradient) of M rows of C float32 logits.
+ *
+ *   x, ldx      logits, row i at x + i*ldx (unit stride within a row)
+ *   g, ldg      gradient rows (may equal x), or NULL for statistics only
+ *   y           (M,) target indices, each in [0, C) (ignored rows: any valid index, their
+ *               coefficients are 0)
+ *   a, a0       (C,) a_k = w_k u_k, or NULL when a_k = a0 for every k
+ *   gp, ga, gy  (M,) gradient coefficients (read only when g is not NULL)
+ *   m_out, s_out, xy_out, S_out   (M,) statistics
+ */
+void ls_rows_f32(int64_t M, int64_t C, const float *x, int64_t ldx, float *g, int64_t ldg,
+                 const int64_t *y, const float *a, float a0, const float *gp, const float *ga,
+                 const float *gy, float *m_out, float *s_out, float *xy_out, float *S_out) {
+    for (int64_t i = 0; i < M; ++i) {
+        const float *xr = x + i * ldx;
+        const int64_t yi = y[i];
+        const float xy = xr[yi];
+        float m = -INFINITY, S = 0.0f, s = 0.0f;
+        /* sweep 1: max and the prior-weighted sum (NaN reaches the result through S and s) */
+        if (a) {
+#pragma omp simd reduction(max : m) reduction(+ : S)
+            for (int64_t k = 0; k < C; ++k) {
+                m = xr[k] > m ? xr[k] : m;
+                S += a[k] * xr[k];
+            }
+        } else {
+#pragma omp simd reduction(max : m) reduction(+ : S)
+            for (int64_t k = 0; k < C; ++k) {
+                m = xr[k] > m ? xr[k] : m;
+                S += xr[k];
+            }
+            S *= a0;
+        }
+        /* a row of -inf only (every class masked) would give (-inf) - (-inf) = NaN */
+        const float shift = isinf(m) && m < 0 ? 0.0f : m;
+        if (g) {
+            float *gr = g + i * ldg;
+            /* sweep 2: e_k = exp(x_k - m) into the gradient row, s = sum_k e_k */
+#pragma omp simd reduction(+ : s)
+            for (int64_t k = 0; k < C; ++k) {
+                const float e = ls_expf(xr[k] - shift);
+                gr[k] = e;
+                s += e;
+            }
+            /* sweep 3: grad_k = (g_p / s) e_k - g_a a_k, then - g_y at the target */
+            const float c = gp[i] / s, d = ga[i];
+            if (a) {
+#pragma omp simd
+                for (int64_t k = 0; k < C; ++k) gr[k] = gr[k] * c - d * a[k];
+            } else {
+                const float da = d * a0;
+#pragma omp simd
+                for (int64_t k = 0; k < C; ++k) gr[k] = gr[k] * c - da;
+            }
+            gr[yi] -= gy[i];
+        } else {
+#pragma omp simd reduction(+ : s)
+            for (int64_t k = 0; k < C; ++k) s += ls_expf(xr[k] - shift);
+        }
+        m_out[i] = m;
+        s_out[i] = s;
+        xy_out[i] = xy;
+        S_out[i] = S;
+    }
+}
