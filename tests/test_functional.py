@@ -170,3 +170,15 @@ def test_auto_choice():
         resolve_impl("auto", small, soft=False, inplace_backward=True, builtin_reason=None)
         == "fused"
     )
+
+
+def test_auto_prefers_fused_sooner_with_the_native_kernel(monkeypatch):
+    from labelsmooth._dispatch import AUTO_TORCH_MAX_NUMEL_NATIVE, resolve_impl
+    from labelsmooth.ops.cpu_kernel import native_unavailable
+
+    mid = torch.zeros(2, AUTO_TORCH_MAX_NUMEL_NATIVE // 2 + 1)  # between the two limits
+    assert resolve_impl("auto", mid.double(), soft=False, builtin_reason=None) == "torch"
+    if native_unavailable(mid.device) is None:
+        assert resolve_impl("auto", mid, soft=False, builtin_reason=None) == "fused"
+    monkeypatch.setenv("LABELSMOOTH_NATIVE", "0")
+    assert resolve_impl("auto", mid, soft=False, builtin_reason=None) == "torch"

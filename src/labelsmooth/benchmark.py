@@ -371,14 +371,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats = args.repeats
     variants = ["builtin"] + [v for v in args.variants if v != "builtin"]
     results = []
-    from labelsmooth._dispatch import AUTO_TORCH_MAX_NUMEL
+    import torch
+
+    from labelsmooth._dispatch import resolve_impl
 
     for n, c in shapes:
         for dtype in args.dtypes:
             base = None
             for variant in variants:
-                if variant == "auto" and (n * c >= AUTO_TORCH_MAX_NUMEL or dtype != "float32"):
-                    continue  # auto is the fused path there, measured as "fused"
+                stand_in = torch.empty(1, dtype=getattr(torch, dtype)).expand(n, c)
+                if variant == "auto" and resolve_impl("auto", stand_in, soft=False) == "fused":
+                    continue  # measured as "fused"
                 # millisecond-scale steps need many samples for a stable median
                 reps = repeats if n * c <= 8192 * 32000 else max(2, repeats // 2)
                 reps = reps * 20 if n * c < 1 << 20 else reps

@@ -86,9 +86,11 @@ def cross_entropy(
             CE(q, p) − H(q) − Z log Z = Z·KL(q/Z ‖ p), so it is still ≥ 0 and zero at the
             loss's optimum p = q/Z.
         impl: "auto" (below), "reference" (the plain oracle), "fused" (blockwise, gradient
-            computed in the forward pass), "compiled" (fused with a torch.compile'd row
-            kernel) or "torch" (PyTorch's own kernel, for the options it covers). "auto" takes
-            "torch" for small inputs it covers (under 2**19 elements), the reference for soft
+            computed in the forward pass; on CPU its rows run in a small C kernel compiled
+            on first use, eager torch ops otherwise), "compiled" (fused with a
+            torch.compile'd row kernel) or "torch" (PyTorch's own kernel, for the options it
+            covers). "auto" takes "torch" for small inputs it covers (under 2**16 elements
+            for float32 on CPU with the C kernel, else 2**19), the reference for soft
             targets and "fused" otherwise.
         inplace_backward: fused paths only: write the gradient into ``input``'s storage, so
             the extra memory is O(N). The logits are overwritten — opt-in.
@@ -151,7 +153,12 @@ def cross_entropy(
         if chosen != "torch"
         else input.new_empty(0)
     )
-    extra = {"inplace_backward": inplace_backward} if chosen in ("fused", "compiled") else {}
+    extra = {}
+    if chosen in ("fused", "compiled"):
+        extra = {
+            "inplace_backward": inplace_backward,
+            "uniform_prior": prior is None and class_mask is None,
+        }  # noqa: E501
     loss = fn(input, target, weight, ignore_index, reduction, eps, u, convention, kl, **extra)
     if unbatched and reduction == "none":
         loss = loss.squeeze(0)

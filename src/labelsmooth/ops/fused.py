@@ -49,6 +49,7 @@ __all__ = [
     "empty_like_gradient",
     "release_cached_gradient",
     "row_coefficients",
+    "scalar_alpha_beta",
     "kl_constant",
     "loss_from_stats",
     "BLOCK_BYTES",
@@ -109,14 +110,15 @@ def empty_like_gradient(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class RowCoefficients:
-    """Per-row scalars of ``q = α·onehot(y) + β·u`` and the class-weight terms, all (M,)."""
+    """Per-row scalars of ``q = α·onehot(y) + β·u`` and the class-weight terms: (M,) tensors,
+    or Python floats when every row has the same value (no weights, uniform prior)."""
 
-    alpha: torch.Tensor
-    beta: torch.Tensor
-    w_y: torch.Tensor  # weight of the target class, 0 for ignored rows
-    a_y: torch.Tensor  # a_y = w_y·u_y
-    u_y: torch.Tensor
-    A: torch.Tensor  # 0-dim: Σ_k w_k u_k
+    alpha: torch.Tensor | float
+    beta: torch.Tensor | float
+    w_y: torch.Tensor | float  # weight of the target class, 0 for ignored rows
+    a_y: torch.Tensor | float  # a_y = w_y·u_y
+    u_y: torch.Tensor | float
+    A: torch.Tensor | float  # Σ_k w_k u_k
 
 
 def row_coefficients(
@@ -161,19 +163,39 @@ def row_coefficients(
     )
 
 
+def scalar_alpha_beta(C: int, eps: float, convention: str) -> tuple[float, float]:
+    """α and β of every row when the prior is uniform (u_k = 1/C): the cases above with
+    u_y = 1/C."""
+    if convention == "uniform":
+        return 1 - eps, eps
+    if convention == "others":
+        u_y = 1 / C
+        rest = 1 - u_y
+        if rest <= 0:  # C = 1: no other class, all mass stays on the target
+            return 1.0, 0.0
+        beta = eps / rest
+        return 1 - eps - beta * u_y, beta
+    if convention == "unnormalized":
+        return 1 - eps - eps / C, eps
+    raise ValueError(f"unknown convention {convention!r}")
+
+
 def kl_constant(rc: RowCoefficients, weight: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
     """Σ_k w_k q_k log(q_k / Σq) per row (M,): what turns the cross-entropy into the KL form."""
     a = u if weight is None else weight.to(u.dtype) * u
     L = torch.xlogy(a, u).sum()  # Σ_k a_k log u_k, 0·log 0 = 0
-    beta, alpha = rc.beta, rc.alpha
-    q_y = alpha + beta * rc.u_y
+    alpha, beta, w_y, a_y, u_y, A = (
+        torch.as_tensor(v, dtype=u.dtype, device=u.device)
+        for v in (rc.alpha, rc.beta, rc.w_y, rc.a_y, rc.u_y, rc.A)
+    )
+    q_y = (alpha + beta * u_y).clamp_min(0)  # ≥ 0 exactly; rounding can leave -1e-17
     mass = alpha + beta  # Σ_k q_k (0 for ignored rows)
-    total = alpha * rc.w_y + beta * rc.A  # Σ_k w_k q_k
+    total = alpha * w_y + beta * A  # Σ_k w_k q_k
     return (
-        rc.A * torch.xlogy(beta, beta)
+        A * torch.xlogy(beta, beta)
         + beta * L
-        - torch.xlogy(beta * rc.a_y, beta * rc.u_y)
-        + rc.w_y * torch.xlogy(q_y, q_y)
+        - torch.xlogy(beta * a_y, beta * u_y)
+        + w_y * torch.xlogy(q_y, q_y)
         - torch.xlogy(total, mass)
     )
 
@@ -495,6 +517,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
         inplace_backward: bool,
         compiled: bool,
         need_grad: bool,
+        uniform_prior: bool,
     ) -> torch.Tensor:
         cdt = compute_dtype(input.dtype)
         dev = input.device
@@ -506,19 +529,38 @@ class _FusedCrossEntropy(torch.autograd.Function):
 
         # O(M) coefficients in float64, then the reduction's scale folded into them.
         u64 = u.to(torch.float64)
-        rc = row_coefficients(y_safe, valid, weight, u64, eps, convention)
-        if reduction == "mean":
-            denom = rc.w_y.sum()
-            denom = torch.where(valid.any(), denom, torch.ones_like(denom))
-            scale = 1 / denom
+        if weight is None and uniform_prior:
+            # The common case: α, β and the weight terms are the same for every row (w_y = 1,
+            # u_y = a_y = 1/C, A = 1), so the per-row work is a few vector ops.
+            alpha, beta = scalar_alpha_beta(x.shape[1], eps, convention)
+            rc = RowCoefficients(alpha, beta, 1.0, 1 / x.shape[1], 1 / x.shape[1], 1.0)
+            vf = valid.to(torch.float64)
+            row_mask: torch.Tensor | None = vf
+            scale: torch.Tensor | None = 1 / vf.sum().clamp_min(1) if reduction == "mean" else None
+            per_row = vf if scale is None else vf * scale
+            g_p = (per_row * (alpha + beta)).to(cdt)
+            g_y = (per_row * alpha).to(cdt)
+            g_a = (per_row * beta).to(cdt)
+            a = u64.to(cdt)
+            a0: float | None = 1 / x.shape[1]
         else:
-            scale = torch.ones((), dtype=torch.float64, device=dev)
-        g_p = ((rc.alpha * rc.w_y + rc.beta * rc.A) * scale).to(cdt)  # coefficient of p_k
-        g_y = (rc.alpha * rc.w_y * scale).to(cdt)  # subtracted at the target
-        g_a = (rc.beta * scale).to(cdt)  # times a_k, subtracted everywhere
-        a = (u64 if weight is None else weight.to(torch.float64) * u64).to(cdt)
-        uniform_a = weight is None and bool((u64 == u64[0]).all())
-        a0 = float(a[0]) if uniform_a else 0.0
+            rc = row_coefficients(y_safe, valid, weight, u64, eps, convention)
+            row_mask = None  # ignored rows have zero coefficients already
+            alpha_r, beta_r, w_y = (torch.as_tensor(v) for v in (rc.alpha, rc.beta, rc.w_y))
+            if reduction == "mean":
+                denom = w_y.sum()
+                scale = 1 / torch.where(valid.any(), denom, torch.ones_like(denom))
+            else:
+                scale = None
+            g_p = alpha_r * w_y + beta_r * rc.A  # coefficient of p_k
+            g_y = alpha_r * w_y  # subtracted at the target
+            g_a = beta_r  # times a_k, subtracted everywhere
+            if scale is not None:
+                g_p, g_y, g_a = g_p * scale, g_y * scale, g_a * scale
+            g_p, g_y, g_a = g_p.to(cdt), g_y.to(cdt), g_a.to(cdt)
+            a = (u64 if weight is None else weight.to(torch.float64) * u64).to(cdt)
+            uniform_a = weight is None and bool((u64 == u64[0]).all())
+            a0 = float(a[0]) if uniform_a else None
 
         grad: torch.Tensor | None
         result = None
@@ -534,17 +576,18 @@ class _FusedCrossEntropy(torch.autograd.Function):
                 and cpu_kernel.native_unavailable(dev) is None
             )
             grad, lse, x_y, S = _eager_blocks(
-                x, y_safe, g_p, g_a, g_y, a, a0 if uniform_a else None, inplace_backward,
-                need_grad, native,
-            )  # fmt: skip
+                x, y_safe, g_p, g_a, g_y, a, a0, inplace_backward, need_grad, native
+            )
 
         loss = loss_from_stats(lse.double(), x_y.double(), S.double(), rc)
         if kl:
             loss = loss + kl_constant(rc, weight, u64)
+        if row_mask is not None:
+            loss = loss * row_mask
         if reduction == "none":
             out = loss.reshape(target.shape)
         else:
-            out = loss.sum() * scale
+            out = loss.sum() if scale is None else loss.sum() * scale
         ctx.reduction = reduction
         ctx.consumed = False
         if grad is not None:
@@ -569,7 +612,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
             grad.mul_(grad_output.unsqueeze(1).to(grad.dtype))
         elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
             grad.mul_(grad_output.to(grad.dtype))
-        return (grad,) + (None,) * 11
+        return (grad,) + (None,) * 12
 
 
 def cross_entropy_fused(
@@ -585,6 +628,7 @@ def cross_entropy_fused(
     *,
     inplace_backward: bool = False,
     compiled: bool = False,
+    uniform_prior: bool = False,
 ) -> torch.Tensor:
     """Fused blockwise label-smoothed cross-entropy (arguments already validated).
 
@@ -601,6 +645,8 @@ def cross_entropy_fused(
             torch.compile'd kernel (:func:`_rows_kernel`) instead of eager blocks. It is
             compiled once per process; if compilation fails the eager path is used (with a
             warning). N-D inputs and ``inplace_backward`` use the eager blocks.
+        uniform_prior: the caller guarantees that ``u`` is uniform (no prior, no class
+            mask), which makes every row's coefficients the same scalars: less O(N) work.
     """
     if target.is_floating_point():
         return cross_entropy_reference(
@@ -609,5 +655,6 @@ def cross_entropy_fused(
     out: torch.Tensor = _FusedCrossEntropy.apply(
         input, target, weight, u, ignore_index, reduction, label_smoothing, convention, kl,
         inplace_backward, compiled, torch.is_grad_enabled() and input.requires_grad,
+        uniform_prior,
     )  # fmt: skip
     return out
