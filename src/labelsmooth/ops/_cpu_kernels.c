@@ -24,6 +24,9 @@
 #include <math.h>
 #include <stdint.h>
 
+/* Elements per partial sum (see ls_rows_f32). */
+#define LS_CHUNK 1024
+
 /* exp(x) in float32 for x <= 0 (the argument is always x_k - max). Cody-Waite reduction
  * x = n*ln2 + r with |r| <= ln2/2 (ln2 split into an exact high part and a correction), a
  * degree-6 polynomial for exp(r) (the Cephes expf coefficients), and 2^n built in the exponent
@@ -67,37 +70,57 @@ void ls_rows_f32(int64_t M, int64_t C, const float *x, int64_t ldx, float *g, in
                  const float *gy, float *m_out, float *s_out, float *xy_out, float *S_out) {
     for (int64_t i = 0; i < M; ++i) {
         const float *xr = x + i * ldx;
+        float *gr = g ? g + i * ldg : 0;
         const int64_t yi = y[i];
         const float xy = xr[yi];
-        float m = -INFINITY, S = 0.0f, s = 0.0f;
+        float m = -INFINITY;
+        double S = 0.0, s = 0.0;
+        /* Sums run in float32 vector lanes over chunks of LS_CHUNK elements and add up the
+         * chunks in float64: the error of s and S then stays near float32 rounding even for
+         * C in the hundreds of thousands (one float32 accumulator per lane over a 128k row
+         * would lose about 4 digits). */
         /* sweep 1: max and the prior-weighted sum (NaN reaches the result through S and s) */
-        if (a) {
-#pragma omp simd reduction(max : m) reduction(+ : S)
-            for (int64_t k = 0; k < C; ++k) {
-                m = xr[k] > m ? xr[k] : m;
-                S += a[k] * xr[k];
+        for (int64_t k0 = 0; k0 < C; k0 += LS_CHUNK) {
+            const int64_t k1 = k0 + LS_CHUNK < C ? k0 + LS_CHUNK : C;
+            float part = 0.0f;
+            if (a) {
+#pragma omp simd reduction(max : m) reduction(+ : part)
+                for (int64_t k = k0; k < k1; ++k) {
+                    m = xr[k] > m ? xr[k] : m;
+                    part += a[k] * xr[k];
+                }
+            } else {
+#pragma omp simd reduction(max : m) reduction(+ : part)
+                for (int64_t k = k0; k < k1; ++k) {
+                    m = xr[k] > m ? xr[k] : m;
+                    part += xr[k];
+                }
             }
-        } else {
-#pragma omp simd reduction(max : m) reduction(+ : S)
-            for (int64_t k = 0; k < C; ++k) {
-                m = xr[k] > m ? xr[k] : m;
-                S += xr[k];
-            }
-            S *= a0;
+            S += part;
         }
+        if (!a) S *= a0;
         /* a row of -inf only (every class masked) would give (-inf) - (-inf) = NaN */
         const float shift = isinf(m) && m < 0 ? 0.0f : m;
-        if (g) {
-            float *gr = g + i * ldg;
-            /* sweep 2: e_k = exp(x_k - m) into the gradient row, s = sum_k e_k */
-#pragma omp simd reduction(+ : s)
-            for (int64_t k = 0; k < C; ++k) {
-                const float e = ls_expf(xr[k] - shift);
-                gr[k] = e;
-                s += e;
+        /* sweep 2: e_k = exp(x_k - m) (into the gradient row, if any), s = sum_k e_k */
+        for (int64_t k0 = 0; k0 < C; k0 += LS_CHUNK) {
+            const int64_t k1 = k0 + LS_CHUNK < C ? k0 + LS_CHUNK : C;
+            float part = 0.0f;
+            if (gr) {
+#pragma omp simd reduction(+ : part)
+                for (int64_t k = k0; k < k1; ++k) {
+                    const float e = ls_expf(xr[k] - shift);
+                    gr[k] = e;
+                    part += e;
+                }
+            } else {
+#pragma omp simd reduction(+ : part)
+                for (int64_t k = k0; k < k1; ++k) part += ls_expf(xr[k] - shift);
             }
+            s += part;
+        }
+        if (gr) {
             /* sweep 3: grad_k = (g_p / s) e_k - g_a a_k, then - g_y at the target */
-            const float c = gp[i] / s, d = ga[i];
+            const float c = (float)(gp[i] / s), d = ga[i];
             if (a) {
 #pragma omp simd
                 for (int64_t k = 0; k < C; ++k) gr[k] = gr[k] * c - d * a[k];
@@ -107,13 +130,10 @@ void ls_rows_f32(int64_t M, int64_t C, const float *x, int64_t ldx, float *g, in
                 for (int64_t k = 0; k < C; ++k) gr[k] = gr[k] * c - da;
             }
             gr[yi] -= gy[i];
-        } else {
-#pragma omp simd reduction(+ : s)
-            for (int64_t k = 0; k < C; ++k) s += ls_expf(xr[k] - shift);
         }
         m_out[i] = m;
-        s_out[i] = s;
+        s_out[i] = (float)s;
         xy_out[i] = xy;
-        S_out[i] = S;
+        S_out[i] = (float)S;
     }
 }
