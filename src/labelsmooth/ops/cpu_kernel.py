@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["native_unavailable", "rows_f32", "kernel_path"]
+__all__ = ["native_unavailable", "rows_f32", "kernel_path", "compiler_version"]
 
 _SOURCE = Path(__file__).with_name("_cpu_kernels.c")
 _FLAGS = [
@@ -70,6 +70,21 @@ def _cpu_id() -> str:
         return "\n".join(sorted(set(lines)))
     except OSError:
         return platform.processor() + platform.machine()
+
+
+_version: str | None = None
+
+
+def compiler_version() -> str:
+    """First line of ``$CC --version`` and the flags (for benchmark records)."""
+    global _version
+    cc = _compiler()
+    if cc is None:
+        return "no C compiler"
+    if _version is None:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
+        _version = (out.stdout.splitlines() or ["unknown version"])[0].strip()
+    return f"{_version} {' '.join(_FLAGS + _ARCH_FLAGS)}"
 
 
 def _build(cc: str) -> Path:
