@@ -126,8 +126,17 @@ def _make_step(variant: str, x, y) -> Callable[[], None]:  # noqa: ANN001
     return step
 
 
-def run_one(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int) -> dict:
-    """Time and measure one variant in this process (call it in a fresh subprocess)."""
+def run_one(
+    variant: str, n: int, c: int, dtype: str, repeats: int, threads: int, measure: str = "both"
+) -> dict:
+    """Time and/or measure one variant in this process (call it in a fresh subprocess).
+
+    ``measure``: "time", "memory" or "both". Memory wants glibc to return every large block
+    to the OS (``MALLOC_MMAP_THRESHOLD_``, set by :func:`_subprocess`) so that the resident
+    set follows live memory; timing wants the allocator a training loop has, which keeps
+    freed blocks for reuse — with the fixed threshold every megabyte-sized buffer is faulted
+    in afresh on each step, which at 256×1000 cost more than the loss itself.
+    """
     import torch
 
     torch.set_num_threads(threads)
@@ -142,15 +151,17 @@ def run_one(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int
     from labelsmooth.ops.fused import release_cached_gradient
 
     # memory: one step from a cold start, so a cached gradient buffer counts as this step's
-    release_cached_gradient()
-    restore()
-    gc.collect()
-    peak_ok = _reset_peak()
-    before = _rss_kib("VmRSS")
-    step()
-    peak = _rss_kib("VmHWM") if peak_ok else 0
+    peak_ok, peak, before = False, 0, 0
+    if measure in ("memory", "both"):
+        release_cached_gradient()
+        restore()
+        gc.collect()
+        peak_ok = _reset_peak()
+        before = _rss_kib("VmRSS")
+        step()
+        peak = _rss_kib("VmHWM") if peak_ok else 0
     times = []  # time: steady state, as in a training loop
-    for _ in range(repeats):
+    for _ in range(repeats if measure in ("time", "both") else 0):
         restore()
         t0 = time.perf_counter()
         step()
@@ -160,7 +171,7 @@ def run_one(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int
         "variant": variant,
         "shape": [n, c],
         "dtype": dtype,
-        "time_s": statistics.median(times),
+        "time_s": statistics.median(times) if times else None,
         "times_s": times,
         "peak_above_inputs_bytes": max(0, peak - before) * 1024 if peak_ok else None,
         "logits_bytes": logits_bytes,
@@ -168,17 +179,31 @@ def run_one(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int
 
 
 def _subprocess(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int) -> dict:
-    cmd = [
-        sys.executable, "-m", "labelsmooth.benchmark", "--one", variant,
-        f"{n}x{c}", dtype, str(repeats), str(threads),
-    ]  # fmt: skip
-    # A fixed mmap threshold makes glibc return every large block to the OS when freed, so the
-    # resident set follows live memory and VmHWM measures this step's own peak.
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MALLOC_MMAP_THRESHOLD_": "1048576"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        return {"variant": variant, "shape": [n, c], "dtype": dtype, "error": proc.stderr[-400:]}
-    result: dict = json.loads(proc.stdout.strip().splitlines()[-1])
+    """Memory in one fresh process, time in another (see :func:`run_one`)."""
+    result: dict = {}
+    for measure in ("memory", "time"):
+        cmd = [
+            sys.executable, "-m", "labelsmooth.benchmark", "--one", variant,
+            f"{n}x{c}", dtype, str(repeats), str(threads), measure,
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        if measure == "memory":
+            # glibc returns every block of 1 MiB or more to the OS when it is freed, so the
+            # resident set follows live memory and VmHWM measures this step's own peak
+            env["MALLOC_MMAP_THRESHOLD_"] = "1048576"
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            return {
+                "variant": variant,
+                "shape": [n, c],
+                "dtype": dtype,
+                "error": proc.stderr[-400:],
+            }  # noqa: E501
+        one = json.loads(proc.stdout.strip().splitlines()[-1])
+        if measure == "memory":
+            result = one
+        else:
+            result.update(time_s=one["time_s"], times_s=one["times_s"])
     return result
 
 
@@ -356,7 +381,8 @@ def _parse_shape(text: str) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: ``labelsmooth bench [--quick] [--shapes ...] [--out DIR]``."""
     p = argparse.ArgumentParser(prog="labelsmooth bench", description=__doc__.split("\n")[0])
-    p.add_argument("--one", nargs=5, metavar=("VARIANT", "NxC", "DTYPE", "REPEATS", "THREADS"),
+    p.add_argument("--one", nargs=6,
+                   metavar=("VARIANT", "NxC", "DTYPE", "REPEATS", "THREADS", "MEASURE"),
                    help=argparse.SUPPRESS)  # fmt: skip
     p.add_argument("--quick", action="store_true", help="tiny grid, for smoke tests")
     p.add_argument("--shapes", nargs="*", help="shapes as NxC (default: the issue's four)")
@@ -372,9 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.one:
-        variant, shape, dtype, repeats, threads = args.one
+        variant, shape, dtype, repeats, threads, measure = args.one
         n, c = _parse_shape(shape)
-        print(json.dumps(run_one(variant, n, c, dtype, int(repeats), int(threads))))
+        print(json.dumps(run_one(variant, n, c, dtype, int(repeats), int(threads), measure)))
         return 0
 
     if args.quick:

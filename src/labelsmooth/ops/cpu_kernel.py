@@ -105,12 +105,24 @@ def _build(cc: str) -> Path:
             ]
         )  # fmt: skip
     ).hexdigest()[:20]
-    target = _cache_dir() / f"cpu_kernels-{key}.so"
+    name = f"cpu_kernels-{key}.so"
+    directory = _cache_dir()
+    if (directory / name).exists():
+        return directory / name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=directory)  # writable?
+        probe.close()
+    except OSError:  # a read-only home: build per user in the temporary directory
+        directory = (
+            Path(tempfile.gettempdir()) / f"labelsmooth-{getattr(os, 'getuid', lambda: 0)()}"
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+    target = directory / name
     if target.exists():
         return target
     last_error = ""
     for arch in (_ARCH_FLAGS, []):  # -march=native is not known to every compiler
-        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         cmd = [cc, *_FLAGS, *arch, "-o", tmp, str(_SOURCE), "-lm"]

@@ -369,7 +369,7 @@ def _eager_blocks(
     chunk_bounds = [len(blocks) * k // n_chunks for k in range(n_chunks + 1)]
 
     def chunk(k: int) -> None:
-        buf = torch.empty(rows, C, dtype=cdt, device=dev)
+        buf = torch.empty(min(rows, M), C, dtype=cdt, device=dev)
         todo = zip(blocks[chunk_bounds[k] : chunk_bounds[k + 1]], grad_views[chunk_bounds[k] :])
         with torch.no_grad():  # grad mode is per thread
             for (r0, r1, xb), gb in todo:
