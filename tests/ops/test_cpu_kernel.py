@@ -17,7 +17,7 @@ def kernel():
     reason = cpu_kernel.native_unavailable(CPU)
     if reason is not None:
         pytest.skip(reason)
-    return cpu_kernel.rows_f32
+    return cpu_kernel.rows
 
 
 def _call(kernel, x, y, a=None, a0=0.0, coef=(1.0, 0.1, 0.9), grad=True, inplace=False):
@@ -141,7 +141,10 @@ def test_statistics_combine_over_a_split_vocabulary(kernel):
         (dict(y=torch.tensor([0, 5])), r"target indices must be in \[0, 5\), got \[0, 5\]"),
         (dict(y=torch.tensor([-1, 0])), r"target indices must be in \[0, 5\), got \[-1, 0\]"),
         (dict(y=torch.tensor([0, 1], dtype=torch.int32)), "y must be a contiguous"),
-        (dict(x=torch.zeros(2, 5, dtype=torch.float64)), "x must be a"),
+        (dict(x=torch.zeros(2, 5, dtype=torch.float64)), "x must be one of"),
+        (dict(x=torch.zeros(2, 5, dtype=torch.float16)), "x must be one of"),
+        (dict(x=torch.zeros(2, 5, dtype=torch.bfloat16)), "g must be a"),
+        (dict(work=torch.zeros(4)), None),  # float32 rows need no work row: ignored
         (dict(x=torch.zeros(5, 2).t()), "x must be a"),
         (dict(g=torch.zeros(2, 4)), "g must be a"),
         (dict(a=torch.zeros(4)), "a must be a contiguous"),
@@ -152,11 +155,50 @@ def test_launcher_refuses_bad_arguments(kernel, change, match):
     args = dict(
         x=torch.zeros(2, 5), g=torch.zeros(2, 5), y=torch.tensor([0, 4]), a=None, a0=0.2,
         g_p=torch.ones(2), g_a=torch.ones(2), g_y=torch.ones(2), m=torch.zeros(2),
-        s=torch.zeros(2), x_y=torch.zeros(2), S=torch.zeros(2),
+        s=torch.zeros(2), x_y=torch.zeros(2), S=torch.zeros(2), work=None,
     )  # fmt: skip
     args.update(change)
+    if match is None:
+        kernel(**args)
+        return
     with pytest.raises(ValueError, match=match):
         kernel(**args)
+
+
+def test_launcher_refuses_a_short_work_row(kernel):
+    x = torch.zeros(2, 5, dtype=torch.bfloat16)
+    vec = [torch.ones(2) for _ in range(7)]
+    with pytest.raises(ValueError, match="work must be a contiguous float32"):
+        kernel(x, x.clone(), torch.tensor([0, 4]), None, 0.2, *vec, work=torch.zeros(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_half_rows_equal_float32_rows_rounded(kernel, dtype, weighted):
+    """bfloat16 logits are converted in the kernel: the same float32 arithmetic as on the
+    upcast logits, with the gradient rounded once (to nearest even) at the store."""
+    g = torch.Generator().manual_seed(5)
+    C = 2053
+    x = (torch.randn(6, C, generator=g) * 3).to(dtype)
+    x[0, 7] = float("-inf")
+    y = torch.randint(0, C, (6,), generator=g)
+    a = torch.rand(C, generator=g) if weighted else None
+    coef = (0.9, 0.05, 0.8)
+    grad, stats = _call(kernel, x, y, a, 1 / C, coef)
+    grad32, stats32 = _call(kernel, x.float(), y, a, 1 / C, coef)
+    assert grad.dtype == dtype
+    # one rounding of the float32 value (sums may differ in the last float32 bit: the
+    # compiler may order the vector lanes differently for the two loads)
+    ulp = torch.finfo(dtype).eps
+    torch.testing.assert_close(grad.float(), grad32, rtol=ulp, atol=0)
+    (m, s, x_y, S), (m32, s32, x_y32, S32) = stats, stats32
+    torch.testing.assert_close((m, x_y), (m32, x_y32), rtol=0, atol=0)
+    torch.testing.assert_close(s, s32, rtol=4e-6, atol=0)
+    scale = (x.float().abs() @ (a if weighted else torch.full((C,), 1 / C))).max().item()
+    torch.testing.assert_close(S, S32, rtol=0, atol=1e-6 * scale)
+    x_in = x.clone()  # in place: the gradient overwrites the half-precision logits
+    grad_in, _ = _call(kernel, x_in, y, a, 1 / C, coef, inplace=True)
+    torch.testing.assert_close(x_in, grad, rtol=0, atol=0)
 
 
 @pytest.fixture
@@ -164,6 +206,7 @@ def fresh_build(monkeypatch, tmp_path):
     """A clean module state and an empty cache directory (restored afterwards)."""
     monkeypatch.setattr(cpu_kernel, "_lib", None)
     monkeypatch.setattr(cpu_kernel, "_failure", None)
+    monkeypatch.setattr(cpu_kernel, "_kernels", {})
     monkeypatch.setenv("LABELSMOOTH_CACHE", str(tmp_path))
     return tmp_path
 

@@ -1,4 +1,4 @@
-/* Row kernel of the fused label-smoothed cross-entropy on CPU (float32).
+/* Row kernel of the fused label-smoothed cross-entropy on CPU (float32 and bfloat16 logits).
  *
  * Built at first use by labelsmooth/ops/cpu_kernel.py with the system C compiler and loaded
  * with ctypes; the Python side validates every pointer, shape and index before calling.
@@ -13,10 +13,12 @@
  *   grad_k = g_p * exp(x_k - m) / s  -  g_a * a_k  -  g_y * [k == y]
  *
  * Three sweeps over a row while it sits in cache: (1) max and S, (2) the exponentials, summed
- * and stored into the gradient row, (3) the scaling of that row. The logits are read from
- * memory once and the gradient written once; exp is evaluated once per element. The gradient
- * row may alias the logits row (in-place backward, or an upcast scratch block): x_y is read
- * before sweep 2 overwrites it, and every sweep reads element k before writing element k.
+ * and stored into a float32 row (the gradient row itself for float32, else a caller-provided
+ * work row of C floats), (3) the scaling of that row, written into the gradient in its dtype.
+ * The logits are read from memory once and the gradient written once; exp is evaluated once
+ * per element; all arithmetic is float32 (sums: float32 lanes, chunks added in float64). The
+ * gradient row may alias the logits row (in-place backward): x_y is read before sweep 2, and
+ * every sweep reads element k before writing element k.
  *
  * The four statistics (m, s, x_y, S) are what a chunked or vocabulary-parallel caller combines:
  * m by max, s by rescaled sum (s * exp(m - M)), x_y and S by sum.
@@ -55,85 +57,125 @@ static inline float ls_expf(float x) {
     return x != x ? x : e;
 }
 
-/* Statistics (and, if g is not NULL, the gradient) of M rows of C float32 logits.
+/* bfloat16 <-> float32: bf16 is the high half of a float32. Stores round to nearest even;
+ * NaN stays a (quiet) NaN. */
+static inline float ls_from_bf16(uint16_t h) {
+    union {
+        uint32_t u;
+        float f;
+    } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+
+static inline uint16_t ls_to_bf16(float f) {
+    union {
+        uint32_t u;
+        float f;
+    } v;
+    v.f = f;
+    const uint32_t rounded = (v.u + 0x7FFFu + ((v.u >> 16) & 1u)) >> 16;
+    const uint32_t nan = (v.u >> 16) | 0x40u;
+    return (uint16_t)((v.u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+}
+
+#define LS_LOAD_F32(p, k) ((p)[k])
+#define LS_STORE_F32(p, k, v) ((p)[k] = (v))
+#define LS_LOAD_BF16(p, k) ls_from_bf16((p)[k])
+#define LS_STORE_BF16(p, k, v) ((p)[k] = ls_to_bf16(v))
+
+/* Statistics (and, if g is not NULL, the gradient) of M rows of C logits of type T.
  *
  *   x, ldx      logits, row i at x + i*ldx (unit stride within a row)
  *   g, ldg      gradient rows (may equal x), or NULL for statistics only
+ *   work        C floats of scratch (only for T other than float, when g is not NULL)
  *   y           (M,) target indices, each in [0, C) (ignored rows: any valid index, their
  *               coefficients are 0)
  *   a, a0       (C,) a_k = w_k u_k, or NULL when a_k = a0 for every k
  *   gp, ga, gy  (M,) gradient coefficients (read only when g is not NULL)
- *   m_out, s_out, xy_out, S_out   (M,) statistics
+ *   m_out, s_out, xy_out, S_out   (M,) float32 statistics
  */
-void ls_rows_f32(int64_t M, int64_t C, const float *x, int64_t ldx, float *g, int64_t ldg,
-                 const int64_t *y, const float *a, float a0, const float *gp, const float *ga,
-                 const float *gy, float *m_out, float *s_out, float *xy_out, float *S_out) {
-    for (int64_t i = 0; i < M; ++i) {
-        const float *xr = x + i * ldx;
-        float *gr = g ? g + i * ldg : 0;
-        const int64_t yi = y[i];
-        const float xy = xr[yi];
-        float m = -INFINITY;
-        double S = 0.0, s = 0.0;
-        /* Sums run in float32 vector lanes over chunks of LS_CHUNK elements and add up the
-         * chunks in float64: the error of s and S then stays near float32 rounding even for
-         * C in the hundreds of thousands (one float32 accumulator per lane over a 128k row
-         * would lose about 4 digits). */
-        /* sweep 1: max and the prior-weighted sum (NaN reaches the result through S and s) */
-        for (int64_t k0 = 0; k0 < C; k0 += LS_CHUNK) {
-            const int64_t k1 = k0 + LS_CHUNK < C ? k0 + LS_CHUNK : C;
-            float part = 0.0f;
-            if (a) {
-#pragma omp simd reduction(max : m) reduction(+ : part)
-                for (int64_t k = k0; k < k1; ++k) {
-                    m = xr[k] > m ? xr[k] : m;
-                    part += a[k] * xr[k];
-                }
-            } else {
-#pragma omp simd reduction(max : m) reduction(+ : part)
-                for (int64_t k = k0; k < k1; ++k) {
-                    m = xr[k] > m ? xr[k] : m;
-                    part += xr[k];
-                }
-            }
-            S += part;
-        }
-        if (!a) S *= a0;
-        /* a row of -inf only (every class masked) would give (-inf) - (-inf) = NaN */
-        const float shift = isinf(m) && m < 0 ? 0.0f : m;
-        /* sweep 2: e_k = exp(x_k - m) (into the gradient row, if any), s = sum_k e_k */
-        for (int64_t k0 = 0; k0 < C; k0 += LS_CHUNK) {
-            const int64_t k1 = k0 + LS_CHUNK < C ? k0 + LS_CHUNK : C;
-            float part = 0.0f;
-            if (gr) {
-#pragma omp simd reduction(+ : part)
-                for (int64_t k = k0; k < k1; ++k) {
-                    const float e = ls_expf(xr[k] - shift);
-                    gr[k] = e;
-                    part += e;
-                }
-            } else {
-#pragma omp simd reduction(+ : part)
-                for (int64_t k = k0; k < k1; ++k) part += ls_expf(xr[k] - shift);
-            }
-            s += part;
-        }
-        if (gr) {
-            /* sweep 3: grad_k = (g_p / s) e_k - g_a a_k, then - g_y at the target */
-            const float c = (float)(gp[i] / s), d = ga[i];
-            if (a) {
-#pragma omp simd
-                for (int64_t k = 0; k < C; ++k) gr[k] = gr[k] * c - d * a[k];
-            } else {
-                const float da = d * a0;
-#pragma omp simd
-                for (int64_t k = 0; k < C; ++k) gr[k] = gr[k] * c - da;
-            }
-            gr[yi] -= gy[i];
-        }
-        m_out[i] = m;
-        s_out[i] = (float)s;
-        xy_out[i] = xy;
-        S_out[i] = (float)S;
+#define LS_DEFINE_ROWS(NAME, T, LOAD, STORE, IN_PLACE_E)                                       \
+    void NAME(int64_t M, int64_t C, const T *x, int64_t ldx, T *g, int64_t ldg, float *work,    \
+              const int64_t *y, const float *a, float a0, const float *gp, const float *ga,     \
+              const float *gy, float *m_out, float *s_out, float *xy_out, float *S_out) {       \
+        for (int64_t i = 0; i < M; ++i) {                                                      \
+            const T *xr = x + i * ldx;                                                         \
+            T *gr = g ? g + i * ldg : 0;                                                       \
+            /* where sweep 2 keeps exp(x - m): the float32 gradient row, or the work row */    \
+            float *er = gr ? (IN_PLACE_E ? (float *)(void *)gr : work) : 0;                    \
+            const int64_t yi = y[i];                                                           \
+            const float xy = LOAD(xr, yi);                                                     \
+            float m = -INFINITY;                                                               \
+            double S = 0.0, s = 0.0;                                                           \
+            /* Sums run in float32 vector lanes over chunks of LS_CHUNK elements and add up    \
+             * the chunks in float64, so the error of s and S stays near float32 rounding      \
+             * even for C in the hundreds of thousands. */                                     \
+            /* sweep 1: max and the prior-weighted sum (NaN reaches the result via S and s) */ \
+            for (int64_t k0 = 0; k0 < C; k0 += LS_CHUNK) {                                     \
+                const int64_t k1 = k0 + LS_CHUNK < C ? k0 + LS_CHUNK : C;                      \
+                float part = 0.0f;                                                             \
+                if (a) {                                                                       \
+                    _Pragma("omp simd reduction(max : m) reduction(+ : part)")                 \
+                    for (int64_t k = k0; k < k1; ++k) {                                        \
+                        const float v = LOAD(xr, k);                                           \
+                        m = v > m ? v : m;                                                     \
+                        part += a[k] * v;                                                      \
+                    }                                                                          \
+                } else {                                                                       \
+                    _Pragma("omp simd reduction(max : m) reduction(+ : part)")                 \
+                    for (int64_t k = k0; k < k1; ++k) {                                        \
+                        const float v = LOAD(xr, k);                                           \
+                        m = v > m ? v : m;                                                     \
+                        part += v;                                                             \
+                    }                                                                          \
+                }                                                                              \
+                S += part;                                                                     \
+            }                                                                                  \
+            if (!a) S *= a0;                                                                   \
+            /* a row of -inf only (every class masked) would give (-inf) - (-inf) = NaN */     \
+            const float shift = isinf(m) && m < 0 ? 0.0f : m;                                  \
+            /* sweep 2: e_k = exp(x_k - m) (kept in er, if any), s = sum_k e_k */              \
+            for (int64_t k0 = 0; k0 < C; k0 += LS_CHUNK) {                                     \
+                const int64_t k1 = k0 + LS_CHUNK < C ? k0 + LS_CHUNK : C;                      \
+                float part = 0.0f;                                                             \
+                if (er) {                                                                      \
+                    _Pragma("omp simd reduction(+ : part)")                                    \
+                    for (int64_t k = k0; k < k1; ++k) {                                        \
+                        const float e = ls_expf(LOAD(xr, k) - shift);                          \
+                        er[k] = e;                                                             \
+                        part += e;                                                             \
+                    }                                                                          \
+                } else {                                                                       \
+                    _Pragma("omp simd reduction(+ : part)")                                    \
+                    for (int64_t k = k0; k < k1; ++k) part += ls_expf(LOAD(xr, k) - shift);    \
+                }                                                                              \
+                s += part;                                                                     \
+            }                                                                                  \
+            if (gr) {                                                                          \
+                /* sweep 3: grad_k = (g_p / s) e_k - g_a a_k - g_y [k == y], one rounding */   \
+                const float c = (float)(gp[i] / s), d = ga[i];                                 \
+                const float e_y = er[yi];                                                      \
+                if (a) {                                                                       \
+                    _Pragma("omp simd")                                                        \
+                    for (int64_t k = 0; k < C; ++k) STORE(gr, k, er[k] * c - d * a[k]);        \
+                } else {                                                                       \
+                    const float da = d * a0;                                                   \
+                    _Pragma("omp simd")                                                        \
+                    for (int64_t k = 0; k < C; ++k) STORE(gr, k, er[k] * c - da);              \
+                }                                                                              \
+                const float a_y = a ? a[yi] : a0;                                              \
+                STORE(gr, yi, e_y * c - d * a_y - gy[i]);                                      \
+            }                                                                                  \
+            m_out[i] = m;                                                                      \
+            s_out[i] = (float)s;                                                               \
+            xy_out[i] = xy;                                                                    \
+            S_out[i] = (float)S;                                                               \
+        }                                                                                      \
     }
-}
+
+LS_DEFINE_ROWS(ls_rows_f32, float, LS_LOAD_F32, LS_STORE_F32, 1)
+LS_DEFINE_ROWS(ls_rows_bf16, uint16_t, LS_LOAD_BF16, LS_STORE_BF16, 0)
+/* float16 is left to the caller (a float32 block buffer): GCC 12 converts _Float16 one
+ * element at a time through libgcc, which measured 5x slower than the buffer. */
+

@@ -27,10 +27,11 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["native_unavailable", "rows_f32", "kernel_path", "compiler_version"]
+__all__ = ["native_unavailable", "native_dtypes", "rows", "kernel_path", "compiler_version"]
 
 _SOURCE = Path(__file__).with_name("_cpu_kernels.c")
 _FLAGS = [
@@ -143,17 +144,30 @@ def _load() -> ctypes.CDLL | None:
     if cc is None:
         _failure = "no C compiler found ($CC, cc, gcc or clang on PATH)"
         return None
+    P, I = ctypes.c_void_p, ctypes.c_int64
     try:
         lib = ctypes.CDLL(str(_build(cc)))
+        kernels = {dtype: getattr(lib, name) for dtype, name in _FUNCTIONS.items()}
     except Exception as err:  # noqa: BLE001 - any build or load failure means: eager blocks
         _failure = f"{type(err).__name__}: {err}"[:500]
         return None
-    P, I = ctypes.c_void_p, ctypes.c_int64
-    fn = lib.ls_rows_f32
-    fn.argtypes = [I, I, P, I, P, I, P, P, ctypes.c_float, P, P, P, P, P, P, P]
-    fn.restype = None
+    for fn in kernels.values():
+        fn.argtypes = [I, I, P, I, P, I, P, P, P, ctypes.c_float, P, P, P, P, P, P, P]
+        fn.restype = None
+    _kernels.clear()
+    _kernels.update(kernels)
     _lib = lib
     return _lib
+
+
+#: The C function for each logits dtype (gradient in the same dtype, arithmetic in float32).
+_FUNCTIONS = {torch.float32: "ls_rows_f32", torch.bfloat16: "ls_rows_bf16"}
+_kernels: dict[torch.dtype, Any] = {}
+
+
+def native_dtypes() -> tuple[torch.dtype, ...]:
+    """Logits dtypes the loaded kernel reads and writes directly (empty if not loaded)."""
+    return tuple(_kernels) if _load() is not None else ()
 
 
 def native_unavailable(device: torch.device) -> str | None:
@@ -176,7 +190,7 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def rows_f32(
+def rows(
     x: torch.Tensor,
     g: torch.Tensor | None,
     y: torch.Tensor,
@@ -189,43 +203,59 @@ def rows_f32(
     s: torch.Tensor,
     x_y: torch.Tensor,
     S: torch.Tensor,
+    work: torch.Tensor | None = None,
 ) -> None:
-    """Run the kernel on a (B, C) float32 block: statistics into m, s, x_y, S (B,) and, if
-    ``g`` is given, the gradient into ``g`` (B, C), which may be ``x`` itself.
+    """Run the kernel on a (B, C) block: statistics into m, s, x_y, S (B,) and, if ``g`` is
+    given, the gradient into ``g`` (B, C, ``x``'s dtype), which may be ``x`` itself.
 
-    Every argument is checked here (shapes, dtypes, unit strides, index range), because the
-    C code trusts them. ``a`` is (C,) or None when every a_k equals ``a0``.
+    ``x`` is float32 or bfloat16 (float16 callers convert to float32 first), rows with unit
+    stride; the coefficient and statistic vectors are float32, ``y`` int64. For a
+    gradient in a half dtype, ``work`` is a float32 scratch row of at least C elements
+    (allocated here if not given). ``a`` is (C,) or None when every a_k equals ``a0``.
+    Every argument is checked here (shapes, dtypes, strides, index range), because the C
+    code trusts them.
     """
     lib = _load()
     if lib is None:
         raise RuntimeError(f"the native CPU kernel is unavailable: {_failure}")
+    fn = _kernels.get(x.dtype)
+    if fn is None:
+        raise ValueError(f"rows: x must be one of {list(_kernels)}, got {x.dtype}")
     B, C = x.shape
     f32 = torch.float32
     vecs = [("y", y, torch.int64), ("g_p", g_p, f32), ("g_a", g_a, f32), ("g_y", g_y, f32)]
     vecs += [("m", m, f32), ("s", s, f32), ("x_y", x_y, f32), ("S", S, f32)]
     for name, t, dt in vecs:
         if t.shape != (B,) or t.dtype != dt or (B > 1 and t.stride(0) != 1) or t.is_cuda:
-            raise ValueError(f"rows_f32: {name} must be a contiguous ({B},) {dt} CPU tensor")
+            raise ValueError(f"rows: {name} must be a contiguous ({B},) {dt} CPU tensor")
     for name, t2 in (("x", x), ("g", g)):
-        if t2 is None:
-            continue
-        if t2.shape != (B, C) or t2.dtype != f32 or t2.stride(1) != 1 or t2.is_cuda:
+        if t2 is not None and (
+            t2.shape != (B, C) or t2.dtype != x.dtype or t2.stride(1) != 1 or t2.is_cuda
+        ):
             raise ValueError(
-                f"rows_f32: {name} must be a ({B}, {C}) float32 CPU tensor with unit stride"
+                f"rows: {name} must be a ({B}, {C}) {x.dtype} CPU tensor with unit stride"
             )  # noqa: E501
     if a is not None and (a.shape != (C,) or a.dtype != f32 or a.stride(0) != 1):
-        raise ValueError(f"rows_f32: a must be a contiguous ({C},) float32 tensor")
+        raise ValueError(f"rows: a must be a contiguous ({C},) float32 tensor")
+    if g is not None and x.dtype != f32:
+        if work is None:
+            work = torch.empty(C, dtype=f32)
+        if work.dtype != f32 or work.numel() < C or not work.is_contiguous() or work.is_cuda:
+            raise ValueError(
+                f"rows: work must be a contiguous float32 CPU tensor of ≥ {C} elements"
+            )  # noqa: E501
+    else:
+        work = None
     if B == 0:
         return
     if C == 0:
-        raise ValueError("rows_f32: the logits have no classes")
+        raise ValueError("rows: the logits have no classes")
     lo, hi = torch.aminmax(y)
-    if int(lo) < 0 or int(hi) >= C:
-        raise ValueError(
-            f"rows_f32: target indices must be in [0, {C}), got [{int(lo)}, {int(hi)}]"
-        )  # noqa: E501
-    lib.ls_rows_f32(
-        B, C, x.data_ptr(), x.stride(0), _ptr(g), 0 if g is None else g.stride(0), y.data_ptr(),
-        _ptr(a), float(a0), g_p.data_ptr(), g_a.data_ptr(), g_y.data_ptr(), m.data_ptr(),
-        s.data_ptr(), x_y.data_ptr(), S.data_ptr(),
+    lo_i, hi_i = int(lo), int(hi)
+    if lo_i < 0 or hi_i >= C:
+        raise ValueError(f"rows: target indices must be in [0, {C}), got [{lo_i}, {hi_i}]")
+    fn(
+        B, C, x.data_ptr(), x.stride(0), _ptr(g), 0 if g is None else g.stride(0), _ptr(work),
+        y.data_ptr(), _ptr(a), float(a0), g_p.data_ptr(), g_a.data_ptr(), g_y.data_ptr(),
+        m.data_ptr(), s.data_ptr(), x_y.data_ptr(), S.data_ptr(),
     )  # fmt: skip

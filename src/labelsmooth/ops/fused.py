@@ -318,8 +318,9 @@ def _eager_blocks(
     ``need_grad`` (statistics only: no (N, C) allocation at all).
 
     With ``native`` (CPU, float32 compute) each row is done by the C kernel of
-    :mod:`labelsmooth.ops.cpu_kernel`: a contiguous float32 2-D input directly, in a few
-    large row ranges; other layouts and dtypes through a float32 block buffer. Otherwise
+    :mod:`labelsmooth.ops.cpu_kernel`: a contiguous 2-D float32 or bfloat16 input
+    directly, in a few large row ranges; float16 and N-D layouts through a float32 block
+    buffer. Otherwise
     every block is a handful of eager torch ops (:func:`_one_block`).
 
     On CPU the work is shared out to ``torch.get_num_threads()`` Python threads, each
@@ -341,15 +342,16 @@ def _eager_blocks(
     S = torch.empty(M, dtype=cdt, device=dev)
     threads = torch.get_num_threads() if dev.type == "cpu" else 1
 
-    if native and x.dim() == 2 and x.dtype == cdt:
-        # rows straight from the logits into the gradient: a few row ranges, no buffer
+    if native and x.dim() == 2 and x.dtype in cpu_kernel.native_dtypes():
+        # rows straight from the logits into the gradient (half dtypes are converted in the
+        # kernel, with one float32 work row per unit): a few row ranges, no block buffer
         a_vec = None if a0 is not None else a.contiguous()
         n_units = max(1, min(4 * threads, M * C // (1 << 17)))
         bounds = [M * k // n_units for k in range(n_units + 1)]
 
         def unit(k: int) -> None:
             r0, r1 = bounds[k], bounds[k + 1]
-            cpu_kernel.rows_f32(
+            cpu_kernel.rows(
                 x[r0:r1], None if grad is None else grad[r0:r1], y_safe[r0:r1], a_vec,
                 a0 or 0.0, g_p[r0:r1], g_a[r0:r1], g_y[r0:r1], m[r0:r1], s[r0:r1],
                 x_y[r0:r1], S[r0:r1],
@@ -426,7 +428,7 @@ def _native_block(
     """One block through the C kernel via the float32 buffer (upcast / strided layouts)."""
     tmp = buf[: r1 - r0]
     tmp.copy_(xb)
-    cpu_kernel.rows_f32(
+    cpu_kernel.rows(
         tmp, None if gb is None else tmp, y_safe[r0:r1], None if a0 is not None else a,
         a0 or 0.0, g_p[r0:r1], g_a[r0:r1], g_y[r0:r1], m[r0:r1], s[r0:r1], x_y[r0:r1],
         S[r0:r1],
