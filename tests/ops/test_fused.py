@@ -251,3 +251,27 @@ def test_cached_gradient_mapping_is_reused_only_when_free(monkeypatch):
     torch.testing.assert_close(g2, expected[2])
     torch.testing.assert_close(g0, expected[0])  # untouched
     fused.release_cached_gradient()
+
+
+def test_concurrent_callers_get_their_own_results_and_thread_count():
+    import threading
+
+    g = torch.Generator().manual_seed(9)
+    xs = [torch.randn(600, 700, generator=g) for _ in range(4)]  # several units each
+    y = torch.randint(0, 700, (600,), generator=g)
+    want = [_run("reference", x, y, label_smoothing=0.1) for x in xs]
+    got: list = [None] * 4
+    threads_before = torch.get_num_threads()
+
+    def call(i: int) -> None:
+        for _ in range(3):
+            got[i] = _run("fused", xs[i], y, label_smoothing=0.1)
+
+    workers = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.get_num_threads() == threads_before

@@ -32,6 +32,7 @@ from __future__ import annotations
 import mmap
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -397,15 +398,21 @@ def _run_parallel(work: Callable[[int], None], n: int, threads: int) -> None:
         for k in range(n):
             work(k)
         return
-    pool = _thread_pool(threads)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # workers start their ATen thread state from this value
-    try:
-        # a few units per thread, handed out dynamically, balance a busy core
-        for f in [pool.submit(work, k) for k in range(n)]:
-            f.result()
-    finally:
-        torch.set_num_threads(previous)
+    # One caller at a time: the pool is shared, and two callers saving and restoring torch's
+    # thread count around each other could leave it at 1.
+    with _PARALLEL_LOCK:
+        pool = _thread_pool(threads)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)  # workers start their ATen thread state from this value
+        try:
+            # a few units per thread, handed out dynamically, balance a busy core
+            for f in [pool.submit(work, k) for k in range(n)]:
+                f.result()
+        finally:
+            torch.set_num_threads(previous)
+
+
+_PARALLEL_LOCK = threading.Lock()
 
 
 def _native_block(
