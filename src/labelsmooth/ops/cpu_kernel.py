@@ -73,39 +73,30 @@ def _cpu_id() -> str:
         return platform.processor() + platform.machine()
 
 
-_version: str | None = None
+_versions: dict[str, str] = {}
+
+
+def _cc_version(cc: str) -> str:
+    """First line of ``cc --version`` (cached per compiler)."""
+    if cc not in _versions:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
+        _versions[cc] = (out.stdout.splitlines() or ["unknown version"])[0].strip()
+    return _versions[cc]
 
 
 def compiler_version() -> str:
-    """First line of ``$CC --version`` and the flags (for benchmark records)."""
-    global _version
+    """The compiler's version and the flags (for benchmark records)."""
     cc = _compiler()
     if cc is None:
         return "no C compiler"
-    if _version is None:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
-        _version = (out.stdout.splitlines() or ["unknown version"])[0].strip()
-    return f"{_version} {' '.join(_FLAGS + _ARCH_FLAGS)}"
+    return f"{_cc_version(cc)} {' '.join(_FLAGS + _ARCH_FLAGS)}"
 
 
 def _build(cc: str) -> Path:
     """Compile the kernel (or find it in the cache) and return the shared library's path."""
-    source = _SOURCE.read_bytes()
-    version = subprocess.run(
-        [cc, "--version"], capture_output=True, text=True, timeout=60
-    ).stdout.splitlines()[:1]
-    key = hashlib.sha256(
-        b"\0".join(
-            [
-                source,
-                cc.encode(),
-                " ".join(version).encode(),
-                " ".join(_FLAGS).encode(),
-                _cpu_id().encode(),
-                platform.machine().encode(),
-            ]
-        )  # fmt: skip
-    ).hexdigest()[:20]
+    about = [cc, _cc_version(cc), " ".join(_FLAGS), _cpu_id(), platform.machine()]
+    digest = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), *(t.encode() for t in about)]))
+    key = digest.hexdigest()[:20]
     name = f"cpu_kernels-{key}.so"
     directory = _cache_dir()
     if (directory / name).exists():

@@ -299,7 +299,7 @@ def _blocks(x: torch.Tensor, rows_per_block: int):
             yield n * D + d0, n * D + d1, x3[n, :, d0:d1].t()
 
 
-def _eager_blocks(
+def _blockwise(
     x: torch.Tensor,
     y_safe: torch.Tensor,
     g_p: torch.Tensor,
@@ -321,8 +321,8 @@ def _eager_blocks(
     With ``native`` (CPU, float32 compute) each row is done by the C kernel of
     :mod:`labelsmooth.ops.cpu_kernel`: a contiguous 2-D float32 or bfloat16 input
     directly, in a few large row ranges; float16 and N-D layouts through a float32 block
-    buffer. Otherwise
-    every block is a handful of eager torch ops (:func:`_one_block`).
+    buffer (:func:`_native_block`). Otherwise every block is a handful of eager torch ops
+    (:func:`_one_block`).
 
     On CPU the work is shared out to ``torch.get_num_threads()`` Python threads, each
     running its ops single-threaded (ATen and ctypes release the GIL). Letting every small op
@@ -352,11 +352,8 @@ def _eager_blocks(
 
         def unit(k: int) -> None:
             r0, r1 = bounds[k], bounds[k + 1]
-            cpu_kernel.rows(
-                x[r0:r1], None if grad is None else grad[r0:r1], y_safe[r0:r1], a_vec,
-                a0 or 0.0, g_p[r0:r1], g_a[r0:r1], g_y[r0:r1], m[r0:r1], s[r0:r1],
-                x_y[r0:r1], S[r0:r1],
-            )  # fmt: skip
+            gb = None if grad is None else grad[r0:r1]
+            _kernel_rows(r0, r1, x[r0:r1], gb, y_safe, g_p, g_a, g_y, a_vec, a0, m, s, x_y, S)
 
         _run_parallel(unit, n_units, threads)
         if inplace_backward:  # the C kernel wrote into x: autograd must see the mutation
@@ -381,7 +378,7 @@ def _eager_blocks(
                 else:
                     _one_block(
                         r0, r1, xb, gb, buf, direct, y_safe, g_p, g_a, g_y, a, a0, m, s, x_y, S
-                    )  # noqa: E501
+                    )
 
     _run_parallel(chunk, n_chunks, threads)
     return grad, _lse(m, s), x_y, S
@@ -435,13 +432,36 @@ def _native_block(
     """One block through the C kernel via the float32 buffer (upcast / strided layouts)."""
     tmp = buf[: r1 - r0]
     tmp.copy_(xb)
-    cpu_kernel.rows(
-        tmp, None if gb is None else tmp, y_safe[r0:r1], None if a0 is not None else a,
-        a0 or 0.0, g_p[r0:r1], g_a[r0:r1], g_y[r0:r1], m[r0:r1], s[r0:r1], x_y[r0:r1],
-        S[r0:r1],
-    )  # fmt: skip
+    a_vec = None if a0 is not None else a
+    _kernel_rows(
+        r0, r1, tmp, None if gb is None else tmp, y_safe, g_p, g_a, g_y, a_vec, a0, m, s, x_y, S
+    )
     if gb is not None:
         gb.copy_(tmp)
+
+
+def _kernel_rows(
+    r0: int,
+    r1: int,
+    xb: torch.Tensor,
+    gb: torch.Tensor | None,
+    y_safe: torch.Tensor,
+    g_p: torch.Tensor,
+    g_a: torch.Tensor,
+    g_y: torch.Tensor,
+    a_vec: torch.Tensor | None,
+    a0: float | None,
+    m: torch.Tensor,
+    s: torch.Tensor,
+    x_y: torch.Tensor,
+    S: torch.Tensor,
+) -> None:
+    """The C kernel on rows r0:r1 (logits ``xb``, gradient ``gb``) of the per-row vectors."""
+    rows = slice(r0, r1)
+    cpu_kernel.rows(
+        xb, gb, y_safe[rows], a_vec, a0 or 0.0, g_p[rows], g_a[rows], g_y[rows], m[rows],
+        s[rows], x_y[rows], S[rows],
+    )  # fmt: skip
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -584,7 +604,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
                 and M > 0
                 and cpu_kernel.native_unavailable(dev) is None
             )
-            grad, lse, x_y, S = _eager_blocks(
+            grad, lse, x_y, S = _blockwise(
                 x, y_safe, g_p, g_a, g_y, a, a0, inplace_backward, need_grad, native
             )
 
