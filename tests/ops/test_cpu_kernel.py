@@ -63,15 +63,14 @@ def test_statistics_and_gradient_match_float64(kernel, C, weighted):
 
 
 def test_exponential_is_accurate_over_its_range(kernel):
-    # one row whose max is 0: the gradient with g_p = 1, g_a = g_y = 0 is exp(x) / s
-    x = torch.cat([torch.zeros(1), torch.linspace(-80, 0, 200_001)])[None]
+    # one row whose max is 0: the gradient with g_p = 1, g_a = g_y = 0 is exp(x) / s (down to
+    # -60 so that exp(x) / s stays a normal float32)
+    x = torch.cat([torch.zeros(1), torch.linspace(-60, 0, 200_001)])[None]
     grad, (m, s, _, _) = _call(kernel, x, torch.zeros(1, dtype=torch.long), coef=(1, 0, 0))
     exp64 = x.double().exp()
-    got = grad.double() * s.double()
+    got = grad.double() * s.double()  # undoes the division, up to one more rounding
     rel = ((got - exp64).abs() / exp64).max().item()
-    torch_rel = ((x.exp().double() - exp64).abs() / exp64).max().item()
-    assert rel < 4e-7, rel  # a few float32 ulp, as torch.exp (here {torch_rel})
-    assert torch_rel < 4e-7
+    assert rel < 4e-7, rel  # ≈ 3 float32 ulp; torch.exp itself is within ≈ 1 ulp here
     torch.testing.assert_close(s.double(), exp64.sum(1), rtol=1e-6, atol=0)
 
 
