@@ -182,3 +182,18 @@ def test_auto_prefers_fused_sooner_with_the_native_kernel(monkeypatch):
         assert resolve_impl("auto", mid, soft=False, builtin_reason=None) == "fused"
     monkeypatch.setenv("LABELSMOOTH_NATIVE", "0")
     assert resolve_impl("auto", mid, soft=False, builtin_reason=None) == "torch"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
+def test_any_integer_target_dtype_equals_int64(impl, dtype):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(40, 200, generator=g, requires_grad=True)
+    y = torch.randint(0, 200, (40,), generator=g)  # includes 156, i.e. -100 wrapped in uint8
+    y[0] = 156
+    kw = dict(label_smoothing=0.1, impl=impl)
+    want = labelsmooth.cross_entropy(x, y, **kw)
+    (want_grad,) = torch.autograd.grad(want, x)
+    got = labelsmooth.cross_entropy(x, y.to(dtype), **kw)
+    (got_grad,) = torch.autograd.grad(got, x)
+    torch.testing.assert_close((got, got_grad), (want, want_grad), rtol=0, atol=0)

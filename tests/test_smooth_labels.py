@@ -59,3 +59,10 @@ def test_nd_layout_matches_cross_entropy_soft_targets():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_dtype(dtype):
     assert labelsmooth.smooth_labels(torch.tensor([0]), 3, 0.1, dtype=dtype).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_any_integer_target_dtype(dtype):
+    target = torch.tensor([0, 2, 156])
+    want = labelsmooth.smooth_labels(target, 200, 0.3)
+    torch.testing.assert_close(labelsmooth.smooth_labels(target.to(dtype), 200, 0.3), want)

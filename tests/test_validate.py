@@ -59,6 +59,10 @@ def ce(**kw):
             r"target holds class index 5, outside \[0, 5\).*ignore_index=-100",
         ),
         ({"target": torch.tensor([0, -1, 2, 3])}, r"target holds class index -1, outside \[0, 5\)"),
+        (  # 156 is -100 wrapped into uint8, but not ignore_index
+            {"target": torch.tensor([0, 156, 2, 3], dtype=torch.uint8)},
+            r"target holds class index 156, outside \[0, 5\)",
+        ),
         (
             {"target": torch.tensor([0, 1, 2])},
             r"target of class indices must have shape \(4,\).*got target.shape=\(3,\)",

@@ -123,6 +123,8 @@ def check_target(
             f"{tuple(input.shape)}, got target.shape={tuple(target.shape)}"
         )
     if target.numel() > 0:
+        # compare as int64: in uint8, ignore_index=-100 would wrap to 156
+        target = target.long()
         lo, hi = torch.stack(torch.aminmax(target)).tolist()  # one pass, one sync
         if 0 <= lo and hi < num_classes:
             return False

@@ -128,6 +128,10 @@ def cross_entropy(
     V.check_class_vector("class_mask", class_mask, input, kind="bool")
     V.check_prior(prior, class_mask)
 
+    if not soft and target.dtype != torch.int64:
+        # class indices of any integer dtype, as int64 (a uint8 target compared with
+        # ignore_index=-100 would otherwise wrap it to 156)
+        target = target.long()
     unbatched = input.dim() == 1
     if unbatched:  # (C,) with a () target, as torch allows
         input, target = input.unsqueeze(0), target.unsqueeze(0)
@@ -219,7 +223,7 @@ def smooth_labels(
     V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
     V.check_prior(prior, class_mask)
     u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=target.device)
-    q = smoothed_target(target.reshape(-1), num_classes, eps, u, convention, ignore_index)
+    q = smoothed_target(target.reshape(-1).long(), num_classes, eps, u, convention, ignore_index)
     q = q.reshape(*target.shape, num_classes)
     if target.dim() > 1:
         q = q.movedim(-1, 1)

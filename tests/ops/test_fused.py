@@ -275,3 +275,14 @@ def test_concurrent_callers_get_their_own_results_and_thread_count():
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert torch.get_num_threads() == threads_before
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_integer_target_dtypes(dtype):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(300, 1000, generator=g)
+    y = torch.randint(0, 250, (300,), generator=g)
+    want = _run("reference", x, y, label_smoothing=0.1)
+    got = _run("fused", x, y.to(dtype), label_smoothing=0.1)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

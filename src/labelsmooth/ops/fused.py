@@ -554,7 +554,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
         y = target.reshape(-1)
         M = y.shape[0]
         valid = y != ignore_index
-        y_safe = torch.where(valid, y, 0)
+        y_safe = torch.where(valid, y, 0).long()  # the C kernel reads int64 indices
 
         # O(M) coefficients in float64, then the reduction's scale folded into them.
         u64 = u.to(torch.float64)
