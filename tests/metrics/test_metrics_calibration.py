@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import doctest
+import math
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -329,6 +331,106 @@ def test_brier_and_topk_hand_values() -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# non-finite values: -inf masks a class, NaN / +inf raise, ignored rows are never looked at
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "shown"),
+    [
+        (1.0000001, torch.float32, "1.0000001"),
+        (1.0000001, torch.float64, "1.0000001"),
+        (1 + 2**-52, torch.float64, "1.0000000000000002"),
+        (1.0078125, torch.bfloat16, "1.01"),  # shortest decimal that reads back in bf16
+        (-1e-9, torch.float32, "-1e-09"),
+        (float("nan"), torch.float16, "nan"),
+    ],
+)
+def test_probability_range_error_shows_the_exact_value(value, dtype, shown) -> None:
+    probs = torch.tensor([[0.5, 0.5], [0.25, 0.75], [0.0, 1.0]], dtype=dtype)
+    probs[2, 1] = value
+    assert probs[2, 1].item() != 1.0  # the value really is out of range in this dtype
+    target = torch.tensor([0, 1, 1])
+    want = rf"probs must hold probabilities in \[0, 1\], got probs\[2, 1\]={re.escape(shown)};"
+    for fn in (expected_calibration_error, classwise_calibration_error, negative_log_likelihood,
+               brier_score, top_k_accuracy):  # fmt: skip
+        with pytest.raises(ValueError, match=want):
+            fn(probs, target)
+        # the same row, ignored, is left out before any check (as F.cross_entropy does)
+        got = fn(probs, torch.tensor([0, 1, -100]), ignore_index=-100)
+        assert got.item() == pytest.approx(fn(probs[:2], target[:2]).item(), rel=1e-12)
+
+
+def _panel_without_count(m: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in m.items() if k != "count"}
+
+
+def test_minus_inf_masked_class_equals_leaving_the_class_out() -> None:
+    _, target, logits = random_probs(300, 6, seed=8)
+    target = target % 5  # class 5 is never a target
+    masked = torch.cat([logits[:, :5], torch.full((300, 1), float("-inf"), dtype=logits.dtype)], 1)
+    kept = logits[:, :5]
+    a = negative_log_likelihood_from_logits(masked, target)
+    assert torch.isfinite(a)
+    assert a.item() == pytest.approx(negative_log_likelihood_from_logits(kept, target).item())
+    got = lm.evaluate_calibration(masked, target, temperature=1.5)
+    want = lm.evaluate_calibration(kept, target, temperature=1.5)
+    assert all(math.isfinite(v) for v in got.values()), got
+    assert got == pytest.approx(want, rel=1e-12)
+    meter = lm.CalibrationMeter(num_classes=6, temperature=1.5)
+    meter.update(masked[:100], target[:100])
+    meter.update(masked[100:], target[100:])
+    assert _panel_without_count(meter.compute()) == pytest.approx(
+        _panel_without_count(want), rel=1e-9
+    )
+    # masks that differ per row: the NLL of each row over its own finite classes
+    mask = torch.rand(300, 6, generator=torch.Generator().manual_seed(9)) < 0.4
+    mask[torch.arange(300), target] = False
+    per_row = logits.masked_fill(mask, float("-inf"))
+    lse = torch.stack([row[~m].logsumexp(0) for row, m in zip(logits, mask)])
+    want_nll = (lse - logits[torch.arange(300), target]).mean()
+    got_nll = negative_log_likelihood_from_logits(per_row, target)
+    assert got_nll.item() == pytest.approx(want_nll.item(), rel=1e-12)
+    assert lm.evaluate_calibration(per_row, target)["nll"] == pytest.approx(want_nll.item())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_plus_inf_logits_raise_naming_the_entry(value: float) -> None:
+    logits = torch.randn(2, 3, 4)  # (N, C, d): entry [1, 2, 3] is class 2 of position (1, 3)
+    target = torch.randint(0, 3, (2, 4))
+    logits[1, 2, 3] = value
+    want = rf"logits must not hold NaN or \+inf .*got logits\[1, 2, 3\]={value!r}$"
+    meter = lm.CalibrationMeter(num_classes=3)
+    for call in (
+        lambda y, **kw: negative_log_likelihood_from_logits(logits, y, **kw),
+        lambda y, **kw: lm.evaluate_calibration(logits, y, **kw),
+        lambda y, **kw: meter.update(logits, y) if not kw else None,
+    ):
+        with pytest.raises(ValueError, match=want):
+            call(target)
+    assert meter.compute()["count"] == 0.0  # the refused batch left no trace
+    # the same entry with an ignored target is left out, as F.cross_entropy leaves it out
+    ignored = target.clone()
+    ignored[1, 3] = -100
+    got = negative_log_likelihood_from_logits(logits, ignored, ignore_index=-100)
+    want_nll = F.cross_entropy(logits.double(), ignored, ignore_index=-100)
+    assert got.item() == pytest.approx(want_nll.item(), rel=1e-12)
+    assert math.isfinite(lm.evaluate_calibration(logits, ignored, ignore_index=-100)["ece"])
+    lm.CalibrationMeter(num_classes=3, ignore_index=-100).update(logits, ignored)
+
+
+def test_a_row_of_only_minus_inf_raises() -> None:
+    logits = torch.randn(4, 3)
+    logits[2] = float("-inf")
+    with pytest.raises(ValueError, match=r"at least one finite class .*logits\[2, :\]"):
+        lm.evaluate_calibration(logits, torch.tensor([0, 1, 2, 0]))
+    x = torch.randn(2, 3, 5)
+    x[0, :, 4] = float("-inf")
+    with pytest.raises(ValueError, match=r"logits\[0, :, 4\] equal to -inf"):
+        negative_log_likelihood_from_logits(x, torch.zeros(2, 5, dtype=torch.long))
+
+
+# ------------------------------------------------------------------------------------------
 # errors: one per message
 # ------------------------------------------------------------------------------------------
 
@@ -347,7 +449,10 @@ Y = torch.tensor([0, 1])
         (lambda: expected_calibration_error(P[None], Y), r"probs must be 2-D .*\(1, 2, 2\)"),
         (lambda: expected_calibration_error(P, Y[:1]), r"target must have shape \(N,\) = \(2,\)"),
         (lambda: expected_calibration_error(P.long(), Y), r"probs must be a floating .*int64"),
-        (lambda: expected_calibration_error(P * 5, Y), r"probs must hold probabilities .*3\.5"),
+        (
+            lambda: expected_calibration_error(P * 5, Y),
+            r"probs must hold .*probs\[0, 0\]=3 \(and 3 more",
+        ),
         (lambda: expected_calibration_error(P, Y.float()), r"target must hold integer .*float32"),
         (lambda: expected_calibration_error(P, Y + 1), r"target values .*\[0, 2\).*\[1, 2\]"),
         (lambda: expected_calibration_error(P, Y, ignore_index="x"), r"ignore_index.*'x'"),  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ its own; the two only differ for confidences that sit exactly on an edge.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -71,7 +72,7 @@ def _check_k(k: int, num_classes: int) -> None:
 
 
 def _check_probs_target(probs: Tensor, target: Tensor) -> None:
-    """Check ``probs`` (N, C) floating point in [0, 1] and ``target`` (N,) integer."""
+    """Check the shapes and dtypes of ``probs`` (N, C) floating point and ``target`` (N,)."""
     if not isinstance(probs, Tensor) or not isinstance(target, Tensor):
         raise ValueError(
             f"probs and target must be tensors, got probs={type(probs).__name__}, "
@@ -92,13 +93,49 @@ def _check_probs_target(probs: Tensor, target: Tensor) -> None:
             f"target must have shape (N,) = {tuple(probs.shape[:1])} to match probs of shape "
             f"{tuple(probs.shape)}, got target of shape {tuple(target.shape)}"
         )
-    if probs.numel() > 0:
-        lo, hi = float(probs.min()), float(probs.max())
-        if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
-            raise ValueError(
-                f"probs must hold probabilities in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
-                "apply softmax first or use the *_from_logits / evaluate_calibration functions"
-            )
+
+
+def _exact(value: float, dtype: torch.dtype) -> str:
+    """The shortest decimal that reads back as ``value`` in ``dtype`` (1.0000001 for float32)."""
+    if not math.isfinite(value):
+        return repr(value)  # nan, inf, -inf
+    for digits in range(1, 18):
+        text = f"{value:.{digits}g}"
+        if torch.tensor(float(text), dtype=dtype).item() == value:
+            return text
+    return repr(value)
+
+
+def _first_bad(bad: Tensor) -> tuple[tuple[int, ...], int]:
+    """Index of the first True entry of ``bad`` (row-major) and the number of True entries."""
+    flat = bad.reshape(-1)
+    first = int(flat.nonzero()[0, 0])
+    index = []
+    for size in reversed(bad.shape):
+        first, rest = divmod(first, size)
+        index.append(rest)
+    return tuple(reversed(index)), int(flat.sum())
+
+
+def _check_probs_values(probs: Tensor, keep: Tensor | None) -> None:
+    """Every probability of a counted row (``keep``, (N,) bool or None for all) is in [0, 1].
+
+    NaN fails too. The message names the first offending entry and its exact value.
+    """
+    if probs.numel() == 0:
+        return
+    bad = ~((probs >= 0) & (probs <= 1))  # (N, C); also True for NaN
+    if keep is not None:
+        bad &= keep.unsqueeze(1)
+    if not bool(bad.any()):
+        return
+    (i, j), count = _first_bad(bad)
+    more = f" (and {count - 1} more outside [0, 1])" if count > 1 else ""
+    raise ValueError(
+        f"probs must hold probabilities in [0, 1], got probs[{i}, {j}]="
+        f"{_exact(float(probs[i, j]), probs.dtype)}{more}; apply softmax first or use the "
+        "*_from_logits / evaluate_calibration functions"
+    )
 
 
 def _check_target_dtype(target: Tensor) -> None:
@@ -149,6 +186,11 @@ def _flatten_logits(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return logits, target
 
 
+def _kept(target: Tensor, ignore_index: int | None) -> Tensor | None:
+    """(N,) bool mask of the entries that count, or None when nothing is ignored."""
+    return None if ignore_index is None else target != ignore_index
+
+
 def _drop_ignored(x: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
     """Remove the rows whose target equals ``ignore_index``: (N, C), (N,) -> (N', C), (N',)."""
     if ignore_index is None:
@@ -158,14 +200,87 @@ def _drop_ignored(x: Tensor, target: Tensor, ignore_index: int | None) -> tuple[
 
 
 def _prepare_probs(
-    probs: Tensor, target: Tensor, ignore_index: int | None
+    probs: Tensor, target: Tensor, ignore_index: int | None, *, detach: bool = True
 ) -> tuple[Tensor, Tensor]:
-    """Validate, drop ignored rows, check target range; returns probs in their own dtype."""
+    """Validate, drop ignored rows, check target range; returns probs in their own dtype.
+
+    Ignored rows may hold anything (NaN included): they are left out before any arithmetic.
+    """
     _check_ignore_index(ignore_index)
     _check_probs_target(probs, target)
-    probs, target = _drop_ignored(probs.detach(), target, ignore_index)
+    _check_probs_values(probs, _kept(target, ignore_index))
+    probs, target = _drop_ignored(probs.detach() if detach else probs, target, ignore_index)
     _check_target_range(target, probs.shape[1])
     return probs, target
+
+
+def _check_logits_values(flat: Tensor, keep: Tensor | None, shape: torch.Size) -> None:
+    """Every counted row of ``flat`` (R, C) has a finite maximum: no NaN, no +inf, not all -inf.
+
+    A ``-inf`` logit is allowed: it masks its class (probability 0), and the metrics are those
+    of the remaining classes. NaN, ``+inf`` (no probability distribution: inf − inf) and rows
+    whose every logit is ``-inf`` raise a ``ValueError`` naming the first offending entry in the
+    caller's ``shape`` (N, C, d1, …). Rows not in ``keep`` (ignored targets) are not looked at.
+    One reduction and one synchronization when everything is fine.
+    """
+    if flat.numel() == 0:
+        return
+    ok = torch.isfinite(flat.amax(1))  # (R,); amax propagates NaN
+    if keep is not None:
+        ok |= ~keep
+    if bool(ok.all()):
+        return
+    bad_rows = ~ok
+    entries = (torch.isnan(flat) | (flat == float("inf"))) & bad_rows.unsqueeze(1)  # (R, C)
+    rest = shape[2:]
+
+    def where(row: int, column: str) -> str:
+        inner = []
+        for size in reversed(rest):
+            row, d = divmod(row, size)
+            inner.append(str(d))
+        return ", ".join([str(row), column, *reversed(inner)])
+
+    if bool(entries.any()):
+        (r, j), count = _first_bad(entries)
+        more = f" (and {count - 1} more NaN or +inf)" if count > 1 else ""
+        raise ValueError(
+            f"logits must not hold NaN or +inf (a -inf logit masks its class), got "
+            f"logits[{where(r, str(j))}]={_exact(float(flat[r, j]), flat.dtype)}{more}"
+        )
+    (r,), count = _first_bad(bad_rows)
+    more = f" (and {count - 1} more such rows)" if count > 1 else ""
+    raise ValueError(
+        f"logits must keep at least one finite class per counted entry, got every logit of "
+        f"logits[{where(r, ':')}] equal to -inf{more}"
+    )
+
+
+def _prepare_logits(
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int | None,
+    num_classes: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Flatten to (N', C) and (N',), check values, drop ignored entries, check the target range.
+
+    Args:
+        logits: (N, C) or (N, C, d1, …) logits (any floating dtype, returned in it).
+        target: (N,) or (N, d1, …) class indices.
+        num_classes: if given, the C that ``logits`` must have.
+    """
+    _check_ignore_index(ignore_index)
+    shape = logits.shape if isinstance(logits, Tensor) else torch.Size()
+    flat, target = _flatten_logits(logits, target)  # (R, C), (R,)
+    if num_classes is not None and flat.shape[1] != num_classes:
+        raise ValueError(
+            f"logits must have num_classes={num_classes} channels in dimension 1, "
+            f"got {flat.shape[1]}"
+        )
+    _check_logits_values(flat, _kept(target, ignore_index), shape)
+    flat, target = _drop_ignored(flat, target, ignore_index)
+    _check_target_range(target, flat.shape[1])
+    return flat, target
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +421,8 @@ def expected_calibration_error(
     some bins may be empty). Empty bins contribute nothing.
 
     Args:
-        probs: (N, C) probabilities (rows of a softmax), any floating dtype; values in [0, 1].
+        probs: (N, C) probabilities (rows of a softmax), any floating dtype; values in [0, 1]
+            (NaN or a value outside raises, with the entry and its exact value in the message).
         target: (N,) integer class indices.
         n_bins: number of bins M ≥ 1.
         norm: "l1" (ECE), "l2" (RMS calibration error) or "max" (MCE).
@@ -406,10 +522,7 @@ def negative_log_likelihood(
         >>> negative_log_likelihood(probs, torch.tensor([0, 1]))  # (log 2 + log 4/3) / 2
         tensor(0.4904, dtype=torch.float64)
     """
-    _check_ignore_index(ignore_index)
-    _check_probs_target(probs, target)
-    probs, target = _drop_ignored(probs, target, ignore_index)
-    _check_target_range(target, probs.shape[1])
+    probs, target = _prepare_probs(probs, target, ignore_index, detach=False)
     tiny = torch.finfo(probs.dtype).tiny
     p_y = probs.to(_F64).gather(1, target.unsqueeze(1)).squeeze(1)  # (N,)
     return -p_y.clamp(min=tiny).log().mean()
@@ -423,25 +536,28 @@ def negative_log_likelihood_from_logits(
     .. math::
         \\text{NLL} = \\frac{1}{N}\\sum_i \\Big(\\log\\sum_c e^{z_{ic}} - z_{i y_i}\\Big)
 
-    Equal to ``F.cross_entropy(logits.double(), target, ignore_index=...)``.
+    Equal to ``F.cross_entropy(logits.double(), target, ignore_index=...)``. A ``-inf`` logit
+    masks its class (the sum runs over the finite classes; a masked target gives +inf).
 
     Args:
         logits: (N, C) or (N, C, d1, …) logits, any floating dtype.
         target: (N,) or (N, d1, …) integer class indices.
-        ignore_index: entries whose target equals it are left out of the mean.
+        ignore_index: entries whose target equals it are left out of the mean (and never
+            looked at, whatever their logits hold).
 
     Returns:
         0-dim float64 tensor (differentiable w.r.t. ``logits``); NaN when no entry is left.
+
+    Raises:
+        ValueError: bad shapes or targets; NaN or ``+inf`` logits, or an entry whose logits are
+            all ``-inf``, in an entry that is not ignored (the message names the first one).
 
     Example:
         >>> import torch
         >>> negative_log_likelihood_from_logits(torch.zeros(3, 4), torch.tensor([0, 1, 2]))
         tensor(1.3863, dtype=torch.float64)
     """
-    _check_ignore_index(ignore_index)
-    logits, target = _flatten_logits(logits, target)
-    logits, target = _drop_ignored(logits, target, ignore_index)
-    _check_target_range(target, logits.shape[1])
+    logits, target = _prepare_logits(logits, target, ignore_index)
     logp = torch.log_softmax(logits.to(_F64), dim=1)  # (N, C)
     return -logp.gather(1, target.unsqueeze(1)).squeeze(1).mean()
 
@@ -465,10 +581,7 @@ def brier_score(probs: Tensor, target: Tensor, ignore_index: int | None = None) 
         >>> brier_score(torch.tensor([[1.0, 0.0], [0.5, 0.5]]), torch.tensor([0, 0]))
         tensor(0.2500, dtype=torch.float64)
     """
-    _check_ignore_index(ignore_index)
-    _check_probs_target(probs, target)
-    probs, target = _drop_ignored(probs, target, ignore_index)
-    _check_target_range(target, probs.shape[1])
+    probs, target = _prepare_probs(probs, target, ignore_index, detach=False)
     return _brier_rows(probs.to(_F64), target).mean()
 
 
@@ -507,8 +620,7 @@ def top_k_accuracy(
     _check_ignore_index(ignore_index)
     _check_probs_target(probs, target)
     _check_k(k, probs.shape[1])
-    probs, target = _drop_ignored(probs.detach(), target, ignore_index)
-    _check_target_range(target, probs.shape[1])
+    probs, target = _prepare_probs(probs, target, ignore_index)
     hits = _topk_hits(probs, target, (k,))
     return hits[0] / target.numel() if target.numel() else torch.tensor(float("nan"), dtype=_F64)
 
@@ -540,7 +652,9 @@ def _check_topk(topk: Sequence[int]) -> tuple[int, ...]:
 
 
 def _check_temperature(temperature: float) -> None:
-    if not (isinstance(temperature, (int, float)) and 0 < float(temperature) < float("inf")):
+    if isinstance(temperature, bool) or not (
+        isinstance(temperature, (int, float)) and 0 < float(temperature) < float("inf")
+    ):
         raise ValueError(
             f"temperature must be a positive finite number, got temperature={temperature!r}"
         )
@@ -615,7 +729,8 @@ def evaluate_calibration(
     Same keys and values as :meth:`CalibrationMeter.compute` after one ``update``: "ece",
     "rmsce", "mce" (uniform bins, see :func:`expected_calibration_error`), "nll" (from the
     float64 log-softmax), "brier", "top{k}" for each k in ``topk`` with k ≤ C, "cwece" when
-    ``classwise`` is set, and "count" (number of non-ignored samples).
+    ``classwise`` is set, and "count" (number of non-ignored samples). A ``-inf`` logit masks
+    its class (probability 0); NaN and ``+inf`` logits raise, except in ignored entries.
 
     Args:
         logits: (N, C) or (N, C, d1, …) logits, any floating dtype.
@@ -640,9 +755,7 @@ def evaluate_calibration(
     _check_ignore_index(ignore_index)
     _check_temperature(temperature)
     ks = _check_topk(topk)
-    logits, target = _flatten_logits(logits, target)
+    logits, target = _prepare_logits(logits, target, ignore_index)
     ks = tuple(k for k in ks if k <= logits.shape[1])
-    logits, target = _drop_ignored(logits, target, ignore_index)
-    _check_target_range(target, logits.shape[1])
     state = _panel_update(logits, target, n_bins, ks, temperature, classwise)
     return _panel_compute(state, ks)

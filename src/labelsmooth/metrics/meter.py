@@ -16,13 +16,11 @@ from torch import Tensor
 from labelsmooth.metrics._functional import (
     _check_ignore_index,
     _check_n_bins,
-    _check_target_range,
     _check_temperature,
     _check_topk,
-    _drop_ignored,
-    _flatten_logits,
     _panel_compute,
     _panel_update,
+    _prepare_logits,
 )
 
 __all__ = ["CalibrationMeter"]
@@ -112,17 +110,16 @@ class CalibrationMeter:
         """Add one batch.
 
         Args:
-            logits: (N, C) or (N, C, d1, …) logits, any floating dtype (as ``F.cross_entropy``).
+            logits: (N, C) or (N, C, d1, …) logits, any floating dtype (as ``F.cross_entropy``);
+                a ``-inf`` logit masks its class.
             target: (N,) or (N, d1, …) integer class indices (or ``ignore_index``).
+
+        Raises:
+            ValueError: bad shapes or targets, or NaN / ``+inf`` logits (or a row of only
+                ``-inf``) in an entry that is not ignored; the state is then left unchanged.
         """
-        logits, target = _flatten_logits(logits, target)  # (N, C), (N,)
-        if logits.shape[1] != self.num_classes:
-            raise ValueError(
-                f"logits must have num_classes={self.num_classes} channels in dimension 1, "
-                f"got {logits.shape[1]}"
-            )
-        logits, target = _drop_ignored(logits, target, self.ignore_index)
-        _check_target_range(target, self.num_classes)
+        # (N', C), (N',): flattened, ignored entries dropped, values and targets checked
+        logits, target = _prepare_logits(logits, target, self.ignore_index, self.num_classes)
         batch = _panel_update(
             logits, target, self.n_bins, self.topk, self.temperature, self.classwise
         )

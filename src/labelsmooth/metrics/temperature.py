@@ -8,12 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from labelsmooth.metrics._functional import (
-    _check_ignore_index,
-    _check_target_range,
-    _drop_ignored,
-    _flatten_logits,
-)
+from labelsmooth.metrics._functional import _prepare_logits
 
 __all__ = ["fit_temperature"]
 
@@ -21,8 +16,17 @@ T_MIN = 0.05
 T_MAX = 20.0
 
 
-def _nll(z: Tensor, target: Tensor, log_t: Tensor) -> Tensor:
-    return F.cross_entropy(z * torch.exp(-log_t), target)
+def _nll(z: Tensor, target: Tensor, masked: Tensor | None, log_t: Tensor) -> Tensor:
+    """Mean NLL of ``softmax(z / T)`` with T = exp(log_t), masked classes left out.
+
+    ``z`` (N, C) holds 0 where ``masked`` (N, C) is True, so that the product below and its
+    gradient stay finite there (a -inf times T's derivative would be NaN); the masked classes
+    then get the logit -inf, probability 0 at every T, and contribute nothing to the gradient.
+    """
+    scaled = z * torch.exp(-log_t)  # (N, C)
+    if masked is not None:
+        scaled = scaled.masked_fill(masked, float("-inf"))
+    return F.cross_entropy(scaled, target)
 
 
 def fit_temperature(
@@ -36,18 +40,28 @@ def fit_temperature(
 
     .. math::
         T^\\star = \\operatorname{clamp}\\Big(\\arg\\min_{T>0} \\frac{1}{N}\\sum_i
-        \\Big[\\log\\sum_c e^{z_{ic}/T} - z_{i y_i}/T\\Big],\\ 0.05,\\ 20\\Big)
+        \\Big[\\log\\sum_{c:\\,z_{ic}>-\\infty} e^{z_{ic}/T} - z_{i y_i}/T\\Big],\\ 0.05,\\ 20\\Big)
 
     The NLL is convex in 1/T, hence unimodal in log T, so clamping the unconstrained minimizer is
     the constrained minimizer. It is found by L-BFGS (strong Wolfe line search) over
     :math:`\\log T` from :math:`\\log T = 0`, in float64 on the logits' device (CPU for MPS),
-    which is deterministic on CPU.
+    which is deterministic on CPU. Each row is first shifted by its largest logit (softmax does
+    not change), so large logits do not overflow at small T.
+
+    A ``-inf`` logit masks its class: it has probability 0 at every T, and T is fitted on the
+    remaining (finite) classes of each row. NaN and ``+inf`` logits, rows whose logits are all
+    ``-inf`` and targets whose logit is ``-inf`` (infinite NLL at every T) raise a
+    ``ValueError``; entries with ``target == ignore_index`` are left out before any check.
 
     Degenerate cases never give NaN or inf: when every target is a top prediction the NLL keeps
     falling as T → 0, and 0.05 is returned directly (without L-BFGS, which would stop wherever
     the NLL becomes numerically flat); when the NLL keeps falling as T → ∞ (e.g. every
     prediction wrong) the minimizer is clamped to 20. Constant logits (or C = 1), where T does
     not matter, give T = 1.
+
+    The fit runs with autograd enabled whatever the caller's mode: it works under
+    ``torch.no_grad()`` and ``torch.inference_mode()``, also for tensors created in inference
+    mode (they are copied, never modified).
 
     Args:
         logits: (N, C) or (N, C, d1, …) held-out logits, any floating dtype (not modified).
@@ -59,7 +73,8 @@ def fit_temperature(
         T as a Python float in [0.05, 20].
 
     Raises:
-        ValueError: bad shapes, ``max_iter < 1``, or no non-ignored sample.
+        ValueError: bad shapes, ``max_iter < 1``, no non-ignored sample, NaN or ``+inf`` logits,
+            a row of only ``-inf``, or a target class whose logit is ``-inf``.
 
     Example:
         >>> import torch
@@ -69,31 +84,51 @@ def fit_temperature(
         >>> round(fit_temperature(3.0 * true, y), 1)  # overconfident by a factor 3
         3.0
     """
-    _check_ignore_index(ignore_index)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got max_iter={max_iter!r}")
-    z, y = _flatten_logits(logits, target)
-    z, y = _drop_ignored(z.detach(), y, ignore_index)
+    z, y = _prepare_logits(logits, target, ignore_index)  # (N, C), (N,); values checked
     if y.numel() == 0:
         raise ValueError("fit_temperature needs at least one non-ignored target, got none")
-    _check_target_range(y, z.shape[1])
     device = torch.device("cpu") if z.device.type == "mps" else z.device  # MPS has no float64
-    z = z.to(device=device, dtype=torch.float64)  # (N, C)
+    z = z.detach().to(device=device, dtype=torch.float64)  # (N, C)
     y = y.to(device)
-    if z.shape[1] == 1 or bool((z.amax(1) == z.amin(1)).all()):
-        return 1.0  # the NLL does not depend on T
-    # margin of the target over the best other class, (N,)
-    others = z.scatter(1, y.unsqueeze(1), float("-inf")).amax(1)
-    if bool((z.gather(1, y.unsqueeze(1)).squeeze(1) >= others).all()):
+    z = z - z.amax(1, keepdim=True)  # row max 0 (finite: checked above); -inf stays -inf
+    is_masked = z == float("-inf")  # (N, C)
+    z_y = z.gather(1, y.unsqueeze(1)).squeeze(1)  # (N,)
+    masked: Tensor | None = None
+    if bool(is_masked.any()):
+        if bool((z_y == float("-inf")).any()):
+            row = int((z_y == float("-inf")).nonzero()[0, 0])
+            raise ValueError(
+                "logits must be finite at the target class (a -inf target logit makes the NLL "
+                "infinite at every temperature), got -inf at the target of non-ignored entry "
+                f"{row}"
+            )
+        masked = is_masked
+        lowest = z.masked_fill(masked, float("inf")).amin(1)  # smallest finite logit, (N,)
+        z = z.masked_fill(masked, 0.0)  # see _nll
+    else:
+        lowest = z.amin(1)
+    if z.shape[1] == 1 or bool((lowest == 0).all()):
+        return 1.0  # every row constant over its finite classes: the NLL does not depend on T
+    # best non-target class (masked ones excluded), (N,)
+    others = z if masked is None else z.masked_fill(masked, float("-inf"))
+    others = others.scatter(1, y.unsqueeze(1), float("-inf")).amax(1)
+    if bool((z_y >= others).all()):
         # every target is a top prediction: d NLL / d(1/T) = mean(E_p[z] - z_y) < 0 for all T,
         # the NLL falls all the way to T -> 0 (numerically flat long before), so take the bound
         return T_MIN
 
     lo, hi = math.log(T_MIN), math.log(T_MAX)
-    # callers often sit under no_grad / inference_mode (evaluation code): switch both off here
+    # callers often sit under no_grad / inference_mode (evaluation code): switch both off here,
+    # and copy inference tensors (they cannot be saved for backward)
     with torch.inference_mode(False), torch.enable_grad():
         if z.is_inference():
-            z = z.clone()  # inference tensors cannot be saved for backward
+            z = z.clone()
+        if y.is_inference():
+            y = y.clone()
+        if masked is not None and masked.is_inference():
+            masked = masked.clone()
         log_t = torch.zeros((), dtype=torch.float64, device=device, requires_grad=True)
         chunk = min(max_iter, 10)
         opt = torch.optim.LBFGS(
@@ -107,7 +142,7 @@ def fit_temperature(
 
         def closure() -> Tensor:
             opt.zero_grad()
-            loss = _nll(z, y, log_t)
+            loss = _nll(z, y, masked, log_t)
             loss.backward()
             return loss
 
@@ -127,7 +162,7 @@ def fit_temperature(
         # the line search ran into overflow: the minimum is at one of the ends
         with torch.no_grad():
             ends = [
-                float(_nll(z, y, torch.tensor(e, dtype=torch.float64, device=device)))
+                float(_nll(z, y, masked, torch.tensor(e, dtype=torch.float64, device=device)))
                 for e in (lo, hi)
             ]
         value = lo if ends[0] <= ends[1] else hi
