@@ -67,7 +67,10 @@ def test_parity_with_torch(impl, shape, weighted, ignore):
         _parity({"impl": impl}, x, y, **kw)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+SOFT_IMPLS = [i for i in IMPLS if i != "fused"]  # fused refuses soft targets (tested below)
+
+
+@pytest.mark.parametrize("impl", SOFT_IMPLS)
 @pytest.mark.parametrize("shape", [(16, 7), (3, 7, 4, 5), (4, 1000)])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_parity_soft_targets(impl, shape, weighted):
@@ -159,29 +162,28 @@ def test_torch_impl_refuses_what_torch_lacks(kw, match):
 
 
 def test_auto_choice():
-    from labelsmooth._dispatch import AUTO_TORCH_MAX_NUMEL, resolve_impl
+    from labelsmooth._dispatch import AUTO_TORCH_MAX_NUMEL
 
     small, large = torch.zeros(4, 10), torch.zeros(2, AUTO_TORCH_MAX_NUMEL // 2 + 1)
-    assert resolve_impl("auto", small, soft=False, builtin_reason=None) == "torch"
-    assert resolve_impl("auto", small, soft=False, builtin_reason="no") == "fused"
-    assert resolve_impl("auto", small, soft=True, builtin_reason="no") == "reference"
-    assert resolve_impl("auto", large, soft=False, builtin_reason=None) == "fused"
-    assert (
-        resolve_impl("auto", small, soft=False, inplace_backward=True, builtin_reason=None)
-        == "fused"
-    )
+    ys, yl = torch.zeros(4, dtype=torch.long), torch.zeros(2, dtype=torch.long)
+    assert labelsmooth.chosen_impl(small, ys) == "torch"
+    assert labelsmooth.chosen_impl(small, ys, convention="others") == "fused"
+    assert labelsmooth.chosen_impl(small, torch.full((4, 10), 0.1), kl=True) == "reference"
+    assert labelsmooth.chosen_impl(large, yl) == "fused"
+    assert labelsmooth.chosen_impl(small, ys, inplace_backward=True) == "fused"
 
 
-def test_auto_prefers_fused_sooner_with_the_native_kernel(monkeypatch):
-    from labelsmooth._dispatch import AUTO_TORCH_MAX_NUMEL_NATIVE, resolve_impl
+def test_auto_prefers_fused_sooner_with_the_native_kernel():
+    from labelsmooth._dispatch import AUTO_TORCH_MAX_NUMEL_NATIVE
     from labelsmooth.ops.cpu_kernel import native_unavailable
 
     mid = torch.zeros(2, AUTO_TORCH_MAX_NUMEL_NATIVE // 2 + 1)  # between the two limits
-    assert resolve_impl("auto", mid.double(), soft=False, builtin_reason=None) == "torch"
+    y = torch.zeros(2, dtype=torch.long)
+    assert labelsmooth.chosen_impl(mid.double(), y) == "torch"
     if native_unavailable(mid.device) is None:
-        assert resolve_impl("auto", mid, soft=False, builtin_reason=None) == "fused"
-    monkeypatch.setenv("LABELSMOOTH_NATIVE", "0")
-    assert resolve_impl("auto", mid, soft=False, builtin_reason=None) == "torch"
+        assert labelsmooth.chosen_impl(mid, y) == "fused"
+    with labelsmooth.runtime.options(native_kernel=False):
+        assert labelsmooth.chosen_impl(mid, y) == "torch"
 
 
 @pytest.mark.parametrize("impl", IMPLS)

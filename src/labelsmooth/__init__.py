@@ -3,8 +3,18 @@
 Public names only; nothing optional (triton, matplotlib, tqdm) is imported here.
 """
 
-from labelsmooth.functional import cross_entropy, smooth_labels
+from labelsmooth import runtime
+from labelsmooth.functional import chosen_impl, cross_entropy, smooth_labels
 from labelsmooth.modules import LabelSmoothingCrossEntropy
+from labelsmooth.runtime import empty_cache
 
-__all__ = ["cross_entropy", "smooth_labels", "LabelSmoothingCrossEntropy", "__version__"]
+__all__ = [
+    "cross_entropy",
+    "smooth_labels",
+    "chosen_impl",
+    "LabelSmoothingCrossEntropy",
+    "empty_cache",
+    "runtime",
+    "__version__",
+]
 __version__ = "0.1.0"

@@ -1,101 +1,178 @@
-"""Implementation names, their availability and the choice made by ``impl="auto"``."""
+"""The implementation registry: one entry per ``impl=`` name, and the rules of ``"auto"``.
+
+Each entry has its callable (imported only when used), ``unsupported(spec) -> reason | None``
+(why it cannot run a call described by a :class:`labelsmooth._validate.Spec`), and the
+keyword options it accepts. ``functional`` validates the arguments into a spec, asks
+:func:`resolve`, and calls the entry. An explicitly named impl that cannot run raises a
+``ValueError`` with its reason — never a quiet fallback; ``"auto"`` picks among the entries
+that can run, by the measured rules in :func:`choose_auto`.
+"""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["IMPLS", "GENERAL_IMPLS", "available_impls", "resolve_impl", "lookup"]
+from labelsmooth._validate import Spec
 
-#: Every name ``impl=`` accepts.
-IMPLS = ("auto", "reference", "fused", "compiled", "torch")
-#: Implementations that support every option (the tests run all of them over the full grid).
-GENERAL_IMPLS = ("reference", "fused", "compiled")
+__all__ = [
+    "Impl",
+    "REGISTRY",
+    "IMPLS",
+    "GENERAL_IMPLS",
+    "available_impls",
+    "resolve",
+    "choose_auto",
+    "AUTO_TORCH_MAX_NUMEL",
+    "AUTO_TORCH_MAX_NUMEL_NATIVE",
+]
 
 
-def _unavailable_reason(
-    impl: str, input: torch.Tensor, soft: bool, builtin_reason: str | None = None
-) -> str | None:
-    """Why ``impl`` cannot run on this call, or None if it can."""
-    if impl == "torch":
-        return builtin_reason
-    if impl == "compiled":
-        from labelsmooth.ops.fused import compiled_available
+@dataclass(frozen=True)
+class Impl:
+    """One implementation: how to get its function, what it refuses, which options it takes."""
 
-        return compiled_available(input.device)
+    name: str
+    load: Callable[[], Callable[..., torch.Tensor]]
+    unsupported: Callable[[Spec], str | None]
+    options: frozenset[str] = frozenset()
+    #: supports every loss option (the tests run it over the whole grid)
+    general: bool = False
+
+
+def _param_grad_reason(spec: Spec) -> str | None:
+    if spec.param_grads:
+        names = " and ".join(spec.param_grads)
+        return (
+            f"it computes no gradient for {names} ({names}.requires_grad=True); "
+            f"use impl='reference', or detach {names}"
+        )
     return None
 
 
+def _reference_unsupported(spec: Spec) -> str | None:
+    if spec.inplace_backward:
+        return "inplace_backward=True needs impl='fused' (the reference keeps its own graph)"
+    return None
+
+
+def _fused_unsupported(spec: Spec) -> str | None:
+    if spec.soft:
+        return (
+            "it takes class-index targets only; soft (probability) targets run on "
+            "impl='reference' (or impl='torch')"
+        )
+    return _param_grad_reason(spec)
+
+
+def _torch_unsupported(spec: Spec) -> str | None:
+    if spec.convention != "uniform":
+        return f"PyTorch implements only convention='uniform', got {spec.convention!r}"
+    if spec.prior or spec.class_mask:
+        return "PyTorch has no smoothing prior or class mask"
+    if spec.kl:
+        return "PyTorch has no KL form"
+    if spec.dtype not in (torch.float32, torch.float64):
+        return f"PyTorch sums the smoothing term in {spec.dtype}, which can overflow"
+    if spec.inplace_backward:
+        return "inplace_backward=True needs impl='fused'"
+    if spec.param_grads:
+        return f"PyTorch computes no gradient for {' and '.join(spec.param_grads)}"
+    return None
+
+
+def _load_reference() -> Callable[..., torch.Tensor]:
+    from labelsmooth.ops.reference import cross_entropy_reference
+
+    return cross_entropy_reference
+
+
+def _load_fused() -> Callable[..., torch.Tensor]:
+    from labelsmooth.ops.fused import cross_entropy_fused
+
+    return cross_entropy_fused
+
+
+def _load_torch() -> Callable[..., torch.Tensor]:
+    from labelsmooth.ops.builtin import cross_entropy_builtin
+
+    return cross_entropy_builtin
+
+
+REGISTRY: dict[str, Impl] = {
+    impl.name: impl
+    for impl in (
+        Impl("reference", _load_reference, _reference_unsupported, general=True),
+        Impl(
+            "fused",
+            _load_fused,
+            _fused_unsupported,
+            frozenset({"inplace_backward", "uniform_prior"}),
+            general=True,
+        ),
+        Impl("torch", _load_torch, _torch_unsupported),
+    )
+}
+
+#: Every name ``impl=`` accepts.
+IMPLS = ("auto", *REGISTRY)
+#: Implementations that support every option (the tests run all of them over the full grid).
+GENERAL_IMPLS = tuple(name for name, impl in REGISTRY.items() if impl.general)
+
+
 def available_impls(device: torch.device | str = "cpu") -> list[str]:
-    """Implementations supporting every option that can run on ``device``."""
-    probe = torch.zeros(1, 2, device=device)
-    return [n for n in GENERAL_IMPLS if _unavailable_reason(n, probe, False) is None]
+    """Implementations supporting every option (all of them run on any device)."""
+    return list(GENERAL_IMPLS)
 
 
-#: Below this many elements "auto" takes PyTorch's own kernel when it covers the options:
-#: the fused path's fixed Python overhead (a few dozen small ops, ~0.2 ms) dominates there.
-#: With the native CPU row kernel (float32 on CPU) the fused path overtakes the built-in
-#: sooner: measured at 128×1000 0.8×, 256×1000 0.5×, 128×256 1.7× the built-in's time.
+#: On CPU, below this many elements "auto" takes PyTorch's own kernel when it covers the
+#: options: the fused path's fixed Python overhead (a few dozen small ops, ~0.2 ms) dominates
+#: there. With the native C row kernel (float32 on CPU) the fused path overtakes the built-in
+#: sooner: measured at 128×1000 0.8×, 256×1000 0.5×, 128×256 1.7× the built-in's time
+#: (benchmarks/results/cpu.md).
 AUTO_TORCH_MAX_NUMEL = 1 << 19
 AUTO_TORCH_MAX_NUMEL_NATIVE = 1 << 16
 
 
-def _torch_limit(input: torch.Tensor) -> int:
-    """Size under which "auto" prefers PyTorch's kernel for this input."""
-    if input.device.type == "cpu" and input.dtype == torch.float32:
+def _cpu_torch_limit(spec: Spec) -> int:
+    if spec.dtype == torch.float32:
         from labelsmooth.ops.cpu_kernel import native_unavailable
 
-        if native_unavailable(input.device) is None:
+        if native_unavailable(torch.device("cpu")) is None:
             return AUTO_TORCH_MAX_NUMEL_NATIVE
     return AUTO_TORCH_MAX_NUMEL
 
 
-def resolve_impl(
-    impl: str,
-    input: torch.Tensor,
-    *,
-    soft: bool,
-    inplace_backward: bool = False,
-    builtin_reason: str | None = "not checked",
-) -> str:
-    """Map ``impl`` (possibly "auto") to the concrete implementation that will run.
+def choose_auto(spec: Spec) -> str:
+    """The impl ``"auto"`` runs for this call.
 
-    "auto": PyTorch's kernel ("torch") for inputs under ``AUTO_TORCH_MAX_NUMEL`` elements
-    (``AUTO_TORCH_MAX_NUMEL_NATIVE`` for float32 on CPU with the native kernel) when it
-    covers the options (``builtin_reason`` is None); else the reference for soft
-    targets (the fused path would fall back to it anyway) and the fused path for class
-    indices. ("compiled" is never chosen: on CPU it measured slower than the eager blocks and
-    costs a compilation; see benchmarks/results/cpu.md.) An explicit name that cannot run
-    raises ``ValueError`` saying why.
+    * CPU (measured, benchmarks/results/cpu.md): PyTorch's kernel for inputs it covers under
+      :data:`AUTO_TORCH_MAX_NUMEL` elements (:data:`AUTO_TORCH_MAX_NUMEL_NATIVE` for float32
+      with the C kernel), else ``"fused"``.
+    * Any other device (no committed benchmark yet): PyTorch's kernel whenever it covers the
+      options, else ``"fused"`` (eager blocks).
+    * ``"reference"`` when neither can run the call (soft targets PyTorch does not cover,
+      gradients for ``weight`` or ``prior``).
     """
+    torch_ok = _torch_unsupported(spec) is None
+    if torch_ok and (spec.device_type != "cpu" or spec.numel < _cpu_torch_limit(spec)):
+        return "torch"
+    for name in ("fused", "reference", "torch"):
+        if REGISTRY[name].unsupported(spec) is None:
+            return name
+    reasons = "; ".join(f"{n}: {REGISTRY[n].unsupported(spec)}" for n in REGISTRY)
+    raise ValueError(f"no implementation can run this call ({reasons})")
+
+
+def resolve(impl: str, spec: Spec) -> Impl:
+    """The registry entry for ``impl`` (``"auto"`` resolved), or ``ValueError`` saying why
+    the named one cannot run these arguments."""
     if impl == "auto":
-        n = input.numel()
-        if builtin_reason is None and not inplace_backward:
-            if n < AUTO_TORCH_MAX_NUMEL_NATIVE or n < _torch_limit(input):
-                return "torch"
-        if soft:
-            return "reference"
-        return "fused"
-    reason = _unavailable_reason(impl, input, soft, builtin_reason)
+        return REGISTRY[choose_auto(spec)]
+    entry = REGISTRY[impl]
+    reason = entry.unsupported(spec)
     if reason is not None:
         raise ValueError(f"impl={impl!r} cannot run here: {reason}")
-    return impl
-
-
-def lookup(impl: str) -> Callable[..., torch.Tensor]:
-    """The callable behind a concrete implementation name."""
-    if impl == "reference":
-        from labelsmooth.ops.reference import cross_entropy_reference
-
-        return cross_entropy_reference
-    if impl == "torch":
-        from labelsmooth.ops.builtin import cross_entropy_builtin
-
-        return cross_entropy_builtin
-    from labelsmooth.ops.fused import cross_entropy_fused
-
-    if impl == "compiled":
-        return functools.partial(cross_entropy_fused, compiled=True)
-    return cross_entropy_fused
+    return entry

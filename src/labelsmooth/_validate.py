@@ -8,6 +8,7 @@ inside an op or a device-side assert instead.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -21,6 +22,9 @@ __all__ = [
     "check_target",
     "check_class_vector",
     "check_prior",
+    "check_values",
+    "Spec",
+    "make_spec",
 ]
 
 CONVENTIONS = ("uniform", "others", "unnormalized")
@@ -71,14 +75,20 @@ def check_input(input: torch.Tensor) -> None:
 
 
 def check_target(
-    input: torch.Tensor, target: torch.Tensor, ignore_index: int, *, soft_needs_distribution: bool
+    input: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    *,
+    soft_needs_distribution: bool,
+    check_range: bool = False,
 ) -> bool:
     """Check ``target`` against ``input``; return True for soft (probability) targets.
 
     Class-index targets must be an integer tensor of shape (N, d1, ..., dk) (input without its
     class dimension) whose values lie in [0, C) or equal ``ignore_index``. Soft targets must be
     a floating tensor of the input's shape; when ``soft_needs_distribution`` (KL form), each
-    row must be a probability distribution.
+    row must be a probability distribution. The values (range, distribution) are checked only
+    with ``check_range`` (they need a device synchronization; see :func:`check_values`).
     """
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
@@ -95,7 +105,7 @@ def check_target(
                 f"a floating-point (soft) target must have the input's shape "
                 f"{tuple(input.shape)}, got target.shape={tuple(target.shape)}"
             )
-        if soft_needs_distribution and target.numel() > 0:
+        if check_range and soft_needs_distribution and target.numel() > 0:
             tmin = float(target.min())
             if tmin < 0 or not math.isfinite(tmin):
                 raise ValueError(
@@ -122,7 +132,7 @@ def check_target(
             f"target of class indices must have shape {expected} for input of shape "
             f"{tuple(input.shape)}, got target.shape={tuple(target.shape)}"
         )
-    if target.numel() > 0:
+    if check_range and target.numel() > 0:
         # compare as int64: in uint8, ignore_index=-100 would wrap to 156
         target = target.long()
         lo, hi = torch.stack(torch.aminmax(target)).tolist()  # one pass, one sync
@@ -139,11 +149,17 @@ def check_target(
 
 
 def check_class_vector(
-    name: str, value: torch.Tensor | None, input: torch.Tensor, *, kind: str
+    name: str,
+    value: torch.Tensor | None,
+    input: torch.Tensor,
+    *,
+    kind: str,
+    check_values: bool = False,
 ) -> torch.Tensor | None:
     """Check a per-class vector (weight, prior or class_mask) against the input.
 
-    ``kind`` is "float" (weight, prior) or "bool" (class_mask).
+    ``kind`` is "float" (weight, prior) or "bool" (class_mask). Shape, dtype and device are
+    always checked; the values (finite, a mask that allows a class) with ``check_values``.
     """
     if value is None:
         return None
@@ -163,7 +179,7 @@ def check_class_vector(
     if kind == "bool":
         if value.dtype != torch.bool:
             raise ValueError(f"{name} must be a bool tensor, got {name}.dtype={value.dtype}")
-        if not bool(value.any()):
+        if check_values and not bool(value.any()):
             raise ValueError(
                 f"{name} allows no class (all entries False): label smoothing needs at least one"
             )
@@ -172,7 +188,7 @@ def check_class_vector(
             raise ValueError(
                 f"{name} must be a floating-point tensor, got {name}.dtype={value.dtype}"
             )
-        if not bool(torch.isfinite(value).all()):
+        if check_values and not bool(torch.isfinite(value).all()):
             raise ValueError(f"{name} must be finite, got {name}={value.tolist()!r}"[:300])
     return value
 
@@ -188,3 +204,101 @@ def check_prior(prior: torch.Tensor | None, class_mask: torch.Tensor | None) -> 
     if not float(allowed.sum()) > 0:
         where = "" if class_mask is None else " on the classes class_mask allows"
         raise ValueError(f"prior must have positive total mass{where}, got a sum of 0")
+
+
+def check_values(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    *,
+    soft: bool,
+    kl: bool,
+    weight: torch.Tensor | None,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+) -> None:
+    """The data-dependent checks (target range, soft-target rows for KL, finite weight and
+    prior, non-negative prior with mass, a mask that allows a class) in one pass with one
+    device synchronization. Only when one fails are the detailed checks run for the message.
+
+    ``cross_entropy(validate_args=False)`` skips this function (and only this one).
+    """
+    flags: list[torch.Tensor] = []  # each True when its check fails
+    if not soft and target.numel() > 0:
+        C = input.shape[0] if input.dim() == 1 else input.shape[1]
+        t = target.long()  # compare as int64: in uint8, -100 would wrap to 156
+        flags.append(((t != ignore_index) & ((t < 0) | (t >= C))).any())
+    if soft and kl and target.numel() > 0:
+        class_dim = 0 if input.dim() == 1 else 1
+        tol = 1e-2 if target.dtype in (torch.float16, torch.bfloat16) else 1e-4
+        sums = target.double().sum(class_dim)
+        flags.append(~(target.min() >= 0) | ~((sums - 1).abs().max() <= tol))
+    for vec in (weight, prior):
+        if vec is not None:
+            flags.append(~torch.isfinite(vec).all())
+    if prior is not None:
+        allowed = prior if class_mask is None else torch.where(class_mask, prior, 0)
+        flags.append((prior < 0).any() | ~(allowed.sum() > 0))
+    if class_mask is not None:
+        flags.append(~class_mask.any())
+    if not flags or not any(torch.stack(flags).tolist()):  # the one synchronization
+        return
+    # something failed: the detailed checks raise with the argument and the value
+    check_target(input, target, ignore_index, soft_needs_distribution=kl, check_range=True)
+    check_class_vector("weight", weight, input, kind="float", check_values=True)
+    check_class_vector("prior", prior, input, kind="float", check_values=True)
+    check_class_vector("class_mask", class_mask, input, kind="bool", check_values=True)
+    check_prior(prior, class_mask)
+    raise AssertionError("check_values: a check failed without a message")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the implementation registry needs to know about one call (no tensors)."""
+
+    device_type: str
+    dtype: torch.dtype
+    numel: int
+    num_classes: int
+    soft: bool
+    convention: str
+    prior: bool
+    class_mask: bool
+    kl: bool
+    weight: bool
+    inplace_backward: bool
+    #: names of the per-class arguments ("weight", "prior") whose gradient is needed
+    param_grads: tuple[str, ...]
+
+
+def make_spec(
+    input: torch.Tensor,
+    *,
+    soft: bool,
+    convention: str,
+    weight: torch.Tensor | None,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    kl: bool,
+    inplace_backward: bool,
+) -> Spec:
+    grad_on = torch.is_grad_enabled()
+    param_grads = tuple(
+        name
+        for name, t in (("weight", weight), ("prior", prior))
+        if t is not None and grad_on and t.requires_grad
+    )
+    return Spec(
+        device_type=input.device.type,
+        dtype=input.dtype,
+        numel=input.numel(),
+        num_classes=input.shape[0] if input.dim() == 1 else input.shape[1],
+        soft=soft,
+        convention=convention,
+        prior=prior is not None,
+        class_mask=class_mask is not None,
+        kl=kl,
+        weight=weight is not None,
+        inplace_backward=inplace_backward,
+        param_grads=param_grads,
+    )

@@ -1,18 +1,19 @@
-"""Public functions: validate once, resolve the implementation, dispatch.
+"""Public functions: validate once into a spec, ask the implementation registry, call.
 
 The math lives in :mod:`labelsmooth.ops`; this file only checks arguments and chooses a path.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from labelsmooth import _dispatch
 from labelsmooth import _validate as V
-from labelsmooth.ops.builtin import builtin_unsupported
 from labelsmooth.ops.reference import smoothed_target, smoothing_prior
 
-__all__ = ["cross_entropy", "smooth_labels"]
+__all__ = ["cross_entropy", "smooth_labels", "chosen_impl"]
 
 
 def cross_entropy(
@@ -29,6 +30,7 @@ def cross_entropy(
     kl: bool = False,
     impl: str = "auto",
     inplace_backward: bool = False,
+    validate_args: bool = True,
 ) -> torch.Tensor:
     r"""Label-smoothed cross-entropy with ``torch.nn.functional.cross_entropy``'s semantics.
 
@@ -85,15 +87,31 @@ def cross_entropy(
             For "unnormalized" (q sums to Z = 1 − εu_y < 1) the value is
             CE(q, p) − H(q) − Z log Z = Z·KL(q/Z ‖ p), so it is still ≥ 0 and zero at the
             loss's optimum p = q/Z.
-        impl: "auto" (below), "reference" (the plain oracle), "fused" (blockwise, gradient
-            computed in the forward pass; on CPU its rows run in a small C kernel compiled
-            on first use, eager torch ops otherwise), "compiled" (fused with a
-            torch.compile'd row kernel) or "torch" (PyTorch's own kernel, for the options it
-            covers). "auto" takes "torch" for small inputs it covers (under 2**16 elements
-            for float32 on CPU with the C kernel, else 2**19), the reference for soft
-            targets and "fused" otherwise.
-        inplace_backward: fused paths only: write the gradient into ``input``'s storage, so
-            the extra memory is O(N). The logits are overwritten — opt-in.
+        impl: "auto" (below), "reference" (the plain dense oracle; any option), "fused"
+            (class-index targets; gradient computed in the forward pass, on CPU by a small
+            C kernel compiled on first use, eager torch blocks otherwise) or "torch"
+            (PyTorch's own kernel, for the options it covers). An explicit impl that cannot
+            run the arguments raises ``ValueError`` saying why. "auto" on CPU takes "torch"
+            for small inputs it covers (under 2**16 elements for float32 with the C kernel,
+            else 2**19) and "fused" otherwise; on other devices (no committed benchmark yet)
+            "torch" whenever it covers the options, else "fused"; "reference" when neither
+            can run the call (soft targets PyTorch does not cover, gradients for ``weight``
+            or ``prior``). :func:`chosen_impl` tells which one a call gets.
+        inplace_backward: ``impl="fused"`` only: backward writes the gradient into
+            ``input``'s storage, so the extra memory is O(N). The logits are overwritten
+            during backward — opt-in. Uses of the logits after the loss read the logits;
+            a use recorded before it whose backward runs later raises (autograd's version
+            counter), never reads the gradient.
+        validate_args: check the values of ``target``, ``weight``, ``prior`` and
+            ``class_mask`` (one pass, one device synchronization). ``False`` skips only
+            these data-dependent checks (shapes, dtypes and options are always checked),
+            for an asynchronous GPU step; out-of-range targets then give undefined results.
+
+    Non-finite logits follow PyTorch: an ignored row contributes exactly 0 whatever it holds
+    (and gets a zero gradient, where PyTorch's is NaN); a ``-inf`` logit on a class with no
+    target mass (ε = 0, or excluded by ``class_mask``) adds nothing; ``+inf``/NaN in a
+    counted row give inf/NaN as in PyTorch. Every path is computed relative to each row's
+    max, so a common offset of the logits costs no precision.
 
     Returns:
         Loss tensor in the input's dtype: the target's shape for "none", else a scalar.
@@ -110,6 +128,55 @@ def cross_entropy(
         >>> bool(kl < loss)
         True
     """
+    call = _prepare(
+        input, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
+        class_mask, kl, impl, inplace_backward, validate_args,
+    )  # fmt: skip
+    input, target = call.input, call.target
+    entry = call.entry
+    # the normalized smoothing prior; PyTorch's kernel ("torch") has its own uniform one
+    u = (
+        smoothing_prior(input.shape[1], prior, class_mask, dtype=torch.float64, device=input.device)
+        if entry.name != "torch"
+        else input.new_empty(0)
+    )
+    extra: dict[str, bool] = {}
+    if "inplace_backward" in entry.options:
+        extra["inplace_backward"] = inplace_backward
+    if "uniform_prior" in entry.options:
+        extra["uniform_prior"] = prior is None and class_mask is None
+    fn = entry.load()
+    loss = fn(input, target, weight, ignore_index, reduction, call.eps, u, convention, kl, **extra)
+    if call.unbatched and reduction == "none":
+        loss = loss.squeeze(0)
+    return loss
+
+
+@dataclass(frozen=True)
+class _Call:
+    input: torch.Tensor
+    target: torch.Tensor
+    eps: float
+    unbatched: bool
+    entry: _dispatch.Impl
+
+
+def _prepare(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    convention: str,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    kl: bool,
+    impl: str,
+    inplace_backward: bool,
+    validate_args: bool,
+) -> _Call:
+    """Validate the arguments once and resolve the implementation."""
     V.check_input(input)
     eps = V.check_label_smoothing(label_smoothing)
     V.check_choice("reduction", reduction, V.REDUCTIONS)
@@ -117,6 +184,9 @@ def cross_entropy(
     V.check_choice("impl", impl, _dispatch.IMPLS)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
+    for flag, value in (("kl", kl), ("inplace_backward", inplace_backward)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be a bool, got {flag}={value!r}")
     soft = V.check_target(input, target, ignore_index, soft_needs_distribution=kl)
     if soft and convention != "uniform":
         raise ValueError(
@@ -126,8 +196,16 @@ def cross_entropy(
     V.check_class_vector("weight", weight, input, kind="float")
     V.check_class_vector("prior", prior, input, kind="float")
     V.check_class_vector("class_mask", class_mask, input, kind="bool")
-    V.check_prior(prior, class_mask)
-
+    if validate_args:
+        V.check_values(
+            input, target, ignore_index, soft=soft, kl=kl, weight=weight, prior=prior,
+            class_mask=class_mask,
+        )  # fmt: skip
+    spec = V.make_spec(
+        input, soft=soft, convention=convention, weight=weight, prior=prior,
+        class_mask=class_mask, kl=kl, inplace_backward=inplace_backward,
+    )  # fmt: skip
+    entry = _dispatch.resolve(impl, spec)
     if not soft and target.dtype != torch.int64:
         # class indices of any integer dtype, as int64 (a uint8 target compared with
         # ignore_index=-100 would otherwise wrap it to 156)
@@ -135,38 +213,42 @@ def cross_entropy(
     unbatched = input.dim() == 1
     if unbatched:  # (C,) with a () target, as torch allows
         input, target = input.unsqueeze(0), target.unsqueeze(0)
-    chosen = _dispatch.resolve_impl(
-        impl,
-        input,
-        soft=soft,
-        inplace_backward=inplace_backward,
-        builtin_reason=builtin_unsupported(input, convention, prior, class_mask, kl),
-    )
-    if inplace_backward and (chosen in ("reference", "torch") or soft):
-        raise ValueError(
-            f"inplace_backward=True needs a fused implementation, but impl={impl!r} "
-            f"resolved to {chosen!r}"
-            if not soft
-            else "inplace_backward=True is not available for soft (probability) targets: they "
-            "always use the reference path"
-        )
-    fn = _dispatch.lookup(chosen)
-    # the normalized smoothing prior; PyTorch's kernel ("torch") has its own uniform one
-    u = (
-        smoothing_prior(input.shape[1], prior, class_mask, dtype=torch.float64, device=input.device)
-        if chosen != "torch"
-        else input.new_empty(0)
-    )
-    extra = {}
-    if chosen in ("fused", "compiled"):
-        extra = {
-            "inplace_backward": inplace_backward,
-            "uniform_prior": prior is None and class_mask is None,
-        }  # noqa: E501
-    loss = fn(input, target, weight, ignore_index, reduction, eps, u, convention, kl, **extra)
-    if unbatched and reduction == "none":
-        loss = loss.squeeze(0)
-    return loss
+    return _Call(input, target, eps, unbatched, entry)
+
+
+def chosen_impl(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    convention: str = "uniform",
+    prior: torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
+    kl: bool = False,
+    impl: str = "auto",
+    inplace_backward: bool = False,
+    validate_args: bool = True,
+) -> str:
+    """The implementation :func:`cross_entropy` would run for these arguments (no loss is
+    computed): ``impl`` itself if it can run them (else the same ``ValueError``), or the
+    concrete name ``"auto"`` resolves to.
+
+    Example:
+        >>> import torch, labelsmooth
+        >>> labelsmooth.chosen_impl(torch.zeros(8, 10), torch.zeros(8, dtype=torch.long))
+        'torch'
+        >>> labelsmooth.chosen_impl(torch.zeros(8, 10), torch.zeros(8, dtype=torch.long),
+        ...                         convention="others")
+        'fused'
+    """
+    call = _prepare(
+        input, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
+        class_mask, kl, impl, inplace_backward, validate_args,
+    )  # fmt: skip
+    return call.entry.name
 
 
 def smooth_labels(
@@ -221,7 +303,10 @@ def smooth_labels(
     V.check_target(stand_in, target, ignore_index, soft_needs_distribution=False)
     V.check_class_vector("prior", prior, stand_in, kind="float")
     V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
-    V.check_prior(prior, class_mask)
+    V.check_values(
+        stand_in, target, ignore_index, soft=False, kl=False, weight=None, prior=prior,
+        class_mask=class_mask,
+    )  # fmt: skip
     u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=target.device)
     q = smoothed_target(target.reshape(-1).long(), num_classes, eps, u, convention, ignore_index)
     q = q.reshape(*target.shape, num_classes)

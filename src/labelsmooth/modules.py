@@ -40,6 +40,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
         class_mask: torch.Tensor | None = None,
         kl: bool = False,
         impl: str = "auto",
+        validate_args: bool = True,
     ) -> None:
         super().__init__()
         self.label_smoothing = label_smoothing
@@ -48,6 +49,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
         self.convention = convention
         self.kl = kl
         self.impl = impl
+        self.validate_args = validate_args
         self.register_buffer("weight", weight)
         self.register_buffer("prior", prior)
         self.register_buffer("class_mask", class_mask)
@@ -65,6 +67,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
             class_mask=self.class_mask,
             kl=self.kl,
             impl=self.impl,
+            validate_args=self.validate_args,
         )
 
     def extra_repr(self) -> str:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth
-from labelsmooth.ops import cpu_kernel, fused
+from labelsmooth.ops import _cpu_runtime, cpu_kernel, fused
 
 CONVENTIONS = ["uniform", "others", "unnormalized"]
 
@@ -18,7 +18,7 @@ CONVENTIONS = ["uniform", "others", "unnormalized"]
 def row_kernel(request, monkeypatch):
     """Every test here runs twice: rows by the C kernel, and by eager torch blocks."""
     if request.param == "eager":
-        monkeypatch.setenv("LABELSMOOTH_NATIVE", "0")
+        monkeypatch.setattr(labelsmooth.runtime.config, "native_kernel", False)
     else:
         reason = cpu_kernel.native_unavailable(torch.device("cpu"))
         if reason is not None:
@@ -99,7 +99,7 @@ def test_inplace_backward_on_logits_saved_elsewhere_raises():
 
 
 def test_inplace_backward_needs_fused():
-    with pytest.raises(ValueError, match="inplace_backward=True needs a fused implementation"):
+    with pytest.raises(ValueError, match="impl='reference' cannot run here: inplace_backward"):
         labelsmooth.cross_entropy(
             torch.randn(2, 3), torch.tensor([0, 1]), impl="reference", inplace_backward=True
         )
@@ -157,19 +157,19 @@ def test_non_contiguous_input():
 
 
 def test_auto_uses_fused_for_class_indices_and_reference_for_soft():
-    from labelsmooth._dispatch import resolve_impl
+    x, y = torch.zeros(2, 3), torch.tensor([0, 1])
+    assert labelsmooth.chosen_impl(x, y, convention="others") == "fused"
+    t = torch.full((2, 3), 1 / 3)
+    assert labelsmooth.chosen_impl(x, t, kl=True) == "reference"
 
-    assert resolve_impl("auto", torch.zeros(2, 3), soft=False, builtin_reason="no") == "fused"
-    assert resolve_impl("auto", torch.zeros(2, 3), soft=True, builtin_reason="no") == "reference"
 
-
-@pytest.mark.parametrize("impl", ["fused", "compiled"])
-def test_hugepage_gradient_buffer(impl, monkeypatch):
-    monkeypatch.setattr(fused, "HUGEPAGE_MIN_BYTES", 0)  # force the mmap'd buffer
+def test_hugepage_gradient_buffer(monkeypatch):
+    impl = "fused"
+    monkeypatch.setattr(_cpu_runtime, "HUGEPAGE_MIN_BYTES", 0)  # force the mmap'd buffer
     g = torch.Generator().manual_seed(5)
     x = torch.randn(33, 257, generator=g)
     y = torch.randint(0, 257, (33,), generator=g)
-    buf = fused.empty_like_gradient(x)
+    buf = _cpu_runtime.empty_like_gradient(x)
     assert buf.shape == x.shape and buf.dtype == x.dtype and buf.is_contiguous()
     for a, b in zip(
         _run(impl, x, y, label_smoothing=0.1), _run("reference", x, y, label_smoothing=0.1)
@@ -178,17 +178,17 @@ def test_hugepage_gradient_buffer(impl, monkeypatch):
 
 
 def test_hugepages_can_be_turned_off(monkeypatch):
-    monkeypatch.setattr(fused, "HUGEPAGE_MIN_BYTES", 0)
-    monkeypatch.setenv("LABELSMOOTH_HUGEPAGES", "0")
+    monkeypatch.setattr(_cpu_runtime, "HUGEPAGE_MIN_BYTES", 0)
     x = torch.randn(4, 5)
-    assert fused.empty_like_gradient(x).untyped_storage().resizable()
+    with labelsmooth.runtime.options(hugepages=False):
+        assert _cpu_runtime.empty_like_gradient(x).untyped_storage().resizable()
 
 
 @pytest.mark.parametrize("shape", [(6, 300), (2, 7, 3)])
 def test_no_grad_computes_statistics_only(shape, monkeypatch):
     calls = []
     monkeypatch.setattr(
-        fused, "empty_like_gradient", lambda x: calls.append(x) or torch.empty_like(x)
+        _cpu_runtime, "empty_like_gradient", lambda x: calls.append(x) or torch.empty_like(x)
     )
     g = torch.Generator().manual_seed(6)
     x = torch.randn(shape, generator=g)
@@ -217,13 +217,13 @@ def test_no_grad_computes_statistics_only(shape, monkeypatch):
 
 def test_soft_targets_refuse_inplace_backward():
     t = torch.softmax(torch.randn(2, 3), 1)
-    with pytest.raises(ValueError, match="not available for soft"):
+    with pytest.raises(ValueError, match="impl='fused' cannot run here: it takes class-index"):
         labelsmooth.cross_entropy(torch.randn(2, 3), t, impl="fused", inplace_backward=True)
 
 
 def test_cached_gradient_mapping_is_reused_only_when_free(monkeypatch):
-    monkeypatch.setattr(fused, "HUGEPAGE_MIN_BYTES", 0)
-    fused.release_cached_gradient()
+    monkeypatch.setattr(_cpu_runtime, "HUGEPAGE_MIN_BYTES", 0)
+    labelsmooth.empty_cache()
     g = torch.Generator().manual_seed(8)
     xs = [torch.randn(16, 300, generator=g, requires_grad=True) for _ in range(3)]
     y = torch.randint(0, 300, (16,), generator=g)
@@ -250,7 +250,7 @@ def test_cached_gradient_mapping_is_reused_only_when_free(monkeypatch):
     assert g2.data_ptr() == ptr1
     torch.testing.assert_close(g2, expected[2])
     torch.testing.assert_close(g0, expected[0])  # untouched
-    fused.release_cached_gradient()
+    labelsmooth.empty_cache()
 
 
 def test_concurrent_callers_get_their_own_results_and_thread_count():

@@ -6,22 +6,25 @@
  * OpenMP runtime), so the compiler vectorizes every loop for the machine it runs on.
  *
  * Per row i with logits x (C,), target y, and per-row coefficients g_p, g_a, g_y (see the
- * docstring of labelsmooth/ops/fused.py; the reduction's scale is already folded in):
+ * docstring of labelsmooth/ops/rowmath.py; the reduction's scale is already folded in).
+ * Rows with y < 0 are ignored rows: neutral statistics (m = 0, s = 1, d_y = 0, S = 0) and a
+ * zero gradient, whatever their logits hold:
  *
  *   m   = max_k x_k                       s  = sum_k exp(x_k - m)     (lse = m + log s)
- *   x_y = x[y]                            S  = sum_k a_k x_k          (a = weight * prior)
+ *   d_y = x[y] - m                        S  = sum_{a_k != 0} a_k (x_k - m)   (a = w * u)
  *   grad_k = g_p * exp(x_k - m) / s  -  g_a * a_k  -  g_y * [k == y]
  *
- * Three sweeps over a row while it sits in cache: (1) max and S, (2) the exponentials, summed
+ * Three sweeps over a row while it sits in cache: (1) the max, (2) the exponentials and S, summed
  * and stored into a float32 row (the gradient row itself for float32, else a caller-provided
  * work row of C floats), (3) the scaling of that row, written into the gradient in its dtype.
  * The logits are read from memory once and the gradient written once; exp is evaluated once
  * per element; all arithmetic is float32 (sums: float32 lanes, chunks added in float64). The
- * gradient row may alias the logits row (in-place backward): x_y is read before sweep 2, and
+ * gradient row may alias the logits row (in-place backward): x[y] is read before sweep 2, and
  * every sweep reads element k before writing element k.
+ * Statistics are relative to the row max, so a common offset of the logits loses nothing.
  *
- * The four statistics (m, s, x_y, S) are what a chunked or vocabulary-parallel caller combines:
- * m by max, s by rescaled sum (s * exp(m - M)), x_y and S by sum.
+ * The four statistics (m, s, d_y, S) are what a chunked or vocabulary-parallel caller combines
+ * (labelsmooth.ops.rowmath.combine).
  */
 #include <math.h>
 #include <stdint.h>
@@ -89,69 +92,90 @@ static inline uint16_t ls_to_bf16(float f) {
  *   x, ldx      logits, row i at x + i*ldx (unit stride within a row)
  *   g, ldg      gradient rows (may equal x), or NULL for statistics only
  *   work        C floats of scratch (only for T other than float, when g is not NULL)
- *   y           (M,) target indices, each in [0, C) (ignored rows: any valid index, their
- *               coefficients are 0)
+ *   y           (M,) target indices, each in [0, C), or -1 for an ignored row (its
+ *               logits are not read)
  *   a, a0       (C,) a_k = w_k u_k, or NULL when a_k = a0 for every k
  *   gp, ga, gy  (M,) gradient coefficients (read only when g is not NULL)
- *   m_out, s_out, xy_out, S_out   (M,) float32 statistics
+ *   m_out, s_out, dy_out, S_out   (M,) float32 statistics
  */
 #define LS_DEFINE_ROWS(NAME, T, LOAD, STORE, IN_PLACE_E)                                       \
     void NAME(int64_t M, int64_t C, const T *x, int64_t ldx, T *g, int64_t ldg, float *work,    \
               const int64_t *y, const float *a, float a0, const float *gp, const float *ga,     \
-              const float *gy, float *m_out, float *s_out, float *xy_out, float *S_out) {       \
+              const float *gy, float *m_out, float *s_out, float *dy_out, float *S_out) {       \
         for (int64_t i = 0; i < M; ++i) {                                                      \
             const T *xr = x + i * ldx;                                                         \
             T *gr = g ? g + i * ldg : 0;                                                       \
+            const int64_t yi = y[i];                                                           \
+            if (yi < 0) {                                                                      \
+                /* ignored row: neutral statistics and a zero gradient, row never read */      \
+                if (gr) {                                                                      \
+                    _Pragma("omp simd")                                                        \
+                    for (int64_t k = 0; k < C; ++k) STORE(gr, k, 0.0f);                        \
+                }                                                                              \
+                m_out[i] = 0.0f;                                                               \
+                s_out[i] = 1.0f;                                                               \
+                dy_out[i] = 0.0f;                                                              \
+                S_out[i] = 0.0f;                                                               \
+                continue;                                                                      \
+            }                                                                                  \
             /* where sweep 2 keeps exp(x - m): the float32 gradient row, or the work row */    \
             float *er = gr ? (IN_PLACE_E ? (float *)(void *)gr : work) : 0;                    \
-            const int64_t yi = y[i];                                                           \
             const float xy = LOAD(xr, yi);                                                     \
             float m = -INFINITY;                                                               \
-            double S = 0.0, s = 0.0;                                                           \
-            /* Sums run in float32 vector lanes over chunks of LS_CHUNK elements and add up    \
-             * the chunks in float64, so the error of s and S stays near float32 rounding      \
-             * even for C in the hundreds of thousands. */                                     \
-            /* sweep 1: max and the prior-weighted sum (NaN reaches the result via S and s) */ \
-            for (int64_t k0 = 0; k0 < C; k0 += LS_CHUNK) {                                     \
-                const int64_t k1 = k0 + LS_CHUNK < C ? k0 + LS_CHUNK : C;                      \
-                float part = 0.0f;                                                             \
-                if (a) {                                                                       \
-                    _Pragma("omp simd reduction(max : m) reduction(+ : part)")                 \
-                    for (int64_t k = k0; k < k1; ++k) {                                        \
-                        const float v = LOAD(xr, k);                                           \
-                        m = v > m ? v : m;                                                     \
-                        part += a[k] * v;                                                      \
-                    }                                                                          \
-                } else {                                                                       \
-                    _Pragma("omp simd reduction(max : m) reduction(+ : part)")                 \
-                    for (int64_t k = k0; k < k1; ++k) {                                        \
-                        const float v = LOAD(xr, k);                                           \
-                        m = v > m ? v : m;                                                     \
-                        part += v;                                                             \
-                    }                                                                          \
-                }                                                                              \
-                S += part;                                                                     \
+            /* sweep 1: the row max (a NaN logit reaches the results through s and S) */       \
+            _Pragma("omp simd reduction(max : m)")                                             \
+            for (int64_t k = 0; k < C; ++k) {                                                  \
+                const float v = LOAD(xr, k);                                                   \
+                m = v > m ? v : m;                                                             \
             }                                                                                  \
-            if (!a) S *= a0;                                                                   \
             /* a row of -inf only (every class masked) would give (-inf) - (-inf) = NaN */     \
             const float shift = isinf(m) && m < 0 ? 0.0f : m;                                  \
-            /* sweep 2: e_k = exp(x_k - m) (kept in er, if any), s = sum_k e_k */              \
+            /* sweep 2: e_k = exp(x_k - m) (kept in er, if any), s = sum_k e_k, and            \
+             * S = sum_k a_k (x_k - m) relative to the max (exact at any common offset),       \
+             * skipping a_k = 0 (0 * -inf would be NaN). Sums run in float32 vector lanes      \
+             * over chunks of LS_CHUNK elements and add up the chunks in float64, so their     \
+             * error stays near float32 rounding even for C in the hundreds of thousands. */   \
+            double S = 0.0, s = 0.0;                                                           \
             for (int64_t k0 = 0; k0 < C; k0 += LS_CHUNK) {                                     \
                 const int64_t k1 = k0 + LS_CHUNK < C ? k0 + LS_CHUNK : C;                      \
-                float part = 0.0f;                                                             \
-                if (er) {                                                                      \
-                    _Pragma("omp simd reduction(+ : part)")                                    \
+                float part = 0.0f, part_S = 0.0f;                                              \
+                if (er && a) {                                                                 \
+                    _Pragma("omp simd reduction(+ : part, part_S)")                            \
                     for (int64_t k = k0; k < k1; ++k) {                                        \
-                        const float e = ls_expf(LOAD(xr, k) - shift);                          \
+                        const float d = LOAD(xr, k) - shift;                                   \
+                        const float e = ls_expf(d);                                            \
                         er[k] = e;                                                             \
                         part += e;                                                             \
+                        part_S += a[k] != 0.0f ? a[k] * d : 0.0f;                              \
+                    }                                                                          \
+                } else if (er) {                                                               \
+                    _Pragma("omp simd reduction(+ : part, part_S)")                            \
+                    for (int64_t k = k0; k < k1; ++k) {                                        \
+                        const float d = LOAD(xr, k) - shift;                                   \
+                        const float e = ls_expf(d);                                            \
+                        er[k] = e;                                                             \
+                        part += e;                                                             \
+                        part_S += d;                                                           \
+                    }                                                                          \
+                } else if (a) {                                                                \
+                    _Pragma("omp simd reduction(+ : part, part_S)")                            \
+                    for (int64_t k = k0; k < k1; ++k) {                                        \
+                        const float d = LOAD(xr, k) - shift;                                   \
+                        part += ls_expf(d);                                                    \
+                        part_S += a[k] != 0.0f ? a[k] * d : 0.0f;                              \
                     }                                                                          \
                 } else {                                                                       \
-                    _Pragma("omp simd reduction(+ : part)")                                    \
-                    for (int64_t k = k0; k < k1; ++k) part += ls_expf(LOAD(xr, k) - shift);    \
+                    _Pragma("omp simd reduction(+ : part, part_S)")                            \
+                    for (int64_t k = k0; k < k1; ++k) {                                        \
+                        const float d = LOAD(xr, k) - shift;                                   \
+                        part += ls_expf(d);                                                    \
+                        part_S += d;                                                           \
+                    }                                                                          \
                 }                                                                              \
                 s += part;                                                                     \
+                S += part_S;                                                                   \
             }                                                                                  \
+            if (!a) S *= a0;                                                                   \
             if (gr) {                                                                          \
                 /* sweep 3: grad_k = (g_p / s) e_k - g_a a_k - g_y [k == y], one rounding */   \
                 const float c = (float)(gp[i] / s), d = ga[i];                                 \
@@ -167,9 +191,9 @@ static inline uint16_t ls_to_bf16(float f) {
                 const float a_y = a ? a[yi] : a0;                                              \
                 STORE(gr, yi, e_y * c - d * a_y - gy[i]);                                      \
             }                                                                                  \
-            m_out[i] = m;                                                                      \
+            m_out[i] = shift;                                                                  \
             s_out[i] = (float)s;                                                               \
-            xy_out[i] = xy;                                                                    \
+            dy_out[i] = xy - shift;                                                            \
             S_out[i] = (float)S;                                                               \
         }                                                                                      \
     }

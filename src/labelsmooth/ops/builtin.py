@@ -2,9 +2,8 @@
 
 For small inputs the per-call Python overhead of the fused path (a few dozen small ops)
 outweighs what it saves, and the built-in is the fastest correct path, so ``impl="auto"``
-takes it there when the options are ones PyTorch implements: convention "uniform" without a
-prior, class mask or KL form, in float32/float64 (half-precision inputs are excluded because
-PyTorch sums the smoothing term in the input's dtype).
+takes it there when the options are ones PyTorch implements (the registry's
+``_torch_unsupported`` in ``labelsmooth/_dispatch.py`` says which).
 """
 
 from __future__ import annotations
@@ -12,22 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cross_entropy_builtin", "builtin_unsupported"]
-
-
-def builtin_unsupported(
-    input: torch.Tensor, convention: str, prior: object, class_mask: object, kl: bool
-) -> str | None:
-    """Why ``F.cross_entropy`` cannot compute this call exactly, or None if it can."""
-    if convention != "uniform":
-        return f"PyTorch implements only convention='uniform', got {convention!r}"
-    if prior is not None or class_mask is not None:
-        return "PyTorch has no smoothing prior or class mask"
-    if kl:
-        return "PyTorch has no KL form"
-    if input.dtype not in (torch.float32, torch.float64):
-        return f"PyTorch sums the smoothing term in {input.dtype}, which can overflow"
-    return None
+__all__ = ["cross_entropy_builtin"]
 
 
 def cross_entropy_builtin(
@@ -44,16 +28,22 @@ def cross_entropy_builtin(
     """``F.cross_entropy``, except that a "mean" with every target ignored is 0, not NaN.
 
     Arguments as :func:`labelsmooth.ops.reference.cross_entropy_reference` (``u`` uniform,
-    ``convention`` "uniform", ``kl`` False: checked by :func:`builtin_unsupported`).
+    ``convention`` "uniform", ``kl`` False: the registry refuses anything else). The dtype
+    rules are the other impls': ``weight`` and soft targets of another float dtype are used
+    in the input's dtype (PyTorch would raise, or promote the result), and the loss has the
+    input's dtype.
     """
-    if not target.is_floating_point():
-        target = target.long()
+    if weight is not None and weight.dtype != input.dtype:
+        weight = weight.to(input.dtype)
+    if target.is_floating_point() and target.dtype != input.dtype:
+        target = target.to(input.dtype)
     kw = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     if reduction == "mean":
         nothing = input.shape[0] == 0 or (
             not target.is_floating_point() and bool((target == ignore_index).all())
         )
         if nothing:  # PyTorch: 0/0 = NaN. Here 0, connected to the graph: zero gradients.
-            return (input.sum() * 0).to(input.dtype)
+            # (an empty sum, not input.sum() * 0: that is NaN if a logit is infinite)
+            return input.flatten()[:0].sum().to(input.dtype)
     out: torch.Tensor = F.cross_entropy(input, target, reduction=reduction, **kw)  # type: ignore[arg-type]
-    return out
+    return out.to(input.dtype)

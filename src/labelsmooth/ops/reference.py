@@ -135,7 +135,13 @@ def cross_entropy_reference(
     """
     num_classes = input.shape[1]
     cdt = compute_dtype(input.dtype)
-    logp = torch.log_softmax(_rows(input).to(cdt), dim=-1)  # (M, C)
+    soft = target.is_floating_point()
+    x = _rows(input).to(cdt)  # (M, C)
+    if not soft:
+        # an ignored row contributes nothing, whatever it holds (NaN, inf): its logits are
+        # replaced (a select, not a product with 0) before anything is computed from them
+        x = torch.where((target.reshape(-1) != ignore_index)[:, None], x, 0)
+    logp = torch.log_softmax(x, dim=-1)  # (M, C)
     u = u.to(cdt)
     w = (
         torch.ones(num_classes, dtype=cdt, device=input.device)
@@ -143,7 +149,6 @@ def cross_entropy_reference(
         else weight.to(cdt)
     )
 
-    soft = target.is_floating_point()
     if soft:
         q = (1 - label_smoothing) * _rows(target).to(cdt) + label_smoothing * u  # (M, C)
     else:
@@ -151,7 +156,8 @@ def cross_entropy_reference(
             target.reshape(-1), num_classes, label_smoothing, u, convention, ignore_index
         )
 
-    loss = -(w * q * logp).sum(-1)  # (M,)
+    # classes without target mass add exactly 0, even where log p = -inf (0·(-inf) is NaN)
+    loss = -torch.where(q != 0, w * q * logp, 0).sum(-1)  # (M,)
     if kl:
         # KL(q̂ || p) with q̂ = q / Σq: Σ_k w_k q_k log(q_k / Σq). For the normalized conventions
         # Σq = 1 and this is CE − H(q); for "unnormalized" it keeps the loss zero at its

@@ -1,0 +1,243 @@
+"""Row math: where a smoothing convention becomes numbers. Every fast path uses this module.
+
+:mod:`labelsmooth.ops.reference` is the specification (dense and independent of this file);
+everything here is the same math reduced to a few scalars per row, so that a kernel only
+computes per-row **statistics** of the logits and this module turns them into the loss and the
+gradient coefficients. A new convention touches ``reference.py`` and :func:`alpha_beta` only.
+
+Smoothed target
+---------------
+Every convention's smoothed target of a row with target ``y`` has the form
+``q = α·onehot(y) + β·u`` (``u`` the normalized smoothing prior), with
+
+* uniform:       α = 1-ε,             β = ε
+* others:        α = 1-ε - β·u_y,     β = ε / (1-u_y)   (α = 1, β = 0 if 1-u_y = 0)
+* unnormalized:  α = 1-ε - ε·u_y,     β = ε
+
+Statistics (the contract between kernels and this module)
+---------------------------------------------------------
+For a row ``x`` (C,), with class weights ``w`` and ``a_k = w_k·u_k``, a kernel returns
+
+* ``m``   = max_k x_k                      (0 if the row is all -inf)
+* ``s``   = Σ_k exp(x_k - m)
+* ``d_y`` = x_y - m                        (target logit relative to the max)
+* ``S``   = Σ_{k: a_k ≠ 0} a_k (x_k - m)   (smoothing sum relative to the max; classes with
+  a_k = 0 are skipped, never multiplied, so a -inf logit on a masked class adds nothing)
+
+Ignored rows (target = ignore_index) carry the neutral statistics m = 0, s = 1, d_y = 0,
+S = 0 and a zero gradient, whatever their logits hold (NaN included). Everything is relative
+to the row max, so a common offset of the logits (1e4, 1e6, near float32's maximum) costs no
+precision: softmax is shift-invariant and so are these numbers.
+
+Loss and gradient
+-----------------
+With ``A = Σ_k a_k`` and ``log s`` (so lse = m + log s)::
+
+    loss = Σ_k w_k q_k (lse - x_k) = α·w_y·(log s - d_y) + β·(A·log s - S)
+    ∂loss/∂x_k = (α·w_y + β·A)·p_k - α·w_y·[k = y] - β·a_k,          p = softmax(x)
+
+so the gradient of a row is ``g_p·p - g_a·a - g_y·onehot(y)`` with per-row coefficients
+``g_p = α w_y + β A``, ``g_y = α w_y``, ``g_a = β`` (times the reduction's scale). Each of the
+two loss terms is selected away when its coefficient is 0 (not multiplied: 0·inf is NaN).
+
+The KL form adds Σ_k w_k q_k log(q_k / Z) (Z = α + β = Σ_k q_k), a function of y only:
+``A·β log β + β·L - β·a_y·log(β u_y) + w_y·q_y log q_y - (α w_y + β A)·log Z``,
+with L = Σ_k a_k log u_k and q_y = α + β u_y; it does not change the gradient.
+
+Combining slices of a row (chunked vocabulary, tensor parallelism): statistics of slices r
+with maxima m_r combine as m = max m_r, s = Σ s_r e^{m_r - m}, d_y = Σ_r [y in r](d_y,r + m_r
+- m), S = Σ_r (S_r + A_r (m_r - m)) (:func:`combine`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "RowCoefficients",
+    "RowStats",
+    "alpha_beta",
+    "coefficients",
+    "mean_scale",
+    "grad_coefficients",
+    "loss_from_stats",
+    "kl_constant",
+    "neutral_if_ignored",
+    "combine",
+]
+
+Scalar = torch.Tensor | float
+
+
+class RowStats(NamedTuple):
+    """Per-row statistics (M,) of the logits: see the module docstring."""
+
+    m: torch.Tensor
+    s: torch.Tensor
+    d_y: torch.Tensor
+    S: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RowCoefficients:
+    """Per-row scalars of ``q = α·onehot(y) + β·u`` and the class-weight terms: (M,) float64
+    tensors, or Python floats when every row has the same value (no weights, uniform prior).
+    Ignored rows have α = β = w_y = a_y = 0."""
+
+    alpha: Scalar
+    beta: Scalar
+    w_y: Scalar  # weight of the target class
+    a_y: Scalar  # a_y = w_y·u_y
+    u_y: Scalar
+    A: Scalar  # Σ_k w_k u_k
+
+
+def alpha_beta(u_y: torch.Tensor, eps: float, convention: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """α and β of ``q = α·onehot(y) + β·u`` given the prior's mass on the target, ``u_y``
+    (a tensor of any shape; the result has its shape and dtype)."""
+    if convention == "uniform":
+        return torch.full_like(u_y, 1 - eps), torch.full_like(u_y, eps)
+    if convention == "others":
+        rest = 1 - u_y
+        has_rest = rest > 0  # no other allowed class: the target keeps all the mass
+        beta = torch.where(has_rest, eps / torch.where(has_rest, rest, 1), 0)
+        return torch.where(has_rest, 1 - eps - beta * u_y, 1), beta
+    if convention == "unnormalized":
+        return 1 - eps - eps * u_y, torch.full_like(u_y, eps)
+    raise ValueError(f"unknown convention {convention!r}")
+
+
+def coefficients(
+    y: torch.Tensor,
+    valid: torch.Tensor,
+    weight: torch.Tensor | None,
+    u: torch.Tensor,
+    eps: float,
+    convention: str,
+    *,
+    uniform_prior: bool = False,
+) -> RowCoefficients:
+    """α, β and the weight terms of every row, in float64.
+
+    Args:
+        y: (M,) class indices with ignored rows replaced by any valid class.
+        valid: (M,) bool, False for ignored rows (their coefficients are 0).
+        weight: (C,) class weights or None.
+        u: (C,) normalized smoothing prior.
+        eps: ε.
+        convention: "uniform", "others" or "unnormalized".
+        uniform_prior: the caller guarantees u_k = 1/C for every k. Without weights every
+            row then has the same α and β (Python floats; ignored rows are left to the
+            caller's row mask), which saves O(M) work per call.
+    """
+    C = u.shape[0]
+    if weight is None and uniform_prior:
+        alpha, beta = alpha_beta(torch.tensor(1 / C, dtype=torch.float64), eps, convention)
+        return RowCoefficients(float(alpha), float(beta), 1.0, 1 / C, 1 / C, 1.0)
+    u = u.to(torch.float64)
+    u_y = u[y]
+    alpha, beta = alpha_beta(u_y, eps, convention)
+    zero = torch.zeros((), dtype=torch.float64, device=u.device)
+    a = u if weight is None else weight.to(torch.float64) * u
+    w_y = valid.to(torch.float64) if weight is None else torch.where(valid, weight[y].double(), 0)
+    return RowCoefficients(
+        alpha=torch.where(valid, alpha, zero),
+        beta=torch.where(valid, beta, zero),
+        w_y=w_y,
+        a_y=torch.where(valid, a[y], zero),
+        u_y=u_y,
+        A=a.sum(),
+    )
+
+
+def mean_scale(rc: RowCoefficients, valid: torch.Tensor) -> torch.Tensor:
+    """1 / Σ_i w_{y_i} over the counted rows: the "mean" reduction's scale, as PyTorch's.
+
+    The one place of the rule "a mean over a batch whose targets are all ignored is 0, with
+    zero gradients" (PyTorch returns 0/0 = NaN): the scale is then 1 and every row is 0.
+    """
+    if isinstance(rc.w_y, torch.Tensor):
+        denom = rc.w_y.sum()  # ignored rows have w_y = 0
+    else:
+        denom = valid.sum().to(torch.float64) * rc.w_y
+    return 1 / torch.where(valid.any(), denom, torch.ones_like(denom))
+
+
+def grad_coefficients(
+    rc: RowCoefficients, valid: torch.Tensor, scale: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(g_p, g_y, g_a), each (M,) float64: the gradient of a row is g_p·p − g_a·a − g_y·onehot(y)
+    (zero for ignored rows). ``scale`` is the reduction's factor (None for "sum"/"none")."""
+    row = valid.to(torch.float64)
+    if scale is not None:
+        row = row * scale
+    alpha_w = rc.alpha * rc.w_y
+    g_p = row * (alpha_w + rc.beta * rc.A)
+    g_y = row * alpha_w
+    g_a = row * rc.beta
+    return g_p, g_y, g_a
+
+
+def _select_term(coef: Scalar, value: torch.Tensor) -> torch.Tensor:
+    """``coef·value``, but exactly 0 where ``coef`` is 0 (even if value is ±inf or NaN)."""
+    if isinstance(coef, float):
+        return value * coef if coef != 0 else torch.zeros_like(value)
+    return torch.where(coef != 0, coef * value, 0)
+
+
+def loss_from_stats(stats: RowStats, rc: RowCoefficients) -> torch.Tensor:
+    """Per-row smoothed cross-entropy (M,) float64: α w_y (log s − d_y) + β (A log s − S)."""
+    log_s = stats.s.double().log()
+    target_term = _select_term(rc.alpha * rc.w_y, log_s - stats.d_y.double())
+    smooth_term = _select_term(rc.beta, rc.A * log_s - stats.S.double())
+    return target_term + smooth_term
+
+
+def kl_constant(rc: RowCoefficients, weight: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_k q_k log(q_k / Σq) per row (M,): what turns the cross-entropy into the KL form."""
+    u = u.to(torch.float64)
+    a = u if weight is None else weight.to(torch.float64) * u
+    L = torch.xlogy(a, u).sum()  # Σ_k a_k log u_k, 0·log 0 = 0
+    alpha, beta, w_y, a_y, u_y, A = (
+        torch.as_tensor(v, dtype=torch.float64, device=u.device)
+        for v in (rc.alpha, rc.beta, rc.w_y, rc.a_y, rc.u_y, rc.A)
+    )
+    q_y = (alpha + beta * u_y).clamp_min(0)  # ≥ 0 exactly; rounding can leave -1e-17
+    mass = alpha + beta  # Σ_k q_k (0 for ignored rows)
+    total = alpha * w_y + beta * A  # Σ_k w_k q_k
+    return (
+        A * torch.xlogy(beta, beta)
+        + beta * L
+        - torch.xlogy(beta * a_y, beta * u_y)
+        + w_y * torch.xlogy(q_y, q_y)
+        - torch.xlogy(total, mass)
+    )
+
+
+def neutral_if_ignored(stats: RowStats, valid: torch.Tensor) -> RowStats:
+    """Replace the statistics of ignored rows by the neutral m = 0, s = 1, d_y = 0, S = 0."""
+    m, s, d_y, S = stats
+    return RowStats(
+        torch.where(valid, m, 0),
+        torch.where(valid, s, 1),
+        torch.where(valid, d_y, 0),
+        torch.where(valid, S, 0),
+    )
+
+
+def combine(parts: list[RowStats], owner: list[torch.Tensor], A: list[Scalar]) -> RowStats:
+    """Statistics of a row from those of its slices (float64).
+
+    Args:
+        parts: statistics of each slice of the classes.
+        owner: per slice, (M,) bool: True where the row's target lies in that slice.
+        A: per slice, Σ a_k over its classes.
+    """
+    m = torch.stack([p.m.double() for p in parts]).amax(0)
+    s = sum(p.s.double() * torch.exp(p.m.double() - m) for p in parts)
+    d_y = sum(torch.where(o, p.d_y.double() + (p.m.double() - m), 0) for p, o in zip(parts, owner))
+    S = sum(p.S.double() + a_r * (p.m.double() - m) for p, a_r in zip(parts, A))
+    return RowStats(m, torch.as_tensor(s), torch.as_tensor(d_y), torch.as_tensor(S))
