@@ -37,6 +37,11 @@ def cross_entropy_builtin(
         weight = weight.to(input.dtype)
     if target.is_floating_point() and target.dtype != input.dtype:
         target = target.to(input.dtype)
+    if not target.is_floating_point():
+        # an ignored row's logits are replaced (a select) so that NaN/inf there cannot reach
+        # its gradient (PyTorch's own gradient of such a row is NaN); one cheap pass, and
+        # "auto" then gives the same answers below and above its size threshold
+        input = torch.where((target != ignore_index).unsqueeze(1), input, 0)
     kw = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     if reduction == "mean":
         nothing = input.shape[0] == 0 or (
