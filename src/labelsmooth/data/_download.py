@@ -1,0 +1,279 @@
+"""HTTP(S) download of one pinned file: mirrors in order, resume, retries, progress, SHA-256.
+
+Standard library only (:mod:`urllib.request`). One file is tried at each URL in turn:
+
+* a **broken transfer** (connection reset, timeout, fewer bytes than announced, HTTP 5xx,
+  408, 429) is retried at the same URL up to ``attempts`` times, resuming the partial file
+  with an HTTP ``Range`` request (a server that answers ``200`` instead of ``206`` restarts
+  it from the beginning);
+* a **failed mirror** (HTTP 4xx, connection refused, unknown host, a file longer than pinned,
+  a SHA-256 mismatch) moves on to the next URL at once, deleting the partial file;
+* the file is accepted only when its size and SHA-256 equal the pinned values, and only then
+  renamed to its final name (the partial file is ``<name>.part`` beside it).
+
+Progress goes to stderr: a ``tqdm`` bar when tqdm is installed (the ``experiment`` extra),
+else one line rewritten in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["DownloadError", "download", "sha256_file"]
+
+#: Seconds to wait before the second, third, ... attempt at one URL (then capped at 10 s).
+RETRY_DELAY = 1.0
+CHUNK = 1 << 16
+USER_AGENT = "labelsmooth-data-fetch (Python urllib)"
+
+
+class DownloadError(OSError):
+    """No URL gave the file; ``attempts`` lists ``(url, reason)`` for each URL tried."""
+
+    def __init__(self, name: str, attempts: list[tuple[str, str]]) -> None:
+        self.name = name
+        self.attempts = attempts
+        lines = "".join(f"\n  {url}: {reason}" for url, reason in attempts)
+        super().__init__(f"could not download {name}:{lines or ' no URL to try'}")
+
+
+class _Transient(Exception):
+    """A broken transfer worth retrying at the same URL (resuming what arrived)."""
+
+
+class _MirrorFailed(Exception):
+    """This URL cannot give the file; try the next one."""
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """A byte counter drawn with tqdm when importable, else one ``\\r`` line on stderr."""
+
+    def __init__(self, label: str, total: int, initial: int, enabled: bool) -> None:
+        self.label, self.total, self.done = label, total, initial
+        self.enabled = enabled
+        self._bar: Any = None
+        self._last = 0.0
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            self._draw(force=True)
+            return
+        self._bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=label,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            leave=True,
+            file=sys.stderr,
+        )
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self.enabled:
+            self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < 0.2 and self.done < self.total:
+            return
+        self._last = now
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        mb = 1024 * 1024
+        sys.stderr.write(
+            f"\r{self.label}: {self.done / mb:.1f}/{self.total / mb:.1f} MiB ({pct:3.0f}%)"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
+            self._draw(force=True)
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- one attempt
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        return f"{e.reason}"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _attempt(
+    url: str, part: Path, size: int, timeout: float, new_bar: Callable[[int], _Progress]
+) -> None:
+    """Transfer (the rest of) ``url`` into ``part``; return when ``part`` has ``size`` bytes.
+
+    ``new_bar(initial)`` makes the progress bar once the server has answered.
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    if offset > size:  # not a prefix of the pinned file
+        part.unlink()
+        offset = 0
+    if offset == size:
+        return
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # our partial file does not fit: start again
+            part.unlink()
+            raise _Transient("HTTP 416 to a resume request; restarting") from e
+        if e.code >= 500 or e.code in (408, 429):
+            raise _Transient(_describe(e)) from e
+        raise _MirrorFailed(_describe(e)) from e
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, (TimeoutError, socket.timeout)):
+            raise _Transient(_describe(e)) from e
+        raise _MirrorFailed(_describe(e)) from e  # refused, unknown host, TLS failure
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
+        raise _Transient(_describe(e)) from e
+    with response:
+        mode = "wb"
+        if offset and response.status == 206:
+            first = response.headers.get("Content-Range", "").partition(" ")[2].partition("-")[0]
+            if first != str(offset):
+                raise _MirrorFailed(
+                    f"asked for bytes {offset}-, got Content-Range "
+                    f"{response.headers.get('Content-Range')!r}"
+                )
+            mode = "ab"
+        elif response.status != 200:
+            raise _MirrorFailed(f"unexpected HTTP status {response.status}")
+        else:
+            offset = 0  # the server sent the whole file
+        bar = new_bar(offset)
+        try:
+            with open(part, mode) as f:
+                _copy_body(response, f, size, offset, bar)
+        finally:
+            bar.close()
+    got = part.stat().st_size
+    if got < size:
+        raise _Transient(f"connection closed after {got} of {size} bytes")
+
+
+def _copy_body(response: IO[bytes], f: IO[bytes], size: int, offset: int, bar: _Progress) -> None:
+    written = offset
+    try:
+        while True:
+            chunk = response.read(CHUNK)
+            if not chunk:
+                return
+            written += len(chunk)
+            if written > size:
+                raise _MirrorFailed(f"the server sent more than the pinned {size} bytes")
+            f.write(chunk)
+            bar.update(len(chunk))
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
+        f.flush()
+        raise _Transient(f"transfer broken after {written} of {size} bytes ({_describe(e)})") from e
+
+
+# --------------------------------------------------------------------------- public
+
+
+def download(
+    urls: Sequence[str],
+    dest: str | os.PathLike[str],
+    *,
+    sha256: str,
+    size: int,
+    attempts: int = 3,
+    timeout: float = 30.0,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> str:
+    """Download one file from the first URL that gives it with the pinned size and SHA-256.
+
+    Args:
+        urls: Candidate URLs, tried in order.
+        dest: Final path; the transfer goes to ``dest + ".part"`` (resumed if present) and is
+            renamed only after the checks pass.
+        sha256: Pinned hex SHA-256 of the file.
+        size: Pinned size in bytes.
+        attempts: Tries per URL for broken transfers (each resumes the partial file).
+        timeout: Socket timeout in seconds for connecting and for each read.
+        progress: Draw a progress bar on stderr (``None``: only when stderr is a terminal).
+        log: Where one line per failed attempt goes (``None`` for silence).
+
+    Returns:
+        The URL the file came from.
+
+    Raises:
+        DownloadError: If no URL gave the file; it lists each URL with its last failure.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    show = sys.stderr.isatty() if progress is None else progress
+    failures: list[tuple[str, str]] = []
+    for url in urls:
+        reason = ""
+        resumed_stale = part.exists() and part.stat().st_size > 0
+        for i in range(max(1, attempts)):
+            if i:
+                time.sleep(min(RETRY_DELAY * 2 ** (i - 1), 10.0))
+            try:
+                _attempt(url, part, size, timeout, lambda n: _Progress(dest.name, size, n, show))
+            except _Transient as e:
+                reason = str(e)
+                if log is not None:
+                    log(f"{dest.name}: {url}: {reason}; retrying")
+                continue
+            except _MirrorFailed as e:
+                reason = str(e)
+                part.unlink(missing_ok=True)
+                break
+            got = sha256_file(part)
+            if got == sha256:
+                os.replace(part, dest)
+                return url
+            part.unlink()
+            reason = f"SHA-256 {got} does not match the pinned {sha256}"
+            if resumed_stale:  # the old partial file may have come from elsewhere: once more
+                resumed_stale = False
+                continue
+            break
+        else:
+            reason = f"gave up after {max(1, attempts)} attempts ({reason})"
+        failures.append((url, reason))
+        if log is not None:
+            log(f"{dest.name}: {url}: {reason}")
+    raise DownloadError(dest.name, failures)
