@@ -2,9 +2,11 @@
 
 The benchmark itself lives in the package (``labelsmooth.benchmark``) so that the installed
 ``labelsmooth bench`` command runs it too; this script is the same entry point from a
-checkout. Results go to benchmarks/results/cpu.{md,json,png}.
+checkout. By default the results go to a new folder ``./labelsmooth-bench/<UTC date-time>/``
+(cpu.md, cpu.json, cpu.png); ``--out benchmarks/results`` regenerates the committed tables
+(with the hand-written notes and targets of ``benchmarks/results/cpu-notes.md`` appended).
 
-Run: python benchmarks/bench_cross_entropy.py [--quick] [--shapes 8192x32000 ...]
+Run: python benchmarks/bench_cross_entropy.py [--quick] [--shapes 8192x32000 ...] [--out DIR]
 """
 
 import sys
