@@ -10,6 +10,9 @@ that can run, by the measured rules in :func:`choose_auto`.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +70,23 @@ def _fused_unsupported(spec: Spec) -> str | None:
     return _param_grad_reason(spec)
 
 
+@functools.cache
+def _triton_missing() -> bool:
+    return importlib.util.find_spec("triton") is None  # finds it without importing it
+
+
+def _triton_unsupported(spec: Spec) -> str | None:
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if spec.device_type != "cuda" and not (interpreted and spec.device_type == "cpu"):
+        return (
+            f"it runs on CUDA tensors, got a {spec.device_type} tensor (CPU tensors only under "
+            "the Triton interpreter, TRITON_INTERPRET=1)"
+        )
+    if _triton_missing():
+        return "triton is not installed (pip install 'labelsmooth[triton]')"
+    return _fused_unsupported(spec)
+
+
 def _torch_unsupported(spec: Spec) -> str | None:
     if spec.convention != "uniform":
         return f"PyTorch implements only convention='uniform', got {spec.convention!r}"
@@ -95,6 +115,12 @@ def _load_fused() -> Callable[..., torch.Tensor]:
     return cross_entropy_fused
 
 
+def _load_triton() -> Callable[..., torch.Tensor]:
+    from labelsmooth.ops.triton import cross_entropy_triton
+
+    return cross_entropy_triton
+
+
 def _load_torch() -> Callable[..., torch.Tensor]:
     from labelsmooth.ops.builtin import cross_entropy_builtin
 
@@ -104,15 +130,28 @@ def _load_torch() -> Callable[..., torch.Tensor]:
 REGISTRY: dict[str, Impl] = {
     impl.name: impl
     for impl in (
-        Impl("reference", _load_reference, _reference_unsupported, general=True),
+        Impl(
+            "reference",
+            _load_reference,
+            _reference_unsupported,
+            frozenset({"return_nll"}),
+            general=True,
+        ),
         Impl(
             "fused",
             _load_fused,
             _fused_unsupported,
-            frozenset({"inplace_backward", "uniform_prior"}),
+            frozenset({"inplace_backward", "uniform_prior", "return_nll"}),
             general=True,
         ),
-        Impl("torch", _load_torch, _torch_unsupported),
+        Impl("torch", _load_torch, _torch_unsupported, frozenset({"return_nll"})),
+        Impl(
+            "triton",
+            _load_triton,
+            _triton_unsupported,
+            frozenset({"inplace_backward", "uniform_prior"}),
+            general=False,
+        ),
     )
 }
 

@@ -1,0 +1,283 @@
+"""``impl="triton"``: label-smoothed cross-entropy by Triton kernels, launchers and the
+autograd Function.
+
+The kernels (:mod:`labelsmooth.ops._triton_kernels`, imported on the first call, never by
+``import labelsmooth``) compute the statistics of :mod:`labelsmooth.ops.rowmath` per row in one
+streaming pass (online log-sum-exp), and the gradient ``g_p·p − g_a·a − g_y·onehot(y)``. The
+loss is assembled from the statistics by rowmath, exactly as in :mod:`labelsmooth.ops.fused`,
+and the per-row coefficients stay on the device: no host synchronization anywhere in a call.
+
+* Default: the forward launch writes the gradient (a second pass over each row, often from
+  the L2 cache) into a buffer of the logits' shape; backward multiplies it by the incoming
+  gradient, a row at a time, skipping (on the device) rows whose factor is exactly 1.
+* ``inplace_backward=True``: forward computes the statistics only (reads the logits once);
+  backward writes the gradient from the saved statistics straight into the logits' storage
+  in one pass and bumps their version counter, with fused's semantics: extra memory O(N).
+
+CUDA tensors; CPU tensors only under the Triton interpreter (``TRITON_INTERPRET=1`` set before
+the first call), which is how the tests run on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from labelsmooth.ops import rowmath
+from labelsmooth.ops.fused import FusedOptions
+from labelsmooth.ops.reference import compute_dtype
+from labelsmooth.ops.rowmath import RowStats
+
+__all__ = ["cross_entropy_triton", "MAX_BLOCK", "NUM_WARPS"]
+
+#: Classes per block of the streaming loop (a power of two; smaller rows use one block of
+#: their own size rounded up). Tests shrink it to get several blocks and a ragged last one.
+MAX_BLOCK = 8192
+#: Warps per program (one program per row).
+NUM_WARPS = 8
+
+
+@dataclass
+class _Rows:
+    """Per-row kernel inputs, all on the logits' device: targets (-1 where ignored), a (C,)
+    in the compute dtype or a0 (the same a_k for every class), gradient coefficients."""
+
+    y: torch.Tensor
+    a: torch.Tensor | None
+    a0: float
+    g_p: torch.Tensor | None = None
+    g_a: torch.Tensor | None = None
+    g_y: torch.Tensor | None = None
+
+
+def _kernels() -> Any:
+    """The kernel module, imported on first use (imports triton)."""
+    from labelsmooth.ops import _triton_kernels
+
+    return _triton_kernels
+
+
+def _launch_setup(x: torch.Tensor) -> tuple[Any, int, int, int, dict[str, Any]]:
+    """(kernel module, rows M, classes C, positions D, common launch options) for logits x,
+    (N, C) or (N, C, d...) contiguous."""
+    k = _kernels()
+    on_cpu = x.device.type == "cpu"
+    if on_cpu != k.INTERPRETED:
+        raise RuntimeError(
+            f"impl='triton' got a {x.device.type} tensor but its kernels were defined "
+            + (
+                "under the Triton interpreter (TRITON_INTERPRET=1), which runs CPU tensors only"
+                if k.INTERPRETED
+                else "for the GPU; set TRITON_INTERPRET=1 before the first call to run "
+                "them on CPU tensors"
+            )
+        )
+    C = x.shape[1]
+    D = math.prod(x.shape[2:])  # positions per sample (1 for 2-D input)
+    M = x.shape[0] * D
+    block = min(MAX_BLOCK, triton_next_power_of_2(C))
+    acc = k.tl.float64 if x.dtype == torch.float64 else k.tl.float32
+    return k, M, C, D, {"BLOCK": block, "ACC": acc, "num_warps": NUM_WARPS}
+
+
+def triton_next_power_of_2(n: int) -> int:
+    """Smallest power of two ≥ n (at least 16, Triton's smallest useful block)."""
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def _forward(x: torch.Tensor, rows: _Rows, grad: torch.Tensor | None) -> RowStats:
+    """Statistics of every row of ``x`` (compute dtype; neutral for ignored rows) and, if
+    ``grad`` is given (x's shape and dtype), the gradient written into it."""
+    k, M, C, D, launch = _launch_setup(x)
+    cdt = compute_dtype(x.dtype)
+    stats = RowStats(*(torch.empty(M, dtype=cdt, device=x.device) for _ in range(4)))
+    if M == 0:
+        return stats
+    a = rows.a if rows.a is not None else stats.m  # any pointer: not read without HAS_A
+    if grad is not None:
+        assert rows.g_p is not None and rows.g_a is not None and rows.g_y is not None
+        gp, ga, gy = rows.g_p, rows.g_a, rows.g_y
+    else:
+        gp = ga = gy = stats.m  # not read without WRITE_GRAD
+    k.forward_kernel[(M,)](
+        x, x if grad is None else grad, rows.y, a, rows.a0, gp, ga, gy, *stats, C, D,
+        HAS_A=rows.a is not None, WRITE_GRAD=grad is not None, **launch,
+    )  # fmt: skip
+    return stats
+
+
+def _gradient(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    rows: _Rows,
+    stats: RowStats,
+    go: torch.Tensor,
+    per_row: bool,
+) -> None:
+    """Gradient of every row from saved statistics (m, s), times ``go`` (one value per row
+    if ``per_row``, else a scalar), into ``grad`` (may be ``x``)."""
+    k, M, C, D, launch = _launch_setup(x)
+    if M == 0:
+        return
+    assert rows.g_p is not None and rows.g_a is not None and rows.g_y is not None
+    go_flat, go_stride = _per_row(go, per_row)
+    k.gradient_kernel[(M,)](
+        x, grad, rows.y, rows.a if rows.a is not None else stats.m, rows.a0,
+        rows.g_p, rows.g_a, rows.g_y, stats.m, stats.s, go_flat, go_stride, C, D,
+        HAS_A=rows.a is not None, **launch,
+    )  # fmt: skip
+
+
+def _scale(grad: torch.Tensor, go: torch.Tensor, per_row: bool) -> None:
+    """grad (the logits' shape) *= go (one value per row if ``per_row``, else a scalar),
+    skipping factors of exactly 1 on the device."""
+    k, M, C, D, launch = _launch_setup(grad)
+    if M == 0:
+        return
+    go_flat, go_stride = _per_row(go, per_row)
+    k.scale_kernel[(M,)](grad, go_flat, go_stride, C, D, **launch)
+
+
+def _per_row(go: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, int]:
+    """The incoming gradient as a 1-D tensor and the element stride between rows: per-row
+    values in row order (any strides, an expanded one included), or one value (stride 0)."""
+    flat = go.reshape(-1)  # a view when it can be one (stride 0 for an expanded scalar)
+    return flat, flat.stride(0) if per_row else 0
+
+
+class _TritonCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        u: torch.Tensor,
+        opt: FusedOptions,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cdt = compute_dtype(input.dtype)
+        x = input if input.is_contiguous() else input.contiguous()
+        y = target.reshape(-1)
+        valid = y != opt.ignore_index
+        y_safe = torch.where(valid, y, 0)
+
+        rc = rowmath.coefficients(
+            y_safe, valid, weight, u, opt.eps, opt.convention, uniform_prior=opt.uniform_prior
+        )
+        scale = rowmath.mean_scale(rc, valid) if opt.reduction == "mean" else None
+        u64 = u.to(torch.float64)
+        # a_k = w_k u_k; the constant 1/C (a Python float, no vector) when every row shares it
+        # (float64 logits always take the vector: a kernel float argument is float32)
+        if weight is None and opt.uniform_prior and cdt != torch.float64:
+            rows = _Rows(y=torch.where(valid, y, -1), a=None, a0=1 / x.shape[1])
+        else:
+            a = u64 if weight is None else weight.to(torch.float64) * u64
+            rows = _Rows(y=torch.where(valid, y, -1), a=a.to(cdt), a0=1.0)
+
+        need_grad = ctx.needs_input_grad[0]
+        if need_grad:
+            g_p, g_y, g_a = rowmath.grad_coefficients(rc, valid, scale)
+            rows.g_p, rows.g_a, rows.g_y = g_p.to(cdt), g_a.to(cdt), g_y.to(cdt)
+        grad = torch.empty_like(x) if need_grad and not opt.inplace_backward else None
+        stats = _forward(x, rows, grad)
+
+        loss = rowmath.loss_from_stats(stats, rc)
+        # the unsmoothed NLL from the same statistics: −log p_y = log s − d_y
+        nll = torch.where(valid, stats.s.double().log() - stats.d_y.double(), 0)
+        if opt.kl:
+            loss = loss + rowmath.kl_constant(_on_device(rc, u64.device), weight, u64)
+        loss = torch.where(valid, loss, 0)  # ignored rows: exactly 0
+        if opt.reduction == "none":
+            out = loss.reshape(target.shape)
+        else:
+            out = loss.sum() if scale is None else loss.sum() * scale
+
+        ctx.reduction = opt.reduction
+        ctx.inplace = opt.inplace_backward
+        ctx.consumed = False
+        if need_grad:
+            if opt.inplace_backward:
+                ctx.rows = rows
+                ctx.stats = stats
+                ctx.save_for_backward(x)  # version-checked: a later in-place change raises
+            else:
+                ctx.save_for_backward(grad)
+        nll = nll.to(cdt).reshape(target.shape)
+        ctx.mark_non_differentiable(nll)
+        return out.to(input.dtype), nll
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_output: torch.Tensor, _grad_nll: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "impl='triton' does not support double backward (create_graph=True): its "
+                "gradient is computed without a graph; use impl='reference'"
+            )
+        if ctx.consumed:
+            raise RuntimeError(
+                "impl='triton' cannot backward twice through the same loss "
+                "(retain_graph=True): the gradient is produced in place; use impl='reference'"
+            )
+        ctx.consumed = True
+        (saved,) = ctx.saved_tensors
+        per_row = ctx.reduction == "none"
+        if ctx.inplace:
+            # one pass: the gradient from the forward statistics, into the logits' storage
+            _gradient(saved, saved, ctx.rows, ctx.stats, grad_output, per_row)
+            torch.autograd.graph.increment_version(saved)
+            return saved, None, None, None, None
+        _scale(saved, grad_output, per_row)
+        return saved, None, None, None, None
+
+
+def _on_device(rc: rowmath.RowCoefficients, device: torch.device) -> rowmath.RowCoefficients:
+    """``rc`` with its Python-float fields as 0-dim float64 tensors made by ``torch.full``
+    on ``device``: :func:`rowmath.kl_constant` turns floats into tensors with
+    ``torch.as_tensor(..., device=)``, a host-to-device copy that synchronizes on CUDA."""
+    fields = {
+        name: torch.full((), value, dtype=torch.float64, device=device)
+        if isinstance(value, float)
+        else value
+        for name, value in vars(rc).items()
+    }
+    return rowmath.RowCoefficients(**fields)
+
+
+def cross_entropy_triton(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    u: torch.Tensor,
+    convention: str,
+    kl: bool,
+    *,
+    inplace_backward: bool = False,
+    uniform_prior: bool = False,
+    return_nll: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Label-smoothed cross-entropy by the Triton kernels (arguments validated; class-index
+    targets). Same arguments and result as
+    :func:`labelsmooth.ops.reference.cross_entropy_reference`.
+
+    Args:
+        inplace_backward: backward writes the gradient into ``input``'s storage (the logits
+            are overwritten during backward; extra memory O(N)). A non-contiguous input is
+            first copied, and the copy is overwritten instead.
+        uniform_prior: the caller guarantees that ``u`` is uniform (no prior, no class
+            mask): every row's coefficients are then the same scalars.
+        return_nll: also return the per-row unsmoothed NLL ``log s − d_y`` (0 for ignored
+            rows), detached, in the target's shape: ``(loss, nll)``.
+    """
+    opt = FusedOptions(
+        ignore_index, reduction, label_smoothing, convention, kl, inplace_backward, uniform_prior
+    )
+    out, nll = _TritonCrossEntropy.apply(input, target, weight, u, opt)
+    return (out, nll) if return_nll else out
