@@ -83,6 +83,81 @@ def test_training_curves(tmp_path: Path) -> None:
     assert _png_ok(path)
 
 
+def test_training_curves_name_units_and_show_percent() -> None:
+    hist = {"a": [{"epoch": 1, "loss": 0.7, "top1": 0.8, "nll": 0.5, "ece": 0.05, "mine": 3.0}]}
+    fig = training_curves(hist, keys=("loss", "top1", "nll", "ece", "mine"))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["training loss", "test top-1 accuracy", "test NLL", "test ECE", "mine"]
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels[1] == "top-1 accuracy (%)" and labels[3] == "expected calibration error (%)"
+    assert "nats" in labels[0] and "nats" in labels[2]
+    assert list(fig.axes[1].get_lines()[0].get_ydata()) == [80.0]
+    assert list(fig.axes[3].get_lines()[0].get_ydata()) == [5.0]
+
+
+def test_training_curves_draw_every_seed_as_mean_and_band() -> None:
+    seeds = [
+        [{"epoch": 1, "top1": 0.80}, {"epoch": 2, "top1": 0.90}],
+        [{"epoch": 1, "top1": 0.82}, {"epoch": 2, "top1": 0.94}],
+    ]
+    fig = training_curves({"LS": seeds, "one": seeds[:1]}, keys=("top1",), title="3 seeds")
+    ax = fig.axes[0]
+    mean = [round(float(v), 6) for v in ax.get_lines()[0].get_ydata()]
+    assert mean == [81.0, 92.0]
+    assert len(ax.collections) == 1  # one band: the label with two seeds
+    assert fig.get_suptitle() == "3 seeds"
+
+
+def _texts_inside(fig: Figure) -> None:
+    """Titles, axis labels and legend texts lie inside the saved canvas."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    box = fig.bbox
+    texts = [fig._suptitle] if fig._suptitle is not None else []
+    for ax in fig.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        legend = ax.get_legend()
+        texts += list(legend.get_texts()) if legend is not None else []
+    for text in texts:
+        if not text.get_text():
+            continue
+        ext = text.get_window_extent(renderer)
+        assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1, (text.get_text(), ext, box)
+        assert ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, (text.get_text(), ext, box)
+
+
+def test_titles_are_never_clipped() -> None:
+    g = torch.Generator().manual_seed(0)
+    probs = (3 * torch.randn(200, 10, generator=g)).softmax(1)
+    target = torch.randint(0, 10, (200,), generator=g)
+    _texts_inside(
+        reliability_diagram(probs, target, title="Fashion-MNIST, LS ε=0.05 (unnormalized), seed 12")
+    )
+    _texts_inside(
+        metric_vs_epsilon(
+            [0.0, 0.1],
+            [[1.0, 2.0], [1.5, 1.7]],
+            metric="test ECE after T (%)",
+            title="Fashion-MNIST: test ECE after T (%)",
+        )
+    )
+    seeds = [[{"epoch": 1, "loss": 1.0, "ece": 0.1}]] * 2
+    _texts_inside(
+        training_curves(
+            {"LS ε=0.1 (unnormalized)": seeds},
+            keys=("loss", "ece"),
+            title="Fashion-MNIST: mean ± std over 3 seeds (0, 1, 2)",
+        )
+    )
+
+
+def test_metric_vs_epsilon_says_what_the_error_bars_are() -> None:
+    one = metric_vs_epsilon([0.0, 0.1], [[1.0], [2.0]], metric="ECE (%)", title="x")
+    assert one.axes[0].get_title() == "x\none seed"
+    several = metric_vs_epsilon([0.0, 0.1], [[1.0, 2.0], [2.0]], metric="ECE (%)")
+    assert several.axes[0].get_title() == "ECE (%)\nmean ± std over seeds"
+
+
 def test_no_pyplot_state_and_no_eager_import() -> None:
     code = (
         "import sys, labelsmooth, labelsmooth.metrics, labelsmooth.plotting\n"
@@ -127,9 +202,13 @@ L = torch.arange(8) % 4
         (lambda: training_curves({}), r"histories must map at least one"),
         (
             lambda: training_curves({"a": [{"loss": 1.0}]}),
-            r"histories\['a'\]\[0\] must have an 'epoch'",
+            r"histories\['a'\]\[0\] must be a dict with an 'epoch'",
         ),
         (lambda: training_curves({"a": []}, keys=()), r"keys must be a non-empty"),
+        (
+            lambda: training_curves({"a": [[{"epoch": 1}], [{"loss": 1.0}]]}),
+            r"histories\['a'\]\[1\]\[0\] must be a dict with an 'epoch'",
+        ),
     ],
 )
 def test_bad_input(call, match: str) -> None:

@@ -3,33 +3,126 @@
 Thin by design: it parses arguments and calls :mod:`labelsmooth.data`,
 :mod:`labelsmooth.train` and (lazily) ``labelsmooth.benchmark``.
 
+Every argument is checked before any work (no data loaded, no folder created): numbers by
+argparse ``type=`` functions built from :data:`labelsmooth.train.config.FIELD_RULES` (the rules
+:class:`~labelsmooth.train.TrainConfig` enforces), every value of a list option, the dataset
+specification and the output folder's writability. A refused command prints one
+``labelsmooth: error: …`` line and exits with status 2.
+
+Exit status: 0 success, 1 a data or checkpoint error while running, 2 bad arguments,
+130 interrupted (Ctrl-C; the checkpoint is saved).
+
 Examples::
 
     labelsmooth data fetch fashion-mnist
     labelsmooth train --dataset fashion-mnist --label-smoothing 0.1 --epochs 5 --seed 0
     labelsmooth train --dataset idx:/data/my-mnist --out runs/a --resume
-    labelsmooth compare                       # the ~10 minute default
-    labelsmooth compare --full                # the committed reproduction (~30 minutes)
+    labelsmooth compare                       # the default grid (6 runs)
+    labelsmooth compare --full                # the committed reproduction (27 runs)
     labelsmooth bench --help                  # forwarded to labelsmooth.benchmark
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import labelsmooth
+from labelsmooth._validate import CONVENTIONS
+from labelsmooth.train.config import FIELD_RULES, MODELS, TrainConfig
 
 __all__ = ["main", "build_parser"]
 
 EXIT_INTERRUPTED = 130
+_BUILTIN = ("fashion-mnist", "mnist")  # labelsmooth.data.BUILTIN_DATASETS, without the import
 
 _DATASET_HELP = (
     "fashion-mnist, mnist (fetched into the cache on first use), idx:DIR (four MNIST-style "
     "IDX files, .gz or raw) or npz:FILE (x_train, y_train, x_test, y_test arrays)"
 )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``labelsmooth: error: <what> (see <prog> --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"labelsmooth: error: {message} (see `{self.prog} --help`)\n")
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _field_type(field: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses with ``parse`` and applies TrainConfig's rule."""
+    rule = FIELD_RULES[field]
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not rule.ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule.text}, got {text!r}")
+        return value
+
+    return convert
+
+
+def _train_size(text: str) -> int | None:
+    """``--train-size``: an integer >= 1, or 0 for the whole training split (None)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 1, or 0 for the whole training split, got {text!r}"
+        )
+    return value or None
+
+
+def _dataset(text: str) -> str:
+    """A built-in name, ``idx:DIR`` with DIR a folder, or ``npz:FILE`` with FILE a file."""
+    if text in _BUILTIN:
+        return text
+    kind, sep, path = text.partition(":")
+    if sep and kind == "idx" and path:
+        if not Path(path).is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r}: {path} is not a folder")
+        return text
+    if sep and kind == "npz" and path:
+        if not Path(path).is_file():
+            raise argparse.ArgumentTypeError(f"{text!r}: {path} is not a file")
+        return text
+    raise argparse.ArgumentTypeError(
+        f"must be {', '.join(_BUILTIN)}, idx:DIR or npz:FILE, got {text!r}"
+    )
+
+
+def _unwritable(out: str) -> str | None:
+    """Why the folder ``out`` cannot be created or written to, or None if it can."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        return f"{p} exists and is not a folder"
+    existing = p.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot create {p}: {existing} is not a folder"
+    read_only = (
+        bool(os.statvfs(existing).f_flag & os.ST_RDONLY) if hasattr(os, "statvfs") else False
+    )
+    if read_only or not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write to {existing} (permission denied or read-only)"
+    return None
+
+
+# --------------------------------------------------------------------------- the parser
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -40,39 +133,55 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_run_options(p: argparse.ArgumentParser, defaults: bool) -> None:
-    """Per-run options; for ``compare`` they default to None (= the preset's value)."""
-    from labelsmooth.train import TrainConfig
-
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Per-run options shared by ``train`` and ``compare`` (defaults: :class:`TrainConfig`)."""
     d = TrainConfig()
+    num = _field_type
 
-    def default(v: Any) -> Any:
-        return v if defaults else None
+    def opt(flag: str, field: str, parse: Callable[[str], Any], text: str, **kw: Any) -> None:
+        default = getattr(d, field)
+        p.add_argument(
+            flag, type=num(field, parse), default=default, help=f"{text} (default: {default})", **kw
+        )
 
-    p.add_argument("--model", default=default(d.model), choices=["resnet"])
-    p.add_argument("--depth", type=int, default=default(d.depth), help="ResNet depth 6n+2")
-    p.add_argument("--width", type=int, default=default(d.width), help="first-stage channels")
-    p.add_argument("--epochs", type=int, default=default(d.epochs))
-    p.add_argument("--batch-size", type=int, default=default(d.batch_size))
-    p.add_argument("--lr", type=float, default=default(d.lr), help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=default(d.weight_decay))
-    p.add_argument("--warmup-epochs", type=float, default=default(d.warmup_epochs))
+    p.add_argument(
+        "--model", default=d.model, choices=MODELS, help=f"model family (default: {d.model})"
+    )
+    opt("--depth", "depth", int, "ResNet depth 6n+2: 8, 14, 20, ...", metavar="D")
+    opt("--width", "width", int, "channels of the first ResNet stage", metavar="W")
+    opt("--epochs", "epochs", int, "training epochs, >= 1", metavar="N")
+    opt("--batch-size", "batch_size", int, "training batch size, >= 1", metavar="B")
+    opt("--lr", "lr", float, "peak learning rate (finite, > 0; cosine to 0)", metavar="LR")
+    opt("--weight-decay", "weight_decay", float, "L2 weight decay, >= 0", metavar="WD")
+    opt("--warmup-epochs", "warmup_epochs", float, "linear warm-up in epochs, >= 0", metavar="E")
     p.add_argument(
         "--train-size",
-        type=int,
-        default=default(d.train_size),
-        help="stratified training subset size (0: the whole training split)",
+        type=_train_size,
+        default=d.train_size,
+        metavar="N",
+        help="stratified training subset size; 0: the whole training split "
+        f"(default: {d.train_size})",
     )
-    p.add_argument(
+    opt(
         "--val-size",
-        type=int,
-        default=default(d.val_size),
-        help="held-out validation examples (temperature scaling)",
+        "val_size",
+        int,
+        "held-out validation examples for temperature scaling; 0: none",
+        metavar="N",
     )
-    p.add_argument("--threads", type=int, default=default(d.num_threads), help="torch threads")
+    opt("--threads", "num_threads", int, "torch threads while training, >= 1", metavar="T")
     flips = p.add_mutually_exclusive_group()
-    flips.add_argument("--hflip", dest="hflip", action="store_const", const=True, default=None)
-    flips.add_argument("--no-hflip", dest="hflip", action="store_const", const=False)
+    flips.add_argument(
+        "--hflip",
+        dest="hflip",
+        action="store_const",
+        const=True,
+        default=None,
+        help="random horizontal flips (default: on for Fashion-MNIST, off otherwise)",
+    )
+    flips.add_argument(
+        "--no-hflip", dest="hflip", action="store_const", const=False, help="no flips"
+    )
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(p)
@@ -80,8 +189,11 @@ def _add_run_options(p: argparse.ArgumentParser, defaults: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``labelsmooth`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="labelsmooth", description="Label smoothing for PyTorch: experiments and tools."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"labelsmooth {labelsmooth.__version__}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -91,89 +203,181 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", nargs="+", choices=["fashion-mnist", "mnist"])
     _add_data_dir(fetch)
 
-    tr = sub.add_parser("train", help="train one model with label smoothing")
-    tr.add_argument("--dataset", default="fashion-mnist", help=_DATASET_HELP)
-    tr.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS")
-    tr.add_argument(
-        "--convention", default="uniform", choices=["uniform", "others", "unnormalized"]
+    _add_train_parser(sub)
+    _add_compare_parser(sub)
+
+    bench = sub.add_parser(
+        "bench",
+        help="time and memory of the loss variants against F.cross_entropy; writes a new "
+        "./labelsmooth-bench/<date-time>/ unless --out (see labelsmooth bench --help)",
     )
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--out", default="train-run", help="checkpoint and result.json directory")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _add_train_parser(sub: Any) -> None:
+    tr = sub.add_parser("train", help="train one model with label smoothing")
+    tr.add_argument(
+        "--dataset",
+        type=_dataset,
+        default="fashion-mnist",
+        help=f"{_DATASET_HELP} (default: fashion-mnist)",
+    )
+    tr.add_argument(
+        "--label-smoothing",
+        type=_field_type("label_smoothing", float),
+        default=0.0,
+        metavar="EPS",
+        help="smoothing ε in [0, 1) (default: 0.0, no smoothing)",
+    )
+    tr.add_argument(
+        "--convention",
+        default="uniform",
+        choices=CONVENTIONS,
+        help="where the ε mass goes: uniform (ε/C on every class, as PyTorch), others "
+        "(ε/(C-1) on the other classes), unnormalized (default: uniform)",
+    )
+    tr.add_argument(
+        "--seed",
+        type=_field_type("seed", int),
+        default=0,
+        help="seed of initialisation, data order and augmentation, >= 0 (default: 0)",
+    )
+    tr.add_argument(
+        "--out", default="train-run", help="checkpoint and result.json folder (default: train-run)"
+    )
     tr.add_argument(
         "--stop-after-epoch",
-        type=int,
+        type=_field_type("epochs_stop", int),
         default=None,
         metavar="K",
-        help="stop after K epochs with a checkpoint (continue later with --resume)",
+        help="stop after K >= 1 epochs with a checkpoint (continue later with --resume; "
+        "default: run every epoch)",
     )
-    _add_run_options(tr, defaults=True)
+    _add_run_options(tr)
 
+
+def _add_compare_parser(sub: Any) -> None:
+    from labelsmooth.train.compare import DEFAULT_SECTIONS
+
+    d = DEFAULT_SECTIONS[0]
+    shown = lambda values: " ".join(map(str, values))  # noqa: E731
     cmp = sub.add_parser("compare", help="baseline vs label smoothing over ε, conventions, seeds")
     cmp.add_argument(
         "--full",
         action="store_true",
         help="the reproduction: Fashion-MNIST ε 0/0.05/0.1/0.2 × uniform/others and MNIST "
-        "ε 0/0.1, 3 seeds each (about 30 min on 2 cores)",
+        "ε 0/0.1, 3 seeds each (27 runs; see docs/results.md for its measured time)",
     )
-    cmp.add_argument("--dataset", nargs="+", default=None, help=_DATASET_HELP)
-    cmp.add_argument("--label-smoothing", nargs="+", type=float, default=None, metavar="EPS")
+    cmp.add_argument(
+        "--dataset",
+        nargs="+",
+        type=_dataset,
+        default=None,
+        help=f"{_DATASET_HELP} (default: {d.dataset})",
+    )
+    cmp.add_argument(
+        "--label-smoothing",
+        nargs="+",
+        type=_field_type("label_smoothing", float),
+        default=None,
+        metavar="EPS",
+        help=f"ε values in [0, 1); 0 is the baseline (default: {shown(d.epsilons)})",
+    )
     cmp.add_argument(
         "--conventions",
         nargs="+",
         default=None,
-        choices=["uniform", "others", "unnormalized"],
+        choices=CONVENTIONS,
+        help=f"conventions of every ε > 0 (default: {shown(d.conventions)})",
     )
-    cmp.add_argument("--seeds", nargs="+", type=int, default=None)
-    cmp.add_argument("--out", default="compare-results", help="results folder")
-    cmp.add_argument("--no-plots", action="store_true")
+    cmp.add_argument(
+        "--seeds",
+        nargs="+",
+        type=_field_type("seed", int),
+        default=None,
+        help=f"seeds, each >= 0 and given once (default: {shown(d.seeds)})",
+    )
+    cmp.add_argument(
+        "--out", default="compare-results", help="results folder (default: compare-results)"
+    )
+    cmp.add_argument("--no-plots", action="store_true", help="write tables only")
     cmp.add_argument(
         "--no-fallback", action="store_true", help="do not switch dataset if one is unavailable"
     )
-    _add_run_options(cmp, defaults=False)
-
-    bench = sub.add_parser("bench", help="run labelsmooth.benchmark (arguments forwarded)")
-    bench.add_argument("args", nargs=argparse.REMAINDER)
-    return parser
+    _add_run_options(cmp)
 
 
-def _run_config(args: argparse.Namespace, base: Any) -> Any:
-    """Override the fields of a TrainConfig with the options given on the command line."""
-    mapping = {
-        "model": "model",
-        "depth": "depth",
-        "width": "width",
-        "epochs": "epochs",
-        "batch_size": "batch_size",
-        "lr": "lr",
-        "weight_decay": "weight_decay",
-        "warmup_epochs": "warmup_epochs",
-        "train_size": "train_size",
-        "val_size": "val_size",
-        "threads": "num_threads",
-        "hflip": "hflip",
-        "data_dir": "data_dir",
-    }
-    changes = {f: getattr(args, a) for a, f in mapping.items() if getattr(args, a) is not None}
-    if changes.get("train_size") == 0:
-        changes["train_size"] = None
-    return dataclasses.replace(base, **changes)
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse's per-value types cannot see: combinations, repeats, the output folder."""
+    if args.command == "compare":
+        grid = {"--dataset": args.dataset, "--label-smoothing": args.label_smoothing}
+        grid["--conventions"] = args.conventions
+        given = [flag for flag, v in grid.items() if v is not None]
+        if args.full and given:
+            parser.error(f"argument --full: fixes the grid; drop {', '.join(given)}")
+        for flag, values in [("--seeds", args.seeds), *grid.items()]:
+            repeated = [v for i, v in enumerate(values or []) if v in values[:i]]
+            if repeated:
+                parser.error(f"argument {flag}: {repeated[0]!r} is given more than once")
+    if args.command in ("train", "compare"):
+        why = _unwritable(args.out)
+        if why is not None:
+            parser.error(f"argument --out: {why}")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _run_config(args: argparse.Namespace, **fields: Any) -> TrainConfig:
+    """The TrainConfig of the per-run options (plus ``fields``)."""
+    return TrainConfig(
+        model=args.model,
+        depth=args.depth,
+        width=args.width,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        num_threads=args.threads,
+        hflip=args.hflip,
+        data_dir=args.data_dir,
+        **fields,
+    )
+
+
+def _busy_warning(threads: int, load: float, cpus: int, wait_policy: str | None) -> str | None:
+    """The busy-machine warning, or None when its advice does not apply.
+
+    OpenMP threads that spin at barriers lose a time slice whenever another process holds one
+    of their cores, which can make training several times slower. The advice (``--threads 1``
+    or ``OMP_WAIT_POLICY=PASSIVE``) applies only when other processes want at least one whole
+    core of the ``threads`` this run uses (1-minute load average >= ``cpus - threads + 1``)
+    and neither remedy is in effect.
+    """
+    if threads <= 1 or (wait_policy or "").strip().upper() == "PASSIVE":
+        return None
+    if load < cpus - threads + 1:
+        return None
+    return (
+        f"labelsmooth: warning: load average {load:.1f} on {cpus} CPUs leaves fewer than "
+        f"--threads {threads} idle cores, and waiting OpenMP threads spin: training can be "
+        "several times slower (try --threads 1, or OMP_WAIT_POLICY=PASSIVE set before "
+        "starting Python)"
+    )
 
 
 def _warn_if_busy(threads: int) -> None:
-    """Warn when other processes occupy the cores: OpenMP threads then wait on each other."""
-    import os
-
     if not hasattr(os, "getloadavg"):
         return
-    cpus = os.cpu_count() or 1
-    load = os.getloadavg()[0]
-    if threads > 1 and load > cpus - threads + 0.5:
-        print(
-            f"labelsmooth: warning: load average {load:.1f} on {cpus} CPUs; with --threads "
-            f"{threads} training can be many times slower on a busy machine (try --threads 1, or "
-            "OMP_WAIT_POLICY=PASSIVE set before starting Python)",
-            file=sys.stderr,
-        )
+    message = _busy_warning(
+        threads, os.getloadavg()[0], os.cpu_count() or 1, os.environ.get("OMP_WAIT_POLICY")
+    )
+    if message is not None:
+        print(message, file=sys.stderr)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -186,11 +390,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from labelsmooth.train import TrainConfig, train
+    from labelsmooth.train import train
 
-    config = _run_config(args, TrainConfig())
-    config = dataclasses.replace(
-        config,
+    config = _run_config(
+        args,
         dataset=args.dataset,
         label_smoothing=args.label_smoothing,
         convention=args.convention,
@@ -205,21 +408,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from labelsmooth.train.compare import (
-        DEFAULT_SECTIONS,
-        DEFAULT_TRAIN,
-        FULL_SECTIONS,
-        FULL_TRAIN,
-        Section,
-        run_compare,
-    )
+    from labelsmooth.train.compare import DEFAULT_SECTIONS, FULL_SECTIONS, Section, run_compare
 
-    grid = (args.dataset, args.label_smoothing, args.conventions)
     if args.full:
-        if any(v is not None for v in grid):
-            raise ValueError("--full fixes datasets, ε and conventions; drop those options")
         sections = list(FULL_SECTIONS)
-        base = FULL_TRAIN
     else:
         d = DEFAULT_SECTIONS[0]
         sections = [
@@ -231,10 +423,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             )
             for ds in (args.dataset or [d.dataset])
         ]
-        base = DEFAULT_TRAIN
     if args.seeds is not None:
-        sections = [dataclasses.replace(s, seeds=tuple(args.seeds)) for s in sections]
-    base = _run_config(args, base)
+        sections = [
+            Section(s.dataset, s.epsilons, s.conventions, tuple(args.seeds)) for s in sections
+        ]
+    base = _run_config(args)
     _warn_if_busy(base.num_threads)
     run_compare(
         sections,
@@ -252,10 +445,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     try:
         from labelsmooth import benchmark
     except ImportError as e:
-        print(f"labelsmooth bench: the benchmark module is not available ({e})", file=sys.stderr)
+        print(f"labelsmooth: error: bench: the benchmark module is not available ({e})",
+              file=sys.stderr)  # fmt: skip
         return 2
     forwarded = [a for a in args.args if a != "--"] if args.args[:1] == ["--"] else args.args
-    rc = benchmark.main(forwarded)
+    try:
+        rc = benchmark.main(forwarded)
+    except SystemExit as e:  # its argparse: --help (0) or an argument error (2, one line)
+        return e.code if isinstance(e.code, int) else 2
     return int(rc or 0)
 
 
@@ -270,12 +467,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success, 1 on a data/checkpoint/argument error, 130 on Ctrl-C.
+        The exit status: 0 on success (or after ``--help``/``--version``), 1 on a data or
+        checkpoint error, 2 on bad arguments (one ``labelsmooth: error:`` line, nothing
+        done), 130 on Ctrl-C.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # forward everything, including --help, untouched
         return _cmd_bench(argparse.Namespace(args=argv[1:]))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _check_arguments(parser, args)
+    except SystemExit as e:  # argparse: --help, --version (0) or an argument error (2)
+        return e.code if isinstance(e.code, int) else 2
     from labelsmooth.data import DataUnavailableError
     from labelsmooth.train import CheckpointError, TrainingInterrupted
 

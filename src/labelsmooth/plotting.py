@@ -84,7 +84,8 @@ def reliability_diagram(
         probs: (N, C) probabilities.
         target: (N,) integer class indices.
         n_bins: number of bins M ≥ 1.
-        title: prefix of the title (default "Reliability diagram").
+        title: first line of the title (default "Reliability diagram"); the second line gives
+            the ECE in percent and N.
         path: where to save a PNG, or None.
         ignore_index: rows whose target equals it are left out.
 
@@ -144,7 +145,8 @@ def reliability_diagram(
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.legend(loc="upper left", fontsize="small")
-    ax.set_title(f"{title or 'Reliability diagram'} (ECE = {100 * ece:.2f}%, N = {int(total)})")
+    # Two lines: a caller's long title and the numbers never share one (no clipping).
+    ax.set_title(f"{title or 'Reliability diagram'}\nECE = {100 * ece:.2f}%, N = {int(total)}")
 
     hist.bar(centers, [n / total for n in count], width=width, color="tab:gray", edgecolor="black")
     n_valid = sum(count)
@@ -166,6 +168,7 @@ def metric_vs_epsilon(
     *,
     metric: str,
     label: str | None = None,
+    title: str | None = None,
     ax: Axes | None = None,
     path: str | os.PathLike[str] | None = None,
 ) -> Figure:
@@ -184,8 +187,10 @@ def metric_vs_epsilon(
         epsilons: the K smoothing values (x axis).
         values: K sequences; ``values[i]`` holds the per-seed values of the metric at
             ``epsilons[i]`` (at least one each).
-        metric: the metric's name, used as the y label.
+        metric: the metric's name with its unit (``"ECE (%)"``), used as the y label.
         label: legend label of this series.
+        title: the axes' title (default: the metric); a second line says what the error
+            bars are ("mean ± std over seeds", or "one seed" when every ε has one value).
         ax: draw into these axes (must belong to a Figure) instead of a new figure.
         path: where to save a PNG of the (whole) figure, or None.
 
@@ -225,7 +230,9 @@ def metric_vs_epsilon(
     ax.errorbar(eps, means, yerr=stds, marker="o", capsize=3, label=label)
     ax.set_xlabel("label smoothing ε")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs ε (mean ± std over seeds)")
+    one_seed = all(len(v) == 1 for v in values)
+    spread = "one seed" if one_seed else "mean ± std over seeds"
+    ax.set_title(f"{title or metric}\n{spread}")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # at least one labelled series
         ax.legend(fontsize="small")
@@ -299,18 +306,42 @@ def penultimate_layer_plot(
     return fig
 
 
+#: History keys the trainer writes -> (panel title, scale, axis label with unit). Fractions
+#: are shown in percent.
+_CURVES = {
+    "loss": ("training loss", 1.0, "smoothed cross-entropy (nats)"),
+    "lr": ("learning rate", 1.0, "learning rate"),
+    "top1": ("test top-1 accuracy", 100.0, "top-1 accuracy (%)"),
+    "top5": ("test top-5 accuracy", 100.0, "top-5 accuracy (%)"),
+    "nll": ("test NLL", 1.0, "negative log-likelihood (nats)"),
+    "ece": ("test ECE", 100.0, "expected calibration error (%)"),
+    "seconds": ("epoch time", 1.0, "seconds"),
+}
+
+
 def training_curves(
-    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    histories: Mapping[
+        str, Sequence[Mapping[str, float]] | Sequence[Sequence[Mapping[str, float]]]
+    ],
     keys: Sequence[str] = ("loss", "top1", "ece"),
     *,
+    title: str | None = None,
     path: str | os.PathLike[str] | None = None,
 ) -> Figure:
-    """One subplot per metric key, one line per run, against the epoch.
+    """One panel per metric key, one line per run label, against the epoch.
+
+    A label maps to one run's history or to several (one per seed): several are drawn as their
+    mean with a shaded ± 1 standard deviation (ddof = 1) band, so every seed counts. The keys
+    the trainer writes get a panel title and an axis label with the unit, and fractions
+    (``top1``, ``top5``, ``ece``) are shown in percent: "loss" (training loss, nats), "lr",
+    "top1", "top5", "nll" (nats), "ece", "seconds"; other keys are drawn as they are, named
+    by the key.
 
     Args:
-        histories: run label -> list of per-epoch dicts, each with "epoch" and metric keys
-            (a key missing from an epoch's dict is skipped for that epoch).
-        keys: the metric keys to plot, one subplot each.
+        histories: run label -> a list of per-epoch dicts (each with "epoch" and metric keys;
+            a key missing from an epoch's dict is skipped there), or a list of such lists.
+        keys: the metric keys to plot, one panel each.
+        title: the figure's title (say which seeds the lines show).
         path: where to save a PNG, or None.
 
     Returns:
@@ -318,31 +349,79 @@ def training_curves(
 
     Example:
         >>> h = {"ε=0": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}]}
-        >>> len(training_curves(h, keys=("loss",)).axes)
-        1
+        >>> fig = training_curves(h, keys=("loss", "ece"))
+        >>> fig.axes[1].get_ylabel()
+        'expected calibration error (%)'
+        >>> seeds = [[{"epoch": 1, "ece": 0.1}], [{"epoch": 1, "ece": 0.3}]]
+        >>> fig = training_curves({"ε=0.1": seeds}, keys=("ece",))
+        >>> [round(float(y), 6) for y in fig.axes[0].get_lines()[0].get_ydata()]
+        [20.0]
     """
-    if not histories:
-        raise ValueError("histories must map at least one run label to its epochs, got {}")
+    runs = _check_histories(histories)
     keys = list(keys)
     if not keys or not all(isinstance(k, str) for k in keys):
         raise ValueError(f"keys must be a non-empty sequence of strings, got keys={keys!r}")
-    for run, epochs in histories.items():
-        for i, row in enumerate(epochs):
-            if "epoch" not in row:
-                raise ValueError(f"histories[{run!r}][{i}] must have an 'epoch' key, got {row!r}")
 
-    fig = _new_figure(figsize=(4.0 * len(keys), 3.5), layout="constrained")
+    fig = _new_figure(
+        figsize=(3.6 * len(keys), 3.4 + 0.3 * (title is not None)), layout="constrained"
+    )
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys):
-        for run, epochs in histories.items():
-            pts = [(float(r["epoch"]), float(r[key])) for r in epochs if key in r]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=run)
+        name, scale, unit = _CURVES.get(key, (key, 1.0, key))
+        for run, seeds in runs.items():
+            epochs, mean, std = _mean_curve(seeds, key, scale)
+            if not epochs:
+                continue
+            (line,) = ax.plot(epochs, mean, marker=".", label=run)
+            if len(seeds) > 1:
+                lo = [m - s for m, s in zip(mean, std)]
+                hi = [m + s for m, s in zip(mean, std)]
+                ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.set_title(key)
+        ax.set_ylabel(unit)
+        ax.set_title(name)
         ax.grid(True, alpha=0.3)
         if ax.get_lines():
             ax.legend(fontsize="small")
+    if title is not None:
+        fig.suptitle(title)
     _save(fig, path)
     return fig
+
+
+def _check_histories(
+    histories: Mapping[str, Any],
+) -> dict[str, list[Sequence[Mapping[str, float]]]]:
+    """Every label as a list of histories (one per seed), each epoch row with an "epoch"."""
+    if not histories:
+        raise ValueError("histories must map at least one run label to its epochs, got {}")
+    runs: dict[str, list[Sequence[Mapping[str, float]]]] = {}
+    for run, value in histories.items():
+        several = len(value) > 0 and not isinstance(value[0], Mapping)
+        runs[run] = list(value) if several else [value]
+        for s, epochs in enumerate(runs[run]):
+            for i, row in enumerate(epochs):
+                where = f"histories[{run!r}]" + (f"[{s}]" if several else "") + f"[{i}]"
+                if not isinstance(row, Mapping) or "epoch" not in row:
+                    raise ValueError(f"{where} must be a dict with an 'epoch' key, got {row!r}")
+    return runs
+
+
+def _mean_curve(
+    seeds: Sequence[Sequence[Mapping[str, float]]], key: str, scale: float
+) -> tuple[list[float], list[float], list[float]]:
+    """Per epoch: the mean and sample std (0 for one value) of ``scale * row[key]``."""
+    by_epoch: dict[float, list[float]] = {}
+    for history in seeds:
+        for row in history:
+            if key in row:
+                by_epoch.setdefault(float(row["epoch"]), []).append(scale * float(row[key]))
+    epochs = sorted(by_epoch)
+    mean = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+    std = [
+        math.sqrt(sum((v - m) ** 2 for v in by_epoch[e]) / (len(by_epoch[e]) - 1))
+        if len(by_epoch[e]) > 1
+        else 0.0
+        for e, m in zip(epochs, mean)
+    ]
+    return epochs, mean, std

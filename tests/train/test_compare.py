@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from labelsmooth.data import DataUnavailableError
-from labelsmooth.train import TrainConfig, prepare_data
+from labelsmooth.train import TrainConfig, prepare_data, report
 from labelsmooth.train import compare as compare_mod
 from labelsmooth.train.compare import Section, plan_runs, run_compare
 
@@ -101,13 +102,90 @@ def test_compare_falls_back_to_the_other_builtin_dataset(tiny, tmp_path, monkeyp
     assert any("offline" in m for m in messages)
 
 
-def test_compare_without_any_data_says_so(tiny, tmp_path):
+def test_compare_without_any_data_says_so_once_and_writes_nothing(tiny, tmp_path):
     _, base = tiny
-    with pytest.raises(DataUnavailableError, match="no dataset could be obtained"):
+    messages = []
+    missing = f"idx:{tmp_path / 'missing'}"
+    with pytest.raises(DataUnavailableError, match="not found") as info:
         run_compare(
-            [Section(f"idx:{tmp_path / 'missing'}", (0.0,), ("uniform",), (0,))],
+            [Section(missing, (0.0,), ("uniform",), (0,))],
             base,
             tmp_path / "out",
             progress=False,
-            log=None,
+            log=messages.append,
         )
+    assert str(info.value).count("does not exist") == 1
+    assert not any("not found" in m for m in messages)  # said once: in the error
+    assert not (tmp_path / "out").exists()
+
+
+def test_section_values_are_checked():
+    with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\)"):
+        Section("mnist", (0.0, 0.1, 2.0))
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        Section("mnist", seeds=(0, -1))
+    with pytest.raises(ValueError, match="Section.seeds must not be empty"):
+        Section("mnist", seeds=())
+
+
+def _record(seed, eps, top1, *, dataset="mnist", epochs=1, threads=1):
+    metrics = {"top1": top1, "top5": 0.99, "nll": 0.3, "ece": 0.02}
+    return {
+        "name": f"{dataset}-{'baseline' if eps == 0 else f'ls{eps:g}-uniform'}-seed{seed}",
+        "dataset": dataset,
+        "label_smoothing": eps,
+        "convention": "-" if eps == 0 else "uniform",
+        "seed": seed,
+        "config": {**TrainConfig(epochs=epochs, num_threads=threads).to_dict(), "depth": 8},
+        "dtype": "bfloat16",
+        "completed": True,
+        "history": [{"epoch": 1, "loss": 1.0, "top1": top1, "ece": 0.02}],
+        "metrics": metrics,
+        "temperature": 1.1,
+        "metrics_after_temperature": {**metrics, "ece": 0.01},
+        "seconds": 30.0,
+        "num_parameters": 1234,
+        "sizes": {"train": 100, "val": 10, "test": 50},
+    }
+
+
+def test_one_seed_table_has_no_spread_and_singular_words():
+    records = [_record(0, 0.0, 0.9), _record(0, 0.1, 0.91)]
+    table = report.format_table(report.summarize(records), records, seconds=60.0)
+    assert "±" not in table
+    for text in ("One run per row, seed 0", "1 epoch on", "2 runs ×", "1 CPU thread ("):
+        assert text in table, text
+    assert "| bf16 " in table  # the dtype of the record, not a constant
+    assert "| 90.00 " in table and "+1.00" in table
+    for bad in ("1 seeds", "1 epochs", "1 runs", "1 CPU threads"):
+        assert bad not in table
+
+
+def test_several_seeds_table_has_mean_and_std():
+    records = [_record(s, e, 0.9 + s / 100, epochs=5, threads=2) for s in (0, 1) for e in (0, 0.1)]
+    table = report.format_table(report.summarize(records), records, seconds=60.0)
+    assert "Mean ± std over 2 seeds (0, 1)" in table and "5 epochs" in table
+    assert "90.50 ± 0.71" in table and "2 CPU threads" in table
+
+
+def test_plots_take_n_bins_from_the_runs_config(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from labelsmooth import plotting
+
+    spec, base = tiny
+    seen = []
+    real = plotting.reliability_diagram
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["n_bins"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plotting, "reliability_diagram", spy)
+    base = dataclasses.replace(base, epochs=1, n_bins=7)
+    out = tmp_path / "res"
+    res = run_compare(
+        [Section(spec, (0.0, 0.1), ("uniform",), (3,))], base, out, progress=False, log=None
+    )
+    assert seen == [7, 7]
+    assert all(r["config"]["n_bins"] == 7 for r in res["records"])
+    assert "±" not in (out / "results.md").read_text()

@@ -16,6 +16,7 @@ from labelsmooth.train import (
     CheckpointError,
     TrainConfig,
     TrainingInterrupted,
+    config_differences,
     load_checkpoint,
     prepare_data,
     train,
@@ -109,12 +110,22 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(config, tmp_path):
     assert _same_weights(full.model, resumed.model) and full.metrics == resumed.metrics
 
 
-def test_truncated_checkpoint_is_a_clear_error(config, tmp_path):
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_checkpoint_is_a_clear_error_and_is_kept(config, tmp_path, damage):
     train(dataclasses.replace(config, epochs_stop=1), out_dir=tmp_path, progress=False, log=None)
     ckpt = tmp_path / "checkpoint.pt"
-    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+    (tmp_path / "result.json").unlink()
+    data = bytearray(ckpt.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x10
+    else:
+        del data[len(data) // 2 :]
+    ckpt.write_bytes(bytes(data))
+    match = "corrupted" if damage == "flip" else "truncated"
+    with pytest.raises(CheckpointError, match=match):
         train(config, out_dir=tmp_path, resume=True, progress=False, log=None)
+    assert ckpt.read_bytes() == bytes(data)  # nothing overwritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
 
 def test_resume_with_other_settings_or_no_checkpoint(config, tmp_path):
@@ -122,11 +133,64 @@ def test_resume_with_other_settings_or_no_checkpoint(config, tmp_path):
         train(config, out_dir=tmp_path, resume=True, progress=False, log=None)
     train(dataclasses.replace(config, epochs_stop=1), out_dir=tmp_path, progress=False, log=None)
     other = dataclasses.replace(config, label_smoothing=0.2)
-    with pytest.raises(CheckpointError, match="label_smoothing"):
+    with pytest.raises(CheckpointError, match="label_smoothing: saved 0.1 vs now 0.2"):
         train(other, out_dir=tmp_path, resume=True, progress=False, log=None)
+    # where the data cache lives and where to stop are not part of "the same run"
+    same = dataclasses.replace(config, data_dir=str(tmp_path), epochs_stop=2)
+    assert train(same, out_dir=tmp_path, resume=True, progress=False, log=None).history
 
 
 def test_missing_dataset_is_a_clear_error(config, tmp_path):
     missing = dataclasses.replace(config, dataset=f"idx:{tmp_path / 'nowhere'}")
     with pytest.raises(DataUnavailableError, match="not found"):
         train(missing, progress=False, log=None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("epochs", 0, "an integer >= 1"),
+        ("epochs", True, "an integer >= 1"),
+        ("batch_size", -5, "an integer >= 1"),
+        ("num_threads", 0, "an integer >= 1"),
+        ("train_size", -1, "an integer >= 1 or None"),
+        ("train_size", 0, "an integer >= 1 or None"),
+        ("val_size", -1, "an integer >= 0"),
+        ("warmup_epochs", -1.0, "a finite number >= 0"),
+        ("lr", float("nan"), "a finite number > 0"),
+        ("lr", float("inf"), "a finite number > 0"),
+        ("lr", 0.0, "a finite number > 0"),
+        ("label_smoothing", 1.0, r"a number in \[0, 1\)"),
+        ("label_smoothing", -0.1, r"a number in \[0, 1\)"),
+        ("convention", "bogus", "one of uniform, others, unnormalized"),
+        ("depth", 9, r"an integer 6n\+2"),
+        ("seed", -1, "an integer >= 0"),
+        ("epochs_stop", 0, "an integer >= 1 or None"),
+        ("model", "vgg", "one of resnet"),
+    ],
+)
+def test_config_refuses_out_of_range_values(field, value, rule):
+    with pytest.raises(ValueError, match=rf"^{field} must be {rule}.*got {field}="):
+        TrainConfig(**{field: value})
+
+
+def test_config_differences_is_the_one_same_run_rule():
+    a = TrainConfig().to_dict()
+    assert config_differences(a, {**a, "data_dir": "/x", "epochs_stop": 1}) == []
+    assert config_differences(a, {**a, "seed": 3}) == ["seed: saved 0 vs now 3"]
+    assert config_differences({**a, "new_field": 1}, a) == ["new_field: saved 1 vs now None"]
+
+
+def test_trainer_functions_stay_short():
+    import ast
+    import inspect
+
+    from labelsmooth.train import trainer
+
+    tree = ast.parse(inspect.getsource(trainer))
+    lengths = {
+        node.name: node.end_lineno - node.lineno + 1
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    assert max(lengths.values()) <= 60, lengths

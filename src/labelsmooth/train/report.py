@@ -1,0 +1,334 @@
+"""Tables and plots of a comparison (:func:`labelsmooth.train.compare.run_compare`).
+
+Writes into the results folder:
+
+* ``results.csv`` (one row per run), ``summary.csv``, ``summary.json`` and ``results.md``
+  (one table per dataset in the classic "model / epochs / dtype / batch / lr / trick / top-1 /
+  top-5 / improvement" layout plus NLL, ECE, ECE after temperature scaling and T; mean ± std
+  over seeds, or plain values with one seed),
+* ``plots/``: training curves (every seed: mean line and ± std band), metric against ε,
+  reliability diagrams and penultimate-layer projections (first seed, named in the title).
+
+Accuracies and ECE are shown in percent everywhere; the records keep fractions.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from labelsmooth.train._files import write_csv, write_json, write_text
+from labelsmooth.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from labelsmooth.data import DatasetSplits
+    from labelsmooth.train.compare import Section
+
+__all__ = [
+    "count",
+    "slug",
+    "trick",
+    "run_line",
+    "summarize",
+    "format_table",
+    "write_tables",
+    "write_plots",
+]
+
+_PRETTY = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}
+_DTYPE_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
+
+#: Summary column -> (record getter, scale to the shown unit, plot axis label).
+_METRICS = {
+    "top1": (lambda r: r["metrics"]["top1"], 100.0, "test top-1 accuracy (%)"),
+    "top5": (lambda r: r["metrics"].get("top5", math.nan), 100.0, "test top-5 accuracy (%)"),
+    "nll": (lambda r: r["metrics"]["nll"], 1.0, "test NLL (nats)"),
+    "ece": (lambda r: r["metrics"]["ece"], 100.0, "test ECE (%)"),
+    "ece_T": (lambda r: r["metrics_after_temperature"]["ece"], 100.0, "test ECE after T (%)"),
+    "nll_T": (lambda r: r["metrics_after_temperature"]["nll"], 1.0, "test NLL after T (nats)"),
+    "T": (lambda r: r["temperature"], 1.0, "fitted temperature T"),
+    "seconds": (lambda r: r["seconds"], 1.0, "training time (s)"),
+}
+
+
+def count(n: int, noun: str) -> str:
+    """``"1 seed"``, ``"3 seeds"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def slug(dataset: str) -> str:
+    """The file-name form of a dataset specification (run and plot names start with it)."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", dataset).strip("-")[-48:] or "data"
+
+
+def trick(eps: float, convention: str) -> str:
+    """The table's name of a configuration: ``"baseline"`` or ``"LS ε=0.1 (uniform)"``."""
+    return "baseline" if eps == 0 else f"LS ε={eps:g} ({convention})"
+
+
+def _pretty(dataset: str) -> str:
+    return _PRETTY.get(dataset, dataset)
+
+
+def run_line(record: dict[str, Any]) -> str:
+    """One log line for a finished run."""
+    m, a = record["metrics"], record["metrics_after_temperature"]
+    return (
+        f"[{record['name']}] test top-1 {100 * m['top1']:.2f}%  NLL {m['nll']:.4f}  "
+        f"ECE {100 * m['ece']:.2f}%  T {record['temperature']:.3f}  "
+        f"ECE after T {100 * a['ece']:.2f}%  ({record['seconds']:.0f} s)"
+    )
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation (ddof 1; 0 for one seed) per (dataset, ε, convention).
+
+    Accuracies and ECE are in percent; ``d_top1`` is the top-1 improvement over the same
+    dataset's baseline in percentage points.
+    """
+    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["dataset"], r["label_smoothing"], r["convention"]), []).append(r)
+    rows = []
+    for (dataset, eps, conv), rs in groups.items():
+        row: dict[str, Any] = {
+            "dataset": dataset,
+            "label_smoothing": eps,
+            "convention": conv,
+            "trick": trick(eps, conv),
+            "seeds": len(rs),
+        }
+        for key, (get, scale, _) in _METRICS.items():
+            values = [scale * float(get(r)) for r in rs]
+            row[key] = statistics.fmean(values)
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    for row in rows:
+        base = next(
+            (b for b in rows if b["dataset"] == row["dataset"] and b["label_smoothing"] == 0),
+            None,
+        )
+        row["d_top1"] = row["top1"] - base["top1"] if base is not None else math.nan
+    return rows
+
+
+_COLUMNS = ["Model", "Epochs", "dtype", "Batch", "LR", "Trick", "Top-1 (%)", "Top-5 (%)"]
+_COLUMNS += ["Δ Top-1", "NLL", "ECE (%)", "ECE after T (%)", "T"]
+
+
+def format_table(
+    summary: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]], seconds: float
+) -> str:
+    """Markdown tables (one per dataset), each under a sentence stating the budget."""
+    blocks = []
+    for dataset in dict.fromkeys(r["dataset"] for r in summary):
+        rs = [r for r in records if r["dataset"] == dataset]
+        rows = [r for r in summary if r["dataset"] == dataset]
+        cfg = rs[0]["config"]
+        model = f"ResNet-{cfg['depth']} (w{cfg['width']})"
+        body = [_table_row(r, rs[0], model) for r in rows]
+        widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(_COLUMNS)]
+
+        def line(cells: Sequence[str], widths: list[int] = widths) -> str:
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+        sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+        table = [line(_COLUMNS), sep, *(line(b) for b in body)]
+        blocks.append("\n".join([_table_header(dataset, rs, model, seconds), "", *table]))
+    return "\n\n".join(blocks)
+
+
+def _table_header(dataset: str, rs: Sequence[dict[str, Any]], model: str, seconds: float) -> str:
+    first = rs[0]
+    cfg, sizes = first["config"], first["sizes"]
+    seeds = sorted({r["seed"] for r in rs})
+    listed = ", ".join(map(str, seeds))
+    spread = (
+        f"Mean ± std over {count(len(seeds), 'seed')} ({listed})"
+        if len(seeds) > 1
+        else f"One run per row, seed {listed}"
+    )
+    run_s = statistics.fmean(r["seconds"] for r in rs)
+    return (
+        f"**{_pretty(dataset)}**: {model}, {first['num_parameters']:,} parameters; "
+        f"{count(cfg['epochs'], 'epoch')} on a {sizes['train']:,}-image stratified training "
+        f"subset; temperature fitted on {sizes['val']:,} held-out images; test "
+        f"{sizes['test']:,} images. {spread}. Budget: {count(len(rs), 'run')} × {run_s:.0f} s "
+        f"training on {count(cfg['num_threads'], 'CPU thread')} ({seconds / 60:.1f} min wall "
+        f"for this invocation, data and evaluation included)."
+    )
+
+
+def _table_row(r: dict[str, Any], record: dict[str, Any], model: str) -> list[str]:
+    cfg = record["config"]
+
+    def cell(key: str, digits: int) -> str:
+        if r["seeds"] == 1:
+            return f"{r[key]:.{digits}f}"
+        return f"{r[key]:.{digits}f} ± {r[f'{key}_std']:.{digits}f}"
+
+    dtype = str(record.get("dtype", "?"))
+    return [
+        model,
+        str(cfg["epochs"]),
+        _DTYPE_SHORT.get(dtype, dtype),
+        str(cfg["batch_size"]),
+        f"{cfg['lr']:g}",
+        r["trick"],
+        cell("top1", 2),
+        cell("top5", 2),
+        "—" if r["label_smoothing"] == 0 else f"{r['d_top1']:+.2f}",
+        cell("nll", 3),
+        cell("ece", 2),
+        cell("ece_T", 2),
+        cell("T", 2),
+    ]
+
+
+def _flat(r: dict[str, Any]) -> dict[str, Any]:
+    cfg = r["config"]
+    row = {k: r[k] for k in ("name", "dataset", "label_smoothing", "convention", "seed")}
+    row.update({k: cfg[k] for k in ("depth", "width", "epochs", "batch_size", "lr")})
+    row["train_size"] = r["sizes"]["train"]
+    for key, (get, _, _) in _METRICS.items():
+        row[key] = get(r)
+    return row
+
+
+def write_tables(
+    out_dir: Path, records: Sequence[dict[str, Any]], base: TrainConfig, seconds: float
+) -> tuple[list[dict[str, Any]], str]:
+    """Write ``results.csv``, ``summary.csv``, ``summary.json`` and ``results.md``; return the
+    summary rows and the markdown text."""
+    summary = summarize(records)
+    table = format_table(summary, records, seconds)
+    write_csv(out_dir / "results.csv", [_flat(r) for r in records])
+    write_csv(out_dir / "summary.csv", summary)
+    write_text(out_dir / "results.md", table + "\n")
+    write_json(
+        out_dir / "summary.json", {"summary": summary, "seconds": seconds, "base": base.to_dict()}
+    )
+    return summary, table
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def write_plots(
+    resolved: Sequence[tuple[Section, DatasetSplits]],
+    records: Sequence[dict[str, Any]],
+    plot_dir: Path,
+    classes: tuple[int, int, int],
+) -> None:
+    """Every plot of every section into ``plot_dir`` (ImportError without matplotlib)."""
+    import matplotlib  # noqa: F401  (ImportError -> the caller skips the plots)
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for section, data in resolved:
+        rs = [r for r in records if r["dataset"] == section.dataset]
+        if not rs:
+            continue
+        _curves_plot(section.dataset, rs, plot_dir)
+        _epsilon_plots(section.dataset, rs, plot_dir)
+        first = [r for r in rs if r["seed"] == section.seeds[0]]
+        _first_seed_plots(section.dataset, first, data, plot_dir, classes)
+
+
+def _curves_plot(dataset: str, rs: Sequence[dict[str, Any]], plot_dir: Path) -> None:
+    from labelsmooth import plotting
+
+    runs: dict[str, list[list[dict[str, float]]]] = {}
+    for r in rs:
+        runs.setdefault(trick(r["label_smoothing"], r["convention"]), []).append(r["history"])
+    seeds = sorted({r["seed"] for r in rs})
+    listed = ", ".join(map(str, seeds))
+    who = f"mean ± std over {len(seeds)} seeds ({listed})" if len(seeds) > 1 else f"seed {listed}"
+    plotting.training_curves(
+        runs,
+        keys=("loss", "top1", "nll", "ece"),
+        title=f"{_pretty(dataset)}: {who}",
+        path=plot_dir / f"{slug(dataset)}-training-curves.png",
+    )
+
+
+def _epsilon_plots(dataset: str, rs: Sequence[dict[str, Any]], plot_dir: Path) -> None:
+    """Metric vs ε, one series per convention (the baseline is each series' ε = 0 point)."""
+    from labelsmooth import plotting
+
+    conventions = list(dict.fromkeys(r["convention"] for r in rs if r["convention"] != "-"))
+    for key, (get, scale, label) in _METRICS.items():
+        if key in ("seconds", "nll_T"):
+            continue
+        fig = None
+        for i, conv in enumerate(conventions or ["-"]):
+            sel = [r for r in rs if r["convention"] in (conv, "-")]
+            eps = sorted({r["label_smoothing"] for r in sel})
+            vals = [[scale * float(get(r)) for r in sel if r["label_smoothing"] == e] for e in eps]
+            last = i == len(conventions or ["-"]) - 1
+            fig = plotting.metric_vs_epsilon(
+                eps,
+                vals,
+                metric=label,
+                label=conv if conv != "-" else None,
+                title=f"{_pretty(dataset)}: {label}",
+                ax=fig.axes[0] if fig is not None else None,
+                path=plot_dir / f"{slug(dataset)}-{key}-vs-eps.png" if last else None,
+            )
+
+
+def _first_seed_plots(
+    dataset: str,
+    first: Sequence[dict[str, Any]],
+    data: DatasetSplits,
+    plot_dir: Path,
+    classes: tuple[int, int, int],
+) -> None:
+    """Reliability diagrams and penultimate-layer projections: baseline vs one smoothed run."""
+    from labelsmooth import plotting
+
+    smoothed = [r for r in first if r["label_smoothing"] > 0]
+    if not smoothed:
+        return
+    pick = min(smoothed, key=lambda r: (abs(r["label_smoothing"] - 0.1), r["convention"]))
+    cls = [c for c in classes if c < data.num_classes]
+    if len(cls) < 3:
+        cls = list(range(min(3, data.num_classes)))
+    prefix = slug(dataset)
+    for r in [x for x in first if x["label_smoothing"] == 0] + [pick]:
+        arrays_path = plot_dir.parent / "runs" / f"{r['name']}.npz"
+        if not arrays_path.is_file():
+            continue
+        with np.load(arrays_path) as z:
+            logits, feats, labels, weight = (
+                torch.from_numpy(z[k])
+                for k in ("test_logits", "test_features", "test_labels", "fc_weight")
+            )
+        tag = "baseline" if r["label_smoothing"] == 0 else f"ls{r['label_smoothing']:g}"
+        name = f"{trick(r['label_smoothing'], r['convention'])}, seed {r['seed']}"
+        plotting.reliability_diagram(
+            torch.softmax(logits.double(), dim=1),
+            labels,
+            n_bins=int(r["config"]["n_bins"]),
+            title=f"{_pretty(dataset)}, {name}",
+            path=plot_dir / f"{prefix}-reliability-{tag}.png",
+        )
+        if len(cls) == 3:
+            plotting.penultimate_layer_plot(
+                feats,
+                labels,
+                weight,
+                cls,
+                class_names=[data.class_names[c] for c in cls],
+                title=f"{_pretty(dataset)}, penultimate layer, {name}",
+                path=plot_dir / f"{prefix}-penultimate-{tag}.png",
+            )
