@@ -6,6 +6,7 @@ from labelsmooth.data._fetch import (
     DataUnavailableError,
     default_data_dir,
     fetch,
+    load_builtin,
 )
 from labelsmooth.data.datasets import (
     DatasetSplits,
@@ -19,6 +20,8 @@ from labelsmooth.data.datasets import (
     with_val,
 )
 from labelsmooth.data.formats import (
+    idx_bytes,
+    parse_idx,
     read_idx,
     read_idx_dir,
     read_npz,
@@ -37,8 +40,11 @@ __all__ = [
     "default_data_dir",
     "epoch_generator",
     "fetch",
+    "idx_bytes",
     "iterate_batches",
+    "load_builtin",
     "load_dataset",
+    "parse_idx",
     "read_idx",
     "read_idx_dir",
     "read_npz",

@@ -18,18 +18,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labelsmooth.data._fetch import (
-    BUILTIN_DATASETS,
-    DataUnavailableError,
-    default_data_dir,
-    fetch,
-)
+from labelsmooth.data._fetch import BUILTIN_DATASETS, DataUnavailableError, load_builtin
 from labelsmooth.data.formats import read_idx_dir, read_npz
 
 __all__ = [
@@ -163,16 +157,28 @@ def load_dataset(
     *,
     download: bool = True,
     hflip: bool | None = None,
+    source_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
     log: Callable[[str], None] | None = print,
 ) -> DatasetSplits:
     """Load a dataset by specification (fetching built-in ones on first use).
 
+    Built-in datasets are verified against their pinned SHA-256 sums on every load; a missing
+    or corrupted cached file is fetched again (see :mod:`labelsmooth.data._fetch`). MNIST's
+    validation split is the last 10,000 of its 60,000 training images (the split of the
+    widely used ``mnist.pkl.gz``), so ``train`` has 50,000 examples; Fashion-MNIST has no
+    validation split of its own.
+
     Args:
         spec: ``"fashion-mnist"``, ``"mnist"``, ``"idx:DIR"`` or ``"npz:FILE"``.
         data_dir: Cache root for built-in datasets.
-        download: Fetch a built-in dataset if it is not cached.
+        download: Fetch a built-in dataset if it is not cached (or a cached file fails its
+            checksum); when false, that is an error.
         hflip: Override whether horizontal flips are used in augmentation (default: on for
             Fashion-MNIST, off for MNIST and for bring-your-own data).
+        source_dir: Folder with the built-in dataset's files (see :func:`fetch`'s
+            ``source_dir``; default ``$LABELSMOOTH_DATA_FROM``).
+        progress: Download progress bars (``None``: when stderr is a terminal).
         log: Where progress messages go.
 
     Returns:
@@ -184,16 +190,13 @@ def load_dataset(
         ValueError: If ``spec`` is not understood or the files are malformed.
     """
     if spec in BUILTIN_DATASETS:
-        if download:
-            directory = fetch(spec, data_dir, log=log)
-        else:
-            directory = Path(data_dir or default_data_dir()) / spec
+        arrays = load_builtin(
+            spec, data_dir, download=download, source_dir=source_dir, progress=progress, log=log
+        )
         if spec == "fashion-mnist":
-            arrays = _read_or_unavailable(read_idx_dir, directory, spec)
             flip = True if hflip is None else hflip
             return _from_arrays(spec, arrays, FASHION_MNIST_CLASSES, flip)
-        arrays = _read_or_unavailable(read_npz, directory / "mnist.npz", spec)
-        return _from_arrays(spec, arrays, MNIST_CLASSES, bool(hflip))
+        return _from_arrays(spec, _mnist_validation_split(arrays), MNIST_CLASSES, bool(hflip))
     kind, sep, path = spec.partition(":")
     if sep and kind == "idx":
         return _from_arrays(spec, _read_or_unavailable(read_idx_dir, path, spec), None, bool(hflip))
@@ -205,6 +208,17 @@ def load_dataset(
     )
 
 
+#: Size of MNIST's validation split: the last images of its training set.
+MNIST_VAL_SIZE = 10_000
+
+
+def _mnist_validation_split(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Split the last :data:`MNIST_VAL_SIZE` training images off as the validation set."""
+    n = arrays["x_train"].shape[0] - MNIST_VAL_SIZE
+    x, y = arrays["x_train"], arrays["y_train"]
+    return {**arrays, "x_train": x[:n], "y_train": y[:n], "x_val": x[n:], "y_val": y[n:]}
+
+
 def _read_or_unavailable(
     reader: Callable[[str | os.PathLike[str]], dict[str, np.ndarray]],
     path: str | os.PathLike[str],
@@ -213,10 +227,7 @@ def _read_or_unavailable(
     try:
         return reader(path)
     except FileNotFoundError as e:
-        hint = ""
-        if spec in BUILTIN_DATASETS:
-            hint = f"; run `labelsmooth data fetch {spec}` first"
-        raise DataUnavailableError(f"dataset {spec!r} not found: {e}{hint}") from e
+        raise DataUnavailableError(f"dataset {spec!r} not found: {e}") from e
 
 
 def subset(data: ImageDataset, n: int | None, seed: int = 0) -> ImageDataset:

@@ -27,6 +27,8 @@ import numpy as np
 
 __all__ = [
     "IDX_FILES",
+    "idx_bytes",
+    "parse_idx",
     "read_idx",
     "write_idx",
     "read_idx_dir",
@@ -79,22 +81,51 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         ValueError: If the header is malformed or the payload has the wrong size.
     """
     p = Path(path)
-    raw = _read_bytes(p)
+    return parse_idx(_read_bytes(p), str(p))
+
+
+def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Parse the (uncompressed) bytes of one IDX file.
+
+    Args:
+        raw: The file's content, header included.
+        source: Name used in error messages.
+
+    Returns:
+        The array, in native byte order, with the shape stored in the header.
+
+    Raises:
+        ValueError: If the header is malformed or the payload has the wrong size.
+    """
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{p}: not an IDX file (bad magic {raw[:4]!r})")
+        raise ValueError(f"{source}: not an IDX file (bad magic {raw[:4]!r})")
     dtype, ndim = _IDX_TYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{p}: truncated IDX header")
+        raise ValueError(f"{source}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
         raise ValueError(
-            f"{p}: IDX payload has {len(raw) - header} bytes, header says {expected} "
+            f"{source}: IDX payload has {len(raw) - header} bytes, header says {expected} "
             f"(shape {shape}, dtype {dtype}); the file is truncated or corrupted"
         )
     arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The uncompressed IDX encoding of an array (header + big-endian payload).
+
+    Args:
+        array: uint8, int8, int16, int32, float32 or float64 array of any shape.
+    """
+    arr = np.ascontiguousarray(array)
+    code = _IDX_CODES.get(arr.dtype.newbyteorder("=").str)
+    if code is None:
+        raise ValueError(f"IDX cannot store dtype {arr.dtype}")
+    header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return header + arr.astype(_IDX_TYPES[code], copy=False).tobytes()
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
@@ -104,12 +135,7 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
         path: Destination.
         array: uint8, int8, int16, int32, float32 or float64 array of any shape.
     """
-    arr = np.ascontiguousarray(array)
-    code = _IDX_CODES.get(arr.dtype.newbyteorder("=").str)
-    if code is None:
-        raise ValueError(f"IDX cannot store dtype {arr.dtype}")
-    header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    payload = header + arr.astype(_IDX_TYPES[code], copy=False).tobytes()
+    payload = idx_bytes(array)
     p = Path(path)
     if p.name.endswith(".gz"):
         with open(p, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
