@@ -1,12 +1,16 @@
 """The native CPU row kernel: statistics and gradient against float64, edge values, the
-launcher's argument checks, and building / falling back."""
+launcher's argument checks, and building / falling back (the cache's defences are in
+test_kernel_cache.py)."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 import torch
 
 import labelsmooth
+from labelsmooth import runtime
 from labelsmooth.ops import cpu_kernel
 
 CPU = torch.device("cpu")
@@ -202,12 +206,15 @@ def test_half_rows_equal_float32_rows_rounded(kernel, dtype, weighted):
 
 @pytest.fixture
 def fresh_build(monkeypatch, tmp_path):
-    """A clean module state and an empty cache directory (restored afterwards)."""
-    monkeypatch.setattr(cpu_kernel, "_lib", None)
-    monkeypatch.setattr(cpu_kernel, "_failure", None)
-    monkeypatch.setattr(cpu_kernel, "_kernels", {})
-    monkeypatch.setenv("LABELSMOOTH_CACHE", str(tmp_path))
-    return tmp_path
+    """A clean module state and an empty cache directory (both restored afterwards)."""
+    for name in ("_lib", "_path", "_failure"):
+        monkeypatch.setattr(cpu_kernel, name, getattr(cpu_kernel, name))
+    for name in ("_kernels", "_warned", "_versions", "_version_errors"):
+        monkeypatch.setattr(cpu_kernel, name, type(getattr(cpu_kernel, name))())
+    cpu_kernel._reset_for_tests()
+    cache = tmp_path / "cache"
+    with runtime.options(kernel_cache_dir=cache):
+        yield cache
 
 
 def test_builds_into_the_cache_and_reuses_it(fresh_build, monkeypatch):
@@ -216,16 +223,23 @@ def test_builds_into_the_cache_and_reuses_it(fresh_build, monkeypatch):
     assert cpu_kernel.native_unavailable(CPU) is None
     built = list(fresh_build.glob("cpu_kernels-*.so"))
     assert len(built) == 1 and cpu_kernel.kernel_path() == str(built[0])
+    # the library is private, with its SHA-256 recorded beside it (sha256sum format)
+    assert fresh_build.stat().st_mode & 0o777 == 0o700
+    assert built[0].stat().st_mode & 0o077 == 0
+    record = built[0].with_name(built[0].name + ".sha256").read_text()
+    assert record == f"{hashlib.sha256(built[0].read_bytes()).hexdigest()}  {built[0].name}\n"
+    files = sorted(fresh_build.iterdir())
     stamp = built[0].stat().st_mtime_ns
     # a new process state finds the cached library instead of compiling again
     monkeypatch.setattr(cpu_kernel, "_lib", None)
     assert cpu_kernel.native_unavailable(CPU) is None
-    assert list(fresh_build.glob("*")) == built and built[0].stat().st_mtime_ns == stamp
+    assert sorted(fresh_build.iterdir()) == files and built[0].stat().st_mtime_ns == stamp
 
 
 def test_without_a_compiler_fused_falls_back_to_eager(fresh_build, monkeypatch):
     monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
-    reason = cpu_kernel.native_unavailable(CPU)
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        reason = cpu_kernel.native_unavailable(CPU)
     assert reason is not None and "no C compiler" in reason
     x = torch.randn(6, 11, requires_grad=True)
     y = torch.tensor([0, 1, 2, 3, 4, -100])
@@ -239,13 +253,17 @@ def test_a_failing_compiler_is_reported(fresh_build, monkeypatch, tmp_path):
     fake.write_text("#!/bin/sh\necho 'fakecc: cannot compile' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("CC", str(fake))
-    reason = cpu_kernel.native_unavailable(CPU)
+    with pytest.warns(RuntimeWarning, match="cannot compile"):
+        reason = cpu_kernel.native_unavailable(CPU)
     assert reason is not None and "failed to compile" in reason and "cannot compile" in reason
+    assert not list(fresh_build.glob("*.tmp"))  # the failed build left nothing behind
 
 
-def test_disabled_by_environment(monkeypatch):
-    monkeypatch.setenv("LABELSMOOTH_NATIVE", "0")
-    assert "LABELSMOOTH_NATIVE=0" in cpu_kernel.native_unavailable(CPU)
+def test_disabled_by_config():
+    with runtime.options(native_kernel=False):
+        reason = cpu_kernel.native_unavailable(CPU)
+        assert cpu_kernel.native_dtypes() == ()
+    assert "labelsmooth.runtime.config.native_kernel is False" in reason
 
 
 def test_not_for_cuda_tensors():
