@@ -199,3 +199,35 @@ def test_any_integer_target_dtype_equals_int64(impl, dtype):
     got = labelsmooth.cross_entropy(x, y.to(dtype), **kw)
     (got_grad,) = torch.autograd.grad(got, x)
     torch.testing.assert_close((got, got_grad), (want, want_grad), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(16, 7), (3, 7, 4)])
+def test_return_nll_is_the_unsmoothed_unweighted_nll(impl, reduction, shape):
+    x, y = _make(shape, ignore=True, seed=5)
+    w = torch.rand(shape[1]) + 0.5
+    x.requires_grad_(True)
+    loss, nll = labelsmooth.cross_entropy(
+        x, y, w, label_smoothing=0.2, reduction=reduction, impl=impl, return_nll=True
+    )
+    plain = labelsmooth.cross_entropy(x, y, w, label_smoothing=0.2, reduction=reduction, impl=impl)
+    _close(loss, plain)
+    want = F.cross_entropy(x.detach(), y, reduction=reduction)  # unweighted, ε = 0
+    _close(nll, want, tol=1e-5)
+    assert not nll.requires_grad and nll.dtype == x.dtype
+
+
+@pytest.mark.parametrize("impl", SOFT_IMPLS)
+def test_return_nll_soft_targets(impl):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 9, generator=g)
+    t = torch.softmax(torch.randn(6, 9, generator=g), 1)
+    _, nll = labelsmooth.cross_entropy(x, t, label_smoothing=0.1, impl=impl, return_nll=True)
+    _close(nll, F.cross_entropy(x, t), tol=1e-5)
+
+
+def test_return_nll_all_ignored_mean_is_zero():
+    x = torch.randn(4, 5)
+    _, nll = labelsmooth.cross_entropy(x, torch.full((4,), -100), return_nll=True)
+    assert nll.item() == 0.0

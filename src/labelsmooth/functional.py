@@ -31,7 +31,8 @@ def cross_entropy(
     impl: str = "auto",
     inplace_backward: bool = False,
     validate_args: bool = True,
-) -> torch.Tensor:
+    return_nll: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Label-smoothed cross-entropy with ``torch.nn.functional.cross_entropy``'s semantics.
 
     With the defaults (``convention="uniform"``, no ``prior``/``class_mask``, ``kl=False``)
@@ -106,6 +107,10 @@ def cross_entropy(
             ``class_mask`` (one pass, one device synchronization). ``False`` skips only
             these data-dependent checks (shapes, dtypes and options are always checked),
             for an asynchronous GPU step; out-of-range targets then give undefined results.
+        return_nll: also return the unsmoothed negative log-likelihood from the same pass,
+            for perplexity: ``(loss, nll)``. ``nll`` is unweighted and detached, reduced
+            like the loss except that "mean" divides by the number of non-ignored rows
+            (tokens), as fairseq reports it; ``exp(nll)`` is the perplexity.
 
     Non-finite logits follow PyTorch: an ignored row contributes exactly 0 whatever it holds
     (and gets a zero gradient, where PyTorch's is NaN); a ``-inf`` logit on a class with no
@@ -114,7 +119,8 @@ def cross_entropy(
     max, so a common offset of the logits costs no precision.
 
     Returns:
-        Loss tensor in the input's dtype: the target's shape for "none", else a scalar.
+        Loss tensor in the input's dtype: the target's shape for "none", else a scalar
+        (with ``return_nll``, a pair of such tensors).
 
     Example:
         >>> import torch, labelsmooth
@@ -140,16 +146,43 @@ def cross_entropy(
         if entry.name != "torch"
         else input.new_empty(0)
     )
-    extra: dict[str, bool] = {}
+    if return_nll and "return_nll" not in entry.options:
+        raise ValueError(f"impl={entry.name!r} cannot run here: it has no return_nll option")
+    extra: dict[str, bool] = {"return_nll": True} if return_nll else {}
     if "inplace_backward" in entry.options:
         extra["inplace_backward"] = inplace_backward
     if "uniform_prior" in entry.options:
         extra["uniform_prior"] = prior is None and class_mask is None
     fn = entry.load()
-    loss = fn(input, target, weight, ignore_index, reduction, call.eps, u, convention, kl, **extra)
+    out = fn(input, target, weight, ignore_index, reduction, call.eps, u, convention, kl, **extra)
+    loss, nll = out if return_nll else (out, None)
     if call.unbatched and reduction == "none":
         loss = loss.squeeze(0)
-    return loss
+    if nll is None:
+        return loss
+    return loss, _reduce_nll(nll, target, ignore_index, reduction, call.unbatched, input.dtype)
+
+
+def _reduce_nll(
+    nll: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    reduction: str,
+    unbatched: bool,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The per-row NLL (0 for ignored rows) reduced like the loss, but unweighted: "mean"
+    divides by the number of counted rows (tokens), as fairseq and perplexity do."""
+    if reduction == "none":
+        return (nll.squeeze(0) if unbatched else nll).to(dtype)
+    total = nll.sum()
+    if reduction == "sum":
+        return total.to(dtype)
+    if target.is_floating_point():
+        count = torch.tensor(max(nll.numel(), 1), device=nll.device)
+    else:
+        count = (target != ignore_index).sum().clamp_min(1)
+    return (total / count).to(dtype)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ def cross_entropy_builtin(
     u: torch.Tensor,
     convention: str,
     kl: bool,
-) -> torch.Tensor:
+    *,
+    return_nll: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``F.cross_entropy``, except that a "mean" with every target ignored is 0, not NaN.
 
     Arguments as :func:`labelsmooth.ops.reference.cross_entropy_reference` (``u`` uniform,
@@ -42,6 +44,27 @@ def cross_entropy_builtin(
         # its gradient (PyTorch's own gradient of such a row is NaN); one cheap pass, and
         # "auto" then gives the same answers below and above its size threshold
         input = torch.where((target != ignore_index).unsqueeze(1), input, 0)
+    out = _builtin(input, target, weight, ignore_index, reduction, label_smoothing)
+    if not return_nll:
+        return out
+    with torch.no_grad():  # a second pass: "torch" runs small inputs, where that is cheap
+        nll = F.cross_entropy(
+            input.float(),
+            target.float() if target.is_floating_point() else target,
+            reduction="none",
+            ignore_index=ignore_index,
+        )
+    return out, nll
+
+
+def _builtin(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> torch.Tensor:
     kw = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     if reduction == "mean":
         nothing = input.shape[0] == 0 or (

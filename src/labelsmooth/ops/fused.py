@@ -209,7 +209,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
         weight: torch.Tensor | None,
         u: torch.Tensor,
         opt: FusedOptions,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cdt = compute_dtype(input.dtype)
         x = input if input.is_contiguous() else input.contiguous()
         y = target.reshape(-1)
@@ -235,6 +235,8 @@ class _FusedCrossEntropy(torch.autograd.Function):
         stats = row_statistics(x, rows, grad)
 
         loss = rowmath.loss_from_stats(stats, rc)
+        # the unsmoothed NLL from the same statistics: −log p_y = log s − d_y
+        nll = torch.where(valid, stats.s.double().log() - stats.d_y.double(), 0)
         if opt.kl:
             loss = loss + rowmath.kl_constant(rc, weight, u64)
         loss = torch.where(valid, loss, 0)  # ignored rows: exactly 0
@@ -252,10 +254,14 @@ class _FusedCrossEntropy(torch.autograd.Function):
                 ctx.save_for_backward(x)  # version-checked: a later in-place change raises
             else:
                 ctx.save_for_backward(grad)
-        return out.to(input.dtype)
+        nll = nll.to(cdt).reshape(target.shape)
+        ctx.mark_non_differentiable(nll)
+        return out.to(input.dtype), nll
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(
+        ctx: Any, grad_output: torch.Tensor, _grad_nll: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, ...]:
         if torch.is_grad_enabled():
             raise RuntimeError(
                 "impl='fused' does not support double backward (create_graph=True): its "
@@ -300,7 +306,8 @@ def cross_entropy_fused(
     *,
     inplace_backward: bool = False,
     uniform_prior: bool = False,
-) -> torch.Tensor:
+    return_nll: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Fused label-smoothed cross-entropy for class-index targets (arguments validated).
 
     Same arguments and result as :func:`labelsmooth.ops.reference.cross_entropy_reference`
@@ -312,9 +319,10 @@ def cross_entropy_fused(
             first copied, and the copy is overwritten instead.
         uniform_prior: the caller guarantees that ``u`` is uniform (no prior, no class
             mask), which makes every row's coefficients the same scalars: less O(N) work.
+        return_nll: also return the per-row unsmoothed NLL (as the reference does).
     """
     opt = FusedOptions(
         ignore_index, reduction, label_smoothing, convention, kl, inplace_backward, uniform_prior
     )
-    out: torch.Tensor = _FusedCrossEntropy.apply(input, target, weight, u, opt)
-    return out
+    out, nll = _FusedCrossEntropy.apply(input, target, weight, u, opt)
+    return (out, nll) if return_nll else out

@@ -113,7 +113,9 @@ def cross_entropy_reference(
     u: torch.Tensor,
     convention: str,
     kl: bool,
-) -> torch.Tensor:
+    *,
+    return_nll: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Label-smoothed cross-entropy, computed the obvious way. Arguments already validated.
 
     Args:
@@ -128,6 +130,9 @@ def cross_entropy_reference(
         kl: return Σ_k w_k q_k log(q_k / (Z p_k)) with Z = Σq instead of CE(q, p): the
             KL divergence KL(q‖p) for the normalized conventions (Z = 1), Z·KL(q/Z‖p) for
             "unnormalized".
+        return_nll: also return the unsmoothed, unweighted negative log-likelihood of each
+            row (−log p_y, 0 for ignored rows; −Σ t log p for soft targets), detached, in
+            the "none" shape: ``(loss, nll_rows)``.
 
     Returns:
         The loss: target's shape (class indices) or input's shape without dim 1 (soft) for
@@ -165,18 +170,40 @@ def cross_entropy_reference(
         mass = q.sum(-1, keepdim=True)
         loss = loss + (w * (torch.xlogy(q, q) - torch.xlogy(q, mass))).sum(-1)
 
+    out_shape = target.shape[:1] + target.shape[2:] if soft else target.shape
+    out = _reduce(loss, target, w, ignore_index, reduction, soft).to(input.dtype)
+    if not return_nll:
+        return out
+    with torch.no_grad():
+        if soft:
+            nll = -torch.where(q != 0, _rows(target).to(cdt) * logp, 0).sum(-1)
+        else:
+            y = target.reshape(-1)
+            valid = y != ignore_index
+            nll = -torch.where(valid, logp.gather(1, torch.where(valid, y, 0)[:, None])[:, 0], 0)
+    return out, nll.reshape(out_shape)
+
+
+def _reduce(
+    loss: torch.Tensor,
+    target: torch.Tensor,
+    w: torch.Tensor,
+    ignore_index: int,
+    reduction: str,
+    soft: bool,
+) -> torch.Tensor:
+    """PyTorch's reductions of the per-row losses (M,)."""
     if reduction == "none":
-        out_shape = target.shape[:1] + target.shape[2:] if soft else target.shape
-        return loss.reshape(out_shape).to(input.dtype)
+        return loss.reshape(target.shape[:1] + target.shape[2:] if soft else target.shape)
     total = loss.sum()
     if reduction == "sum":
-        return total.to(input.dtype)
+        return total
     if soft:
-        denom = torch.tensor(float(max(loss.shape[0], 1)), dtype=cdt, device=input.device)
+        denom = torch.tensor(float(max(loss.shape[0], 1)), dtype=loss.dtype, device=loss.device)
     else:
         y = target.reshape(-1)
         valid = y != ignore_index
         denom = (w[torch.where(valid, y, 0)] * valid).sum()
         # All targets ignored: 0 with zero gradients, where torch returns NaN.
         denom = torch.where(valid.any(), denom, torch.ones_like(denom))
-    return (total / denom).to(input.dtype)
+    return total / denom
