@@ -40,7 +40,7 @@ test-all: lint
 	$(PY) -m pytest -q tests
 
 bench: install
-	$(PY) -m labelsmooth.cli bench
+	$(PY) -m labelsmooth.cli bench --out benchmarks/results
 
 demo: install
 	$(PY) -m labelsmooth.cli compare
