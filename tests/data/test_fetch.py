@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
+import socket
 import subprocess
 import zipfile
 from pathlib import Path
@@ -118,6 +119,24 @@ def test_mirror_that_fails_then_the_next_works(
     fetch("mnist", tmp_path, progress=False, log=None)
     _assert_same(load_builtin("mnist", tmp_path, download=False, log=None), tiny)
     assert len(server.ranges("missing/" + FILES[0] + ".gz")) == 1
+
+
+def test_unreachable_host_is_not_asked_again_for_each_file(
+    tiny_dataset, server, monkeypatch, tmp_path
+):
+    tiny = tiny_dataset("mnist")
+    lookups = []
+    offline_lookup = socket.getaddrinfo  # the conftest's local-only stub
+
+    def counting(host, *args, **kwargs):
+        lookups.append(host)
+        return offline_lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    monkeypatch.setitem(_fetch.MIRRORS, "mnist", ("https://dead.invalid/m/", tiny.serve(server)))
+    fetch("mnist", tmp_path, progress=False, log=None)
+    assert lookups.count("dead.invalid") == 1
+    assert len(server.log) == 4
 
 
 def test_wrong_checksum_everywhere_is_refused(tiny_dataset, server, monkeypatch, tmp_path):

@@ -6,8 +6,9 @@ Standard library only (:mod:`urllib.request`). One file is tried at each URL in 
   408, 429) is retried at the same URL up to ``attempts`` times, resuming the partial file
   with an HTTP ``Range`` request (a server that answers ``200`` instead of ``206`` restarts
   it from the beginning);
-* a **failed mirror** (HTTP 4xx, connection refused, unknown host, a file longer than pinned,
-  a SHA-256 mismatch) moves on to the next URL at once, deleting the partial file;
+* a **failed mirror** (HTTP 4xx, no connection at all: refused, unknown host, TLS failure,
+  connect timeout; a file longer than pinned, a SHA-256 mismatch) moves on to the next URL at
+  once, deleting the partial file;
 * the file is accepted only when its size and SHA-256 equal the pinned values, and only then
   renamed to its final name (the partial file is ``<name>.part`` beside it).
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
 import sys
 import time
 import urllib.error
@@ -29,11 +29,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["DownloadError", "download", "sha256_file"]
+__all__ = ["UNREACHABLE", "DownloadError", "download", "sha256_file"]
 
 #: Seconds to wait before the second, third, ... attempt at one URL (then capped at 10 s).
 RETRY_DELAY = 1.0
 CHUNK = 1 << 16
+#: How a failure to connect at all starts (callers may skip that host for other files).
+UNREACHABLE = "unreachable"
 USER_AGENT = "labelsmooth-data-fetch (Python urllib)"
 
 
@@ -158,10 +160,8 @@ def _attempt(
         if e.code >= 500 or e.code in (408, 429):
             raise _Transient(_describe(e)) from e
         raise _MirrorFailed(_describe(e)) from e
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, (TimeoutError, socket.timeout)):
-            raise _Transient(_describe(e)) from e
-        raise _MirrorFailed(_describe(e)) from e  # refused, unknown host, TLS failure
+    except urllib.error.URLError as e:  # refused, unknown host, TLS failure, connect timeout
+        raise _MirrorFailed(f"{UNREACHABLE} ({_describe(e)})") from e
     except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
         raise _Transient(_describe(e)) from e
     with response:
@@ -219,6 +219,7 @@ def download(
     timeout: float = 30.0,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
 ) -> str:
     """Download one file from the first URL that gives it with the pinned size and SHA-256.
 
@@ -232,6 +233,8 @@ def download(
         timeout: Socket timeout in seconds for connecting and for each read.
         progress: Draw a progress bar on stderr (``None``: only when stderr is a terminal).
         log: Where one line per failed attempt goes (``None`` for silence).
+        on_failure: Called with ``(url, reason)`` for each URL given up on, also when a later
+            URL then works.
 
     Returns:
         The URL the file came from.
@@ -274,6 +277,8 @@ def download(
         else:
             reason = f"gave up after {max(1, attempts)} attempts ({reason})"
         failures.append((url, reason))
+        if on_failure is not None:
+            on_failure(url, reason)
         if log is not None:
             log(f"{dest.name}: {url}: {reason}")
     raise DownloadError(dest.name, failures)

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelsmooth.data._download import DownloadError, download, sha256_file
+from labelsmooth.data._download import UNREACHABLE, DownloadError, download, sha256_file
 from labelsmooth.data.formats import idx_bytes, parse_idx, read_npz
 
 __all__ = [
@@ -381,17 +381,25 @@ def _from_https(
     if not bases:
         tried.append(("HTTPS", "no mirror configured"))
         return
+    dead: dict[str, str] = {}  # base URL -> why it could not be reached (not asked again)
     for pin in list(missing):
-        urls = [base + pin.name + ".gz" for base in bases]
-        target = dest / (pin.name + ".gz")
+        file = pin.name + ".gz"
+        tried.extend((base + file, why) for base, why in dead.items())
+
+        def failed(url: str, why: str, file: str = file) -> None:
+            if why.startswith(UNREACHABLE):
+                dead[url.removesuffix(file)] = why
+
+        target = dest / file
         try:
             url = download(
-                urls,
+                [base + file for base in bases if base not in dead],
                 target,
                 sha256=pin.gz_sha256,
                 size=pin.gz_size,
                 progress=progress,
                 log=log,
+                on_failure=failed,
             )
         except DownloadError as e:
             tried.extend(e.attempts)
