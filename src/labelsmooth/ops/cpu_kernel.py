@@ -620,6 +620,9 @@ def rows(
     """Run the kernel on a (B, C) block: statistics into m, s, x_y, S (B,) and, if ``g`` is
     given, the gradient into ``g`` (B, C, ``x``'s dtype), which may be ``x`` itself.
 
+    The statistics are relative to the row max (see ``_cpu_kernels.c``): m = max_k x_k,
+    s = Σ_k exp(x_k − m), ``x_y`` receives d_y = x_y − m, and S = Σ_{a_k≠0} a_k (x_k − m).
+    A row with y = −1 is ignored: m = 0, s = 1, d_y = S = 0 and a zero gradient row.
     ``x`` is float32 or bfloat16 (float16 callers convert to float32 first), rows with unit
     stride; the coefficient and statistic vectors are float32, ``y`` int64. For a
     gradient in a half dtype, ``work`` is a float32 scratch row of at least C elements
