@@ -12,8 +12,10 @@ from labelsmooth.data import (
     DataUnavailableError,
     ImageDataset,
     augment,
+    idx_bytes,
     iterate_batches,
     load_dataset,
+    parse_idx,
     read_idx,
     read_idx_dir,
     read_npz,
@@ -64,6 +66,17 @@ def test_idx_gz_detected_by_content_and_header_layout(tmp_path):
     np.testing.assert_array_equal(read_idx(tmp_path / "noext"), arr)
     write_idx(tmp_path / "w.idx", arr)
     assert (tmp_path / "w.idx").read_bytes() == raw  # byte-exact with the MNIST layout
+
+
+def test_idx_bytes_and_parse_idx_in_memory():
+    arr = np.arange(6, dtype=np.int16).reshape(3, 2) - 2
+    raw = idx_bytes(arr)
+    assert raw[:4] == bytes([0, 0, 0x0B, 2]) and len(raw) == 4 + 8 + 12
+    back = parse_idx(raw, "mem")
+    assert back.dtype == np.int16
+    np.testing.assert_array_equal(back, arr)
+    with pytest.raises(ValueError, match="^mem: IDX payload has 11 bytes"):
+        parse_idx(raw[:-1], "mem")
 
 
 def test_idx_truncated_and_bad_magic_errors(tmp_path):
