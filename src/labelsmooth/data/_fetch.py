@@ -391,6 +391,7 @@ def _from_https(
                 dead[url.removesuffix(file)] = why
 
         target = dest / file
+        _say(log, f"{name}: downloading {file} ({pin.gz_size / 2**20:.1f} MiB)")
         try:
             url = download(
                 [base + file for base in bases if base not in dead],
