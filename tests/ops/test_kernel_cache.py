@@ -340,6 +340,19 @@ def test_a_library_without_the_kernels_is_rebuilt_once_then_reported(good, tmp_p
     assert "lacks the kernel functions" in message
 
 
+def test_the_hash_record_is_checked_before_loading(good, tmp_path):
+    lib = _install(tmp_path / "cache", good)
+    record = lib.with_name(lib.name + ".sha256")
+    assert cpu_kernel._verified(lib) == hashlib.sha256(good[1]).hexdigest()
+    for bad in (b"", b"\xff\xfe not a digest\n", b"0" * 64 + b"  " + lib.name.encode()):
+        record.write_bytes(bad)
+        assert cpu_kernel._verified(lib) is None  # rebuild
+    record.unlink()
+    assert cpu_kernel._verified(lib) is None  # a library without a record: rebuild
+    with pytest.raises(cpu_kernel._BuildError, match="changed after it was verified"):
+        cpu_kernel._dlopen_verified(lib, "0" * 64)
+
+
 # --- (d) leftovers of killed builds are removed -----------------------------------------------
 
 

@@ -304,10 +304,9 @@ def _verified(target: Path) -> str | None:
     record = _read_checked(_record(target))
     if not data or record is None:
         return None
-    fields = record.split()
-    expected = fields[0].decode("ascii", "replace") if fields else ""
+    fields = record.split()  # "<hex digest>  <name>", as sha256sum writes it
     digest = _sha256(data)
-    return digest if hmac.compare_digest(digest, expected) else None
+    return digest if fields and hmac.compare_digest(digest.encode(), fields[0]) else None
 
 
 def _record(target: Path) -> Path:
@@ -451,10 +450,10 @@ def _load_from(cc: str, target: Path) -> tuple[ctypes.CDLL, dict[torch.dtype, An
 
 
 def _stacklevel() -> int:
-    """The warning's stack level: the first frame outside labelsmooth."""
-    package = str(Path(__file__).resolve().parent.parent)
+    """The warning's stack level: the first frame outside labelsmooth and torch (autograd)."""
+    inside = (str(Path(__file__).resolve().parent.parent), os.path.dirname(torch.__file__))
     level, frame = 1, sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(package):
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
         level, frame = level + 1, frame.f_back  # type: ignore[assignment]
     return level
 
@@ -490,7 +489,8 @@ def _open() -> tuple[ctypes.CDLL, dict[torch.dtype, Any], Path]:
     found: Path | None = None
     try:
         fallback = Path(tempfile.gettempdir()) / f"labelsmooth-{os.getuid()}"
-        for folder, shared in [(Path(runtime.config.kernel_cache_dir), False), (fallback, True)]:
+        configured = Path(runtime.config.kernel_cache_dir).expanduser()
+        for folder, shared in [(configured, False), (fallback, True)]:
             try:
                 try:  # the configured folder may be new (~/.cache/labelsmooth); $TMPDIR exists
                     folder.mkdir(mode=0o700, parents=not shared)
@@ -616,6 +616,8 @@ def rows(
     x_y: torch.Tensor,
     S: torch.Tensor,
     work: torch.Tensor | None = None,
+    *,
+    targets_checked: bool = False,
 ) -> None:
     """Run the kernel on a (B, C) block: statistics into m, s, x_y, S (B,) and, if ``g`` is
     given, the gradient into ``g`` (B, C, ``x``'s dtype), which may be ``x`` itself.
@@ -628,7 +630,9 @@ def rows(
     gradient in a half dtype, ``work`` is a float32 scratch row of at least C elements
     (allocated here if not given). ``a`` is (C,) or None when every a_k equals ``a0``.
     Every argument is checked here (shapes, dtypes, strides, index range), because the C
-    code trusts them.
+    code trusts them; ``targets_checked=True`` skips only the index range check (a torch op)
+    for a caller that checked the whole ``y`` once, e.g. before handing row ranges to worker
+    threads, which must not run torch ops (in a forked child they would fail).
     """
     lib = _load()
     if lib is None:
@@ -665,12 +669,21 @@ def rows(
         return
     if C == 0:
         raise ValueError("rows: the logits have no classes")
-    lo, hi = torch.aminmax(y)
-    lo_i, hi_i = int(lo), int(hi)
-    if lo_i < -1 or hi_i >= C:  # -1: an ignored row (neutral statistics, zero gradient)
-        raise ValueError(f"rows: target indices must be in [-1, {C}), got [{lo_i}, {hi_i}]")
-    fn(
+    if not targets_checked:
+        check_targets(y, C)
+    fn(  # -1: an ignored row (neutral statistics, zero gradient)
+
         B, C, x.data_ptr(), x.stride(0), _ptr(g), 0 if g is None else g.stride(0), _ptr(work),
         y.data_ptr(), _ptr(a), float(a0), g_p.data_ptr(), g_a.data_ptr(), g_y.data_ptr(),
         m.data_ptr(), s.data_ptr(), x_y.data_ptr(), S.data_ptr(),
     )  # fmt: skip
+
+
+def check_targets(y: torch.Tensor, C: int) -> None:
+    """Raise unless every entry of ``y`` lies in [-1, C) (-1: an ignored row)."""
+    if y.numel() == 0:
+        return
+    lo, hi = torch.aminmax(y)
+    lo_i, hi_i = int(lo), int(hi)
+    if lo_i < -1 or hi_i >= C:  # -1: an ignored row (neutral statistics, zero gradient)
+        raise ValueError(f"rows: target indices must be in [-1, {C}), got [{lo_i}, {hi_i}]")
