@@ -20,7 +20,8 @@ before = evaluate_calibration(overconfident[test], target[test])
 after = evaluate_calibration(overconfident[test], target[test], temperature=T)
 print(f"fitted temperature {T:.2f} (the logits were scaled by 2.5)")
 print(
-    f"ECE {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}"
+    f"ECE {100 * before['ece']:.2f}% -> {100 * after['ece']:.2f}%, "
+    f"NLL {before['nll']:.4f} -> {after['nll']:.4f} nats"
 )
 
 if len(sys.argv) > 1:

@@ -25,4 +25,15 @@ def test_calibration_example(capsys, tmp_path, monkeypatch):
     out = capsys.readouterr().out
     temperature = float(out.split("fitted temperature ")[1].split()[0])
     assert 2.0 < temperature < 3.0
+    before, after = (float(v.rstrip("%,")) for v in out.split("ECE ")[1].split()[0:3:2])
+    assert after < before and "%" in out.split("ECE ")[1].split(",")[0]  # ECE in percent
     assert png.stat().st_size > 0
+
+
+def test_custom_task_example(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["custom_task.py", str(tmp_path)])
+    runpy.run_path(str(EXAMPLES / "custom_task.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "epoch   4/4" in out
+    assert float(out.split("final perplexity ")[1].split()[0]) < 4.0
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "result.json"}

@@ -216,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train_parser(sub: Any) -> None:
-    tr = sub.add_parser("train", help="train one model with label smoothing")
+    tr = sub.add_parser(
+        "train",
+        help="train one model with label smoothing",
+        description="Train one model with label-smoothed cross-entropy; a checkpoint after "
+        "every epoch (and on Ctrl-C) in --out, resumable bit for bit with --resume.",
+    )
     tr.add_argument(
         "--dataset",
         type=_dataset,
@@ -235,7 +240,8 @@ def _add_train_parser(sub: Any) -> None:
         default="uniform",
         choices=CONVENTIONS,
         help="where the ε mass goes: uniform (ε/C on every class, as PyTorch), others "
-        "(ε/(C-1) on the other classes), unnormalized (default: uniform)",
+        "(ε/(C-1) on the other classes), unnormalized (1-ε on the target, ε/C on the "
+        "others) (default: uniform)",
     )
     tr.add_argument(
         "--seed",
@@ -262,7 +268,12 @@ def _add_compare_parser(sub: Any) -> None:
 
     d = DEFAULT_SECTIONS[0]
     shown = lambda values: " ".join(map(str, values))  # noqa: E731
-    cmp = sub.add_parser("compare", help="baseline vs label smoothing over ε, conventions, seeds")
+    cmp = sub.add_parser(
+        "compare",
+        help="baseline vs label smoothing over ε, conventions, seeds",
+        description="Train a baseline and label-smoothed models over ε × conventions × seeds; "
+        "write tables (results.md, CSV), per-run JSON and plots to --out.",
+    )
     cmp.add_argument(
         "--full",
         action="store_true",
