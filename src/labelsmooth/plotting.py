@@ -363,8 +363,10 @@ def training_curves(
         raise ValueError(f"keys must be a non-empty sequence of strings, got keys={keys!r}")
 
     fig = _new_figure(
-        figsize=(3.6 * len(keys), 3.4 + 0.3 * (title is not None)), layout="constrained"
+        figsize=(3.6 * len(keys) + 1.8, 3.4 + 0.3 * (title is not None)), layout="constrained"
     )
+    from matplotlib.ticker import MaxNLocator  # after _new_figure: its message if missing
+
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys):
         name, scale, unit = _CURVES.get(key, (key, 1.0, key))
@@ -378,11 +380,17 @@ def training_curves(
                 hi = [m + s for m, s in zip(mean, std)]
                 ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(unit)
         ax.set_title(name)
         ax.grid(True, alpha=0.3)
-        if ax.get_lines():
-            ax.legend(fontsize="small")
+    # One legend for all panels (every panel draws the runs in the same colours).
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small")
     if title is not None:
         fig.suptitle(title)
     _save(fig, path)
