@@ -4,8 +4,13 @@ Public names only; nothing optional (triton, matplotlib, tqdm) is imported here.
 """
 
 from labelsmooth import runtime
-from labelsmooth.functional import chosen_impl, cross_entropy, smooth_labels
-from labelsmooth.modules import LabelSmoothingCrossEntropy
+from labelsmooth.functional import (
+    chosen_impl,
+    cross_entropy,
+    linear_cross_entropy,
+    smooth_labels,
+)
+from labelsmooth.modules import LabelSmoothingCrossEntropy, LinearCrossEntropyLoss
 from labelsmooth.runtime import empty_cache
 
 __all__ = [
@@ -13,6 +18,8 @@ __all__ = [
     "smooth_labels",
     "chosen_impl",
     "LabelSmoothingCrossEntropy",
+    "linear_cross_entropy",
+    "LinearCrossEntropyLoss",
     "empty_cache",
     "runtime",
     "__version__",

@@ -6,6 +6,7 @@ The math lives in :mod:`labelsmooth.ops`; this file only checks arguments and ch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 
@@ -13,7 +14,7 @@ from labelsmooth import _dispatch
 from labelsmooth import _validate as V
 from labelsmooth.ops.reference import smoothed_target, smoothing_prior
 
-__all__ = ["cross_entropy", "smooth_labels", "chosen_impl"]
+__all__ = ["cross_entropy", "smooth_labels", "chosen_impl", "linear_cross_entropy"]
 
 
 def cross_entropy(
@@ -346,3 +347,176 @@ def smooth_labels(
     if target.dim() > 1:
         q = q.movedim(-1, 1)
     return q.to(dtype)
+
+
+@overload
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    convention: str = "uniform",
+    prior: torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
+    kl: bool = False,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+    return_nll: Literal[False] = False,
+    impl: str = "auto",
+    validate_args: bool = True,
+) -> torch.Tensor: ...
+
+
+@overload
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    convention: str = "uniform",
+    prior: torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
+    kl: bool = False,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+    return_nll: Literal[True],
+    impl: str = "auto",
+    validate_args: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    convention: str = "uniform",
+    prior: torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
+    kl: bool = False,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+    return_nll: bool = False,
+    impl: str = "auto",
+    validate_args: bool = True,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    convention: str = "uniform",
+    prior: torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
+    kl: bool = False,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+    return_nll: bool = False,
+    impl: str = "auto",
+    validate_args: bool = True,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    r"""Label-smoothed cross-entropy of a linear head, without materializing its logits.
+
+    Equal to ``cross_entropy(F.linear(hidden, weight, bias), target, ...)`` (see
+    :func:`cross_entropy` for the conventions, ``prior``, ``class_mask``, ``kl`` and the
+    reductions), but computed chunk by chunk over the tokens so that at most
+    ``chunk_size × V`` logits exist at a time. The gradients of ``hidden``, ``weight`` and
+    ``bias`` are produced during the forward pass (accumulated in float32 across chunks,
+    returned in the parameters' dtype), and ignored tokens are dropped before the matmul, so
+    they cost no compute. With ``softcap`` = c the logits are first capped,
+
+    .. math::
+        z = h W^\top + b, \qquad x = c \tanh(z / c),
+
+    and the loss is that of :math:`x` (Gemma-2's final-logit soft-capping).
+
+    Args:
+        hidden: (..., H) hidden states; float16, bfloat16, float32 or float64.
+        weight: (V, H) the head's weight, as ``nn.Linear.weight``; hidden's dtype and device.
+        target: (...) integer class indices (hidden's shape without H); ``ignore_index``
+            allowed. Soft targets are not supported.
+        bias: (V,) the head's bias, or None.
+        ignore_index: target value that contributes 0 and is left out of the mean.
+        reduction: "none" (per-token losses in the target's shape), "mean" (over the counted
+            tokens; 0 with zero gradients if every token is ignored) or "sum".
+        label_smoothing: ε in [0, 1].
+        convention: "uniform", "others" or "unnormalized" (see :func:`cross_entropy`).
+        prior: (V,) non-negative smoothing prior, normalized internally.
+        class_mask: (V,) bool; False classes (padding, reserved tokens) get no smoothing mass.
+        kl: return KL(q‖p) instead of CE(q, p) (see :func:`cross_entropy`).
+        softcap: c > 0 caps the logits to (−c, c) as above; None: no capping.
+        chunk_size: tokens per chunk; None picks ``CHUNK_BYTES // (4·V)``
+            (:func:`labelsmooth.ops.linear.default_chunk_size`: a chunk of float32 logits of
+            about 64 MiB, e.g. 130 tokens at V = 128256 and 524 at V = 32000). The memory
+            beyond the inputs, parameters and gradients is about one chunk of logits (two
+            with ``softcap``, plus a float32 copy of the chunk for half-precision weights).
+        return_nll: also return the unsmoothed negative log-likelihood from the same pass
+            (for perplexity), :math:`\ell^{\text{nll}}_i = \log\sum_k e^{x_{ik}} - x_{i y_i}`
+            (the logits after ``softcap``), detached, unweighted and reduced like the loss
+            except that "mean" is :math:`\sum_i \ell^{\text{nll}}_i / \text{count}` over the
+            counted tokens (0 if there are none), as fairseq reports it next to the smoothed
+            loss and as :func:`cross_entropy` does; ``exp(nll)`` is the perplexity.
+        impl: "auto" ("chunked" whenever it can run, else "reference"), "chunked" (the chunk
+            loop; no gradient for ``prior``, no double backward) or "reference" (the plain
+            composition ``F.linear`` + the reference loss on the dense logits; any option).
+            An explicit impl that cannot run the arguments raises ``ValueError`` saying why.
+        validate_args: check the values of ``target``, ``prior`` and ``class_mask`` (one
+            device synchronization). Shapes, dtypes and options are always checked.
+
+    Dropping the ignored tokens needs their count on the host: "chunked" makes one device
+    synchronization per call (``nonzero``), which costs nothing on CPU. With
+    ``reduction="none"`` the gradient is not known in the forward pass, so "chunked" then
+    computes only the statistics forward and runs the chunk loop again in backward (twice the
+    matmuls, the same memory). The "chunked" backward can run once per forward (its gradients
+    are handed out, not recomputed; ``retain_graph=True`` raises on a second backward, except
+    with ``reduction="none"``).
+
+    Returns:
+        The loss in hidden's dtype (the target's shape for "none", else a scalar), or
+        ``(loss, nll)`` with ``return_nll=True`` (``nll`` shaped and typed like ``loss``).
+
+    Example:
+        >>> import torch, labelsmooth
+        >>> head = torch.nn.Linear(16, 50)
+        >>> hidden, target = torch.randn(8, 16), torch.randint(0, 50, (8,))
+        >>> loss, nll = labelsmooth.linear_cross_entropy(
+        ...     hidden, head.weight, target, head.bias, label_smoothing=0.1, return_nll=True)
+        >>> dense = labelsmooth.cross_entropy(head(hidden), target, label_smoothing=0.1)
+        >>> torch.allclose(loss, dense, rtol=1e-5)
+        True
+        >>> loss.backward()  # sets head.weight.grad and head.bias.grad
+        >>> nll.requires_grad
+        False
+    """
+    from labelsmooth.ops import linear as _linear
+
+    call = _linear.prepare(
+        hidden, weight, target, bias, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, convention=convention, prior=prior,
+        class_mask=class_mask, kl=kl, softcap=softcap, chunk_size=chunk_size,
+        return_nll=return_nll, impl=impl, validate_args=validate_args,
+    )  # fmt: skip
+    loss, nll = _linear.run(call)
+    if not return_nll:
+        return loss
+    flat = call.target  # (N,) int64: _reduce_nll counts its non-ignored entries
+    return loss, _reduce_nll(nll, flat, ignore_index, reduction, False, call.hidden.dtype)

@@ -1,0 +1,546 @@
+"""Chunked linear head + label-smoothed cross-entropy: the N × V logits never exist at once.
+
+``linear_cross_entropy(hidden, weight, target, bias)`` equals
+``cross_entropy(F.linear(hidden, weight, bias), target, ...)``; this module computes it over
+chunks of tokens, so that at most ``chunk × V`` logits (one buffer, reused) exist at a time.
+
+Per chunk of counted tokens (ignored tokens are dropped before the matmul)::
+
+    Z = h_c Wᵀ + b                       # (k, V) logits, in the parameters' dtype
+    X = c·tanh(Z / c)                    # only with softcap = c; T = tanh(Z / c) kept
+    statistics and G_X = ∂loss/∂X        # rowmath: g_p·p − g_a·a − g_y·onehot(y), written
+                                         # over X in place (fused.row_statistics)
+    G = G_X ⊙ (1 − T²)                   # softcap's chain rule: ∂X/∂Z = 1 − tanh²(Z / c)
+    grad_h[c]  = G W                     # (k, H)
+    grad_W    += Gᵀ h_c                  # (V, H), accumulated in float32 (float64 for float64)
+    grad_b    += Σ_rows G                # (V,)
+
+The per-row statistics (max m, Σ exp(x − m), d_y = x_y − m, S = Σ a_k (x_k − m)) go through
+:func:`labelsmooth.ops.rowmath.loss_from_stats` exactly as in the fused path, so every
+convention, prior, class mask and the KL form come for free and a common offset of the logits
+(a large bias) costs no precision. The unsmoothed negative log-likelihood of a row is
+``log s − d_y``, read from the same statistics.
+
+Gradients are produced in the forward pass (the loss is a sum or a mean, so backward only
+scales them by the incoming scalar). With ``reduction="none"`` the incoming gradient is a
+vector, unknown during the forward pass: the forward pass then computes statistics only and
+backward runs the chunk loop a second time with each row's coefficients multiplied by its
+incoming gradient (twice the matmuls, the same memory bound).
+
+Dropping ignored tokens needs their count on the host (``nonzero``, one device
+synchronization per call; free on CPU). When no token is ignored the hidden states are used
+in place; otherwise each chunk gathers its rows with ``index_select``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from labelsmooth import _validate as V
+from labelsmooth.ops import rowmath
+from labelsmooth.ops.fused import _Rows, row_statistics
+from labelsmooth.ops.reference import compute_dtype, cross_entropy_reference, smoothing_prior
+from labelsmooth.ops.rowmath import RowCoefficients, RowStats
+
+__all__ = [
+    "LINEAR_IMPLS",
+    "CHUNK_BYTES",
+    "LinearOptions",
+    "LinearCall",
+    "default_chunk_size",
+    "prepare",
+    "run",
+    "linear_cross_entropy_chunked",
+    "linear_cross_entropy_reference",
+]
+
+#: Every name ``linear_cross_entropy(impl=)`` accepts.
+LINEAR_IMPLS = ("auto", "chunked", "reference")
+
+#: Size in bytes of one chunk of float32 logits that the default chunk size aims at.
+CHUNK_BYTES = 1 << 26
+
+
+def default_chunk_size(num_classes: int) -> int:
+    """Tokens per chunk when ``chunk_size`` is None: ``CHUNK_BYTES // (4·V)`` (a chunk of
+    float32 logits of about 64 MiB, whatever the parameters' dtype), at least 1."""
+    return max(1, CHUNK_BYTES // (4 * max(1, num_classes)))
+
+
+@dataclass(frozen=True)
+class LinearOptions:
+    """The non-tensor arguments of one call (validated)."""
+
+    ignore_index: int
+    reduction: str
+    eps: float
+    convention: str
+    kl: bool
+    softcap: float | None
+    chunk_size: int
+    uniform_prior: bool  # no prior, no class mask: u_k = 1/V, scalar coefficients
+
+
+# ---------------------------------------------------------------------------------------------
+# The chunk loop
+
+
+@dataclass
+class _Tokens:
+    """The counted tokens of one call and their per-row coefficients."""
+
+    idx: torch.Tensor | None  # (n,) positions of the counted tokens; None: all of them
+    y: torch.Tensor  # (n,) int64 targets of the counted tokens
+    valid: torch.Tensor  # (n,) all True (the rowmath functions take a row mask)
+    rc: RowCoefficients
+    scale: torch.Tensor | None  # the mean's 1 / count (None for "sum" / "none")
+    a: torch.Tensor  # (V,) a_k = u_k in the compute dtype
+    a0: float | None  # the constant a_k = 1/V with a uniform prior
+
+    @property
+    def count(self) -> int:
+        return int(self.y.shape[0])
+
+
+def _tokens(target: torch.Tensor, u: torch.Tensor, cdt: torch.dtype, opt: LinearOptions) -> _Tokens:
+    valid = target != opt.ignore_index
+    idx: torch.Tensor | None = valid.nonzero().squeeze(1)  # the one host synchronization
+    assert idx is not None
+    n = idx.numel()
+    if n == target.shape[0]:
+        idx, y = None, target
+    else:
+        y = target.index_select(0, idx)
+    ones = torch.ones(n, dtype=torch.bool, device=target.device)
+    rc = rowmath.coefficients(
+        y, ones, None, u, opt.eps, opt.convention, uniform_prior=opt.uniform_prior
+    )
+    scale = rowmath.mean_scale(rc, ones) if opt.reduction == "mean" else None
+    a0 = 1 / u.shape[0] if opt.uniform_prior else None
+    return _Tokens(idx, y, ones, rc, scale, u.to(cdt), a0)
+
+
+@dataclass
+class _Pass:
+    stats: RowStats
+    grad_hidden: torch.Tensor | None
+    grad_weight: torch.Tensor | None  # float32 (float64) accumulator
+    grad_bias: torch.Tensor | None
+
+
+def _chunk_pass(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    tok: _Tokens,
+    coef: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    need: tuple[bool, bool, bool],
+    opt: LinearOptions,
+) -> _Pass:
+    """One sweep over the counted tokens, ``opt.chunk_size`` at a time: the statistics of every
+    counted row and, when ``coef`` = (g_p, g_y, g_a) is given, the gradients flagged in
+    ``need`` (hidden, weight, bias). ``hidden`` is (N, H), ``weight`` (V, H)."""
+    N, H = hidden.shape
+    Vc = weight.shape[0]
+    dt, dev = weight.dtype, weight.device
+    cdt = compute_dtype(dt)
+    acc = torch.float64 if dt == torch.float64 else torch.float32
+    n = tok.count
+    stats = RowStats(*(torch.empty(n, dtype=cdt, device=dev) for _ in range(4)))
+    with_grad = coef is not None and any(need)
+    need_h, need_w, need_b = need if with_grad else (False, False, False)
+    grad_h = None
+    if need_h:  # rows of ignored tokens stay 0
+        make = torch.empty if tok.idx is None else torch.zeros
+        grad_h = make(N, H, dtype=hidden.dtype, device=dev)
+    grad_w = torch.zeros(Vc, H, dtype=acc, device=dev) if need_w else None
+    grad_b = torch.zeros(Vc, dtype=acc, device=dev) if need_b else None
+    if n == 0:
+        return _Pass(stats, grad_h, grad_w, grad_b)
+
+    rows_max = min(opt.chunk_size, n)
+    z_buf = torch.empty(rows_max, Vc, dtype=dt, device=dev)  # logits, then their gradient
+    t_buf = torch.empty(rows_max, Vc, dtype=cdt, device=dev) if opt.softcap else None
+    up_buf = torch.empty(rows_max, Vc, dtype=acc, device=dev) if need_w and dt != acc else None
+    g_p = g_y = g_a = None
+    if with_grad:
+        assert coef is not None
+        g_p, g_y, g_a = (c.to(cdt) for c in coef)
+    wt = weight.t()
+    for c0 in range(0, n, rows_max):
+        c1 = min(n, c0 + rows_max)
+        k = c1 - c0
+        idx_c = None if tok.idx is None else tok.idx[c0:c1]
+        h_c = hidden[c0:c1] if idx_c is None else hidden.index_select(0, idx_c)  # (k, H)
+        z = z_buf[:k]  # (k, V)
+        if bias is None:
+            torch.mm(h_c, wt, out=z)
+        else:
+            torch.addmm(bias, h_c, wt, out=z)
+        t = None
+        if opt.softcap is not None:
+            assert t_buf is not None
+            t = t_buf[:k]
+            torch.div(z, opt.softcap, out=t).tanh_()  # T = tanh(Z / c), compute dtype
+            torch.mul(t, opt.softcap, out=z)  # X = c·T
+        rows = _Rows(y=tok.y[c0:c1], a=tok.a, a0=tok.a0)
+        if with_grad:
+            assert g_p is not None and g_y is not None and g_a is not None
+            rows.g_p, rows.g_a, rows.g_y = g_p[c0:c1], g_a[c0:c1], g_y[c0:c1]
+        st = row_statistics(z, rows, z if with_grad else None)  # z becomes ∂loss/∂X
+        for whole, part in zip(stats, st):
+            whole[c0:c1] = part
+        if not with_grad:
+            continue
+        if t is not None:
+            z.mul_(t.square_().neg_().add_(1))  # ∂X/∂Z = 1 − T²
+        if grad_h is not None:
+            if idx_c is None:
+                torch.mm(z, weight, out=grad_h[c0:c1])
+            else:
+                grad_h.index_copy_(0, idx_c, z @ weight)
+        if grad_w is not None:
+            if up_buf is None:
+                grad_w.addmm_(z.t(), h_c)
+            else:  # half parameters: the chunk in float32, so every chunk adds in float32
+                up = up_buf[:k].copy_(z)
+                grad_w.addmm_(up.t(), h_c.to(acc))
+        if grad_b is not None:
+            grad_b.add_(z.sum(0, dtype=acc))
+    return _Pass(stats, grad_h, grad_w, grad_b)
+
+
+def _losses(tok: _Tokens, stats: RowStats, u: torch.Tensor, kl: bool) -> torch.Tensor:
+    """Per counted row (n,) float64: the smoothed loss (plus the KL constant)."""
+    loss = rowmath.loss_from_stats(stats, tok.rc)
+    if kl:
+        loss = loss + rowmath.kl_constant(tok.rc, None, u.to(torch.float64))
+    return loss
+
+
+def _scatter(values: torch.Tensor, tok: _Tokens, N: int) -> torch.Tensor:
+    """Per counted row (n,) -> per token (N,), exactly 0 for ignored tokens."""
+    if tok.idx is None:
+        return values
+    return values.new_zeros(N).index_copy_(0, tok.idx, values)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        target: torch.Tensor,
+        u: torch.Tensor,
+        opt: LinearOptions,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # hidden (N, H), weight (V, H), bias (V,) or None, target (N,) int64, u (V,) float64
+        cdt = compute_dtype(weight.dtype)
+        tok = _tokens(target, u, cdt, opt)
+        need = (
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+            bias is not None and ctx.needs_input_grad[2],
+        )
+        now = any(need) and opt.reduction != "none"  # gradients in this pass
+        coef = None
+        if now:
+            coef = rowmath.grad_coefficients(tok.rc, tok.valid, tok.scale)
+        res = _chunk_pass(hidden, weight, bias, tok, coef, need, opt)
+
+        N = hidden.shape[0]
+        loss = _losses(tok, res.stats, u, opt.kl)
+        if opt.reduction == "none":
+            out = _scatter(loss, tok, N)
+        else:
+            out = loss.sum() if tok.scale is None else loss.sum() * tok.scale
+        # the unsmoothed NLL of each token, log s − d_y (0 for ignored tokens)
+        nll = _scatter((res.stats.s.double().log() - res.stats.d_y.double()).to(cdt), tok, N)
+        ctx.mark_non_differentiable(nll)
+
+        ctx.opt, ctx.tok, ctx.need, ctx.consumed = opt, tok, need, False
+        ctx.has_bias = bias is not None
+        if now:
+            ctx.grads = [
+                res.grad_hidden,
+                None if res.grad_weight is None else res.grad_weight.to(weight.dtype),
+                None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype),
+            ]
+        elif any(need):  # "none": backward runs the loop again
+            ctx.save_for_backward(hidden, weight, bias)
+        return out.to(hidden.dtype), nll
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_output: torch.Tensor, grad_nll: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "linear_cross_entropy(impl='chunked') does not support double backward "
+                "(create_graph=True): its gradients are computed without a graph; use "
+                "impl='reference'"
+            )
+        opt: LinearOptions = ctx.opt
+        if opt.reduction != "none":
+            if ctx.consumed:
+                raise RuntimeError(
+                    "linear_cross_entropy(impl='chunked') cannot backward twice through the "
+                    "same loss (retain_graph=True): its gradients are computed in the forward "
+                    "pass and handed out once; use impl='reference'"
+                )
+            ctx.consumed = True
+            grads = ctx.grads
+            ctx.grads = None
+            scale_needed = grad_output.device.type != "cpu" or float(grad_output) != 1.0
+            if scale_needed:
+                for gr in grads:
+                    if gr is not None:
+                        gr.mul_(grad_output.to(gr.dtype))
+            return grads[0], grads[1], grads[2], None, None, None
+
+        # "none": the chunk loop again, each row's coefficients times its incoming gradient
+        hidden, weight, bias = ctx.saved_tensors
+        tok: _Tokens = ctx.tok
+        go = grad_output.reshape(-1)
+        if tok.idx is not None:
+            go = go.index_select(0, tok.idx)
+        go = go.to(torch.float64)
+        g_p, g_y, g_a = rowmath.grad_coefficients(tok.rc, tok.valid, None)
+        res = _chunk_pass(hidden, weight, bias, tok, (g_p * go, g_y * go, g_a * go), ctx.need, opt)
+        gw = None if res.grad_weight is None else res.grad_weight.to(weight.dtype)
+        gb = None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype)
+        return res.grad_hidden, gw, gb, None, None, None
+
+
+def linear_cross_entropy_chunked(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    u: torch.Tensor,
+    opt: LinearOptions,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, nll) by the chunk loop; ``hidden`` (N, H), ``target`` (N,) int64, validated.
+    The loss is (N,) for ``reduction="none"``, else a scalar; ``nll`` is the unsmoothed
+    negative log-likelihood of every token (N,), 0 for ignored ones, detached."""
+    loss, nll = _LinearCrossEntropy.apply(hidden, weight, bias, target, u, opt)
+    return loss, nll
+
+
+def linear_cross_entropy_reference(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    u: torch.Tensor,
+    opt: LinearOptions,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, nll) by the plain composition: ``F.linear``, softcap, the reference loss on the
+    dense (N, V) logits (autograd does the rest; any option, double backward included).
+    Same outputs as :func:`linear_cross_entropy_chunked`."""
+    logits = F.linear(hidden, weight, bias)  # (N, V)
+    if opt.softcap is not None:
+        logits = opt.softcap * torch.tanh(logits / opt.softcap)
+    out = cross_entropy_reference(
+        logits, target, None, opt.ignore_index, opt.reduction, opt.eps, u, opt.convention,
+        opt.kl, return_nll=True,
+    )  # fmt: skip
+    assert isinstance(out, tuple)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments and dispatch (called by labelsmooth.functional.linear_cross_entropy)
+
+
+@dataclass(frozen=True)
+class LinearCall:
+    """One validated call: 2-D views of the tensors, the options and the resolved impl."""
+
+    hidden: torch.Tensor  # (N, H)
+    weight: torch.Tensor  # (V, H)
+    bias: torch.Tensor | None  # (V,)
+    target: torch.Tensor  # (N,) int64
+    u: torch.Tensor  # (V,) float64 normalized smoothing prior
+    opt: LinearOptions
+    impl: str  # "chunked" or "reference"
+    out_shape: tuple[int, ...]  # target's shape, for reduction="none"
+
+
+def _check_tensor(name: str, value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def _chunked_unsupported(prior: torch.Tensor | None) -> str | None:
+    if prior is not None and prior.requires_grad and torch.is_grad_enabled():
+        return (
+            "it computes no gradient for prior (prior.requires_grad=True); use "
+            "impl='reference', or detach prior"
+        )
+    return None
+
+
+def resolve_impl(impl: str, prior: torch.Tensor | None) -> str:
+    """``impl`` itself if it can run (else ``ValueError`` saying why), or what "auto" runs:
+    "chunked" whenever it can, else "reference"."""
+    reason = _chunked_unsupported(prior)
+    if impl == "auto":
+        return "chunked" if reason is None else "reference"
+    if impl == "chunked" and reason is not None:
+        raise ValueError(f"impl='chunked' cannot run here: {reason}")
+    return impl
+
+
+def prepare(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    convention: str,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    kl: bool,
+    softcap: float | None,
+    chunk_size: int | None,
+    return_nll: bool,
+    impl: str,
+    validate_args: bool,
+) -> LinearCall:
+    """Check every argument (errors name the argument and its value) and resolve ``impl``."""
+    hidden = _check_tensor("hidden", hidden)
+    weight = _check_tensor("weight", weight)
+    target = _check_tensor("target", target)
+    if hidden.dtype not in V.FLOAT_DTYPES:
+        raise ValueError(
+            f"hidden must be a floating-point tensor (float16, bfloat16, float32 or float64), "
+            f"got hidden.dtype={hidden.dtype}"
+        )
+    if hidden.dim() == 0:
+        raise ValueError("hidden must have shape (..., H), got a 0-dim tensor")
+    H = hidden.shape[-1]
+    if weight.dim() != 2 or weight.shape[1] != H or weight.shape[0] < 1:
+        raise ValueError(
+            f"weight must have shape (V, H) with V >= 1 and H = hidden.shape[-1] = {H} "
+            f"(as nn.Linear's weight), got weight.shape={tuple(weight.shape)}"
+        )
+    num_classes = weight.shape[0]
+    if weight.dtype != hidden.dtype:
+        raise ValueError(
+            f"weight must have hidden's dtype {hidden.dtype} (as F.linear requires), got "
+            f"weight.dtype={weight.dtype}"
+        )
+    if weight.device != hidden.device:
+        raise ValueError(
+            f"weight must be on hidden's device, got weight.device={weight.device} and "
+            f"hidden.device={hidden.device}"
+        )
+    if bias is not None:
+        bias = _check_tensor("bias", bias)
+        if tuple(bias.shape) != (num_classes,):
+            raise ValueError(
+                f"bias must have shape ({num_classes},) (V = weight.shape[0]), "
+                f"got bias.shape={tuple(bias.shape)}"
+            )
+        if bias.dtype != hidden.dtype:
+            raise ValueError(
+                f"bias must have hidden's dtype {hidden.dtype}, got bias.dtype={bias.dtype}"
+            )
+        if bias.device != hidden.device:
+            raise ValueError(
+                f"bias must be on hidden's device, got bias.device={bias.device} and "
+                f"hidden.device={hidden.device}"
+            )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(
+            f"target must hold integer class indices (linear_cross_entropy takes no soft "
+            f"targets), got target.dtype={target.dtype}"
+        )
+    if tuple(target.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(
+            f"target must have shape {tuple(hidden.shape[:-1])} (hidden's shape without H), "
+            f"got target.shape={tuple(target.shape)}"
+        )
+    if target.device != hidden.device:
+        raise ValueError(
+            f"target must be on hidden's device, got target.device={target.device} and "
+            f"hidden.device={hidden.device}"
+        )
+    eps = V.check_label_smoothing(label_smoothing)
+    V.check_choice("reduction", reduction, V.REDUCTIONS)
+    V.check_choice("convention", convention, V.CONVENTIONS)
+    V.check_choice("impl", impl, LINEAR_IMPLS)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
+    for flag, value in (("kl", kl), ("return_nll", return_nll), ("validate_args", validate_args)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be a bool, got {flag}={value!r}")
+    if softcap is not None:
+        if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
+            raise TypeError(f"softcap must be a positive float or None, got softcap={softcap!r}")
+        if not (math.isfinite(softcap) and softcap > 0):
+            raise ValueError(f"softcap must be a positive finite number, got softcap={softcap!r}")
+        softcap = float(softcap)
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(
+            f"chunk_size must be a positive int (tokens per chunk) or None, "
+            f"got chunk_size={chunk_size!r}"
+        )
+
+    N = target.numel()
+    # a zero-stride (N, V) stand-in for the logits: the shared checks read only its shape
+    stand_in = hidden.new_empty(()).expand(N, num_classes)
+    V.check_class_vector("prior", prior, stand_in, kind="float")
+    V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
+    flat_target = target.reshape(-1)
+    if validate_args:
+        V.check_values(
+            stand_in, flat_target, ignore_index, soft=False, kl=kl, weight=None, prior=prior,
+            class_mask=class_mask,
+        )  # fmt: skip
+    resolved = resolve_impl(impl, prior)
+    u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=hidden.device)
+    opt = LinearOptions(
+        ignore_index=ignore_index,
+        reduction=reduction,
+        eps=eps,
+        convention=convention,
+        kl=kl,
+        softcap=softcap,
+        chunk_size=chunk_size if chunk_size is not None else default_chunk_size(num_classes),
+        uniform_prior=prior is None and class_mask is None,
+    )
+    return LinearCall(
+        hidden=hidden.reshape(N, H),
+        weight=weight,
+        bias=bias,
+        target=flat_target.long(),
+        u=u,
+        opt=opt,
+        impl=resolved,
+        out_shape=tuple(target.shape),
+    )
+
+
+def run(call: LinearCall) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, per-token nll) of a prepared call; the loss has the target's shape for "none",
+    the nll (0 for ignored tokens, detached, compute dtype) always has it."""
+    fn = linear_cross_entropy_chunked if call.impl == "chunked" else linear_cross_entropy_reference
+    loss, nll = fn(call.hidden, call.weight, call.bias, call.target, call.u, call.opt)
+    if call.opt.reduction == "none":
+        loss = loss.reshape(call.out_shape)
+    return loss, nll.reshape(call.out_shape)
