@@ -110,6 +110,16 @@ def test_crafted_checkpoints_missing_or_wrong_fields(tmp_path: Path) -> None:
     path.write_bytes(_with_header(_torch_bytes(state)))
     with pytest.raises(CheckpointError, match=r"rng\.numpy"):
         load_checkpoint(path)
+    state = _state()
+    state["history"] = []
+    path.write_bytes(_with_header(_torch_bytes(state)))
+    with pytest.raises(CheckpointError, match="inconsistent: epoch 1, step 0, 0 history rows"):
+        load_checkpoint(path)
+    state = _state()
+    state["step"] = 3
+    path.write_bytes(_with_header(_torch_bytes(state)))
+    with pytest.raises(CheckpointError, match="mid-epoch but lacks the generator state"):
+        load_checkpoint(path)
     path.write_bytes(_with_header(_torch_bytes([1, 2, 3])))
     with pytest.raises(CheckpointError, match="holds a list"):
         load_checkpoint(path)

@@ -19,6 +19,7 @@ from labelsmooth.train import (
     config_differences,
     load_checkpoint,
     prepare_data,
+    save_checkpoint,
     train,
 )
 
@@ -194,3 +195,13 @@ def test_trainer_functions_stay_short():
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
     }
     assert max(lengths.values()) <= 60, lengths
+
+
+def test_crafted_checkpoint_for_another_model_is_a_clear_error(config, tmp_path):
+    train(dataclasses.replace(config, epochs_stop=1), out_dir=tmp_path, progress=False, log=None)
+    ckpt = tmp_path / "checkpoint.pt"
+    state = load_checkpoint(ckpt)
+    state["model"] = torch.nn.Linear(3, 2).state_dict()
+    save_checkpoint(ckpt, state)  # a valid checksum over the wrong contents
+    with pytest.raises(CheckpointError, match="does not fit this run's model"):
+        train(config, out_dir=tmp_path, resume=True, progress=False, log=None)

@@ -141,6 +141,14 @@ def _check_fields(p: Path, state: Any) -> None:
     for key in ("torch", "numpy", "python"):
         if key not in state["rng"]:
             raise CheckpointError(f"checkpoint {p} lacks the field(s) rng.{key}")
+    epoch, step = state["epoch"], state["step"]
+    if epoch < 0 or step < 0 or len(state["history"]) != epoch:
+        raise CheckpointError(
+            f"checkpoint {p} is inconsistent: epoch {epoch}, step {step}, "
+            f"{len(state['history'])} history rows (one per finished epoch)"
+        )
+    if step > 0 and state["generator"] is None:
+        raise CheckpointError(f"checkpoint {p} stops mid-epoch but lacks the generator state")
 
 
 def _type_names(kind: type | tuple[type, ...]) -> str:
