@@ -72,7 +72,7 @@ class Section:
                 check_field(field, v)
 
 
-#: ``labelsmooth compare`` with no arguments: 6 runs of about a minute each on 2 cores.
+#: ``labelsmooth compare`` with no arguments (``make demo``): 6 runs; measured times in docs.
 DEFAULT_SECTIONS = (Section("fashion-mnist", (0.0, 0.1), ("uniform",), (0, 1, 2)),)
 #: ``labelsmooth compare --full``: 21 Fashion-MNIST runs + 6 MNIST runs.
 FULL_SECTIONS = (
