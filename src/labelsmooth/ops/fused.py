@@ -84,13 +84,15 @@ def row_statistics(x: torch.Tensor, rows: _Rows, grad: torch.Tensor | None) -> R
     if native and x.dim() == 2 and x.dtype in cpu_kernel.native_dtypes():
         # rows straight from the logits into the gradient (bfloat16 is converted in the
         # kernel): a few row ranges on the pool, no block buffer
+        cpu_kernel.check_targets(rows.y, C)  # once, here: the workers run no torch op
         threads = torch.get_num_threads()
         n_units = max(1, min(4 * threads, M * C // (1 << 17)))
         bounds = [M * k // n_units for k in range(n_units + 1)]
 
         def unit(k: int) -> None:
             r0, r1 = bounds[k], bounds[k + 1]
-            _kernel_rows(x[r0:r1], None if grad is None else grad[r0:r1], rows, r0, r1, stats)
+            gb = None if grad is None else grad[r0:r1]
+            _kernel_rows(x[r0:r1], gb, rows, r0, r1, stats, targets_checked=True)
 
         _cpu_runtime.run_parallel(unit, n_units, threads)
         return stats
@@ -134,7 +136,13 @@ def _blocks(x: torch.Tensor, rows_per_block: int):
 
 
 def _kernel_rows(
-    xb: torch.Tensor, gb: torch.Tensor | None, rows: _Rows, r0: int, r1: int, out: RowStats
+    xb: torch.Tensor,
+    gb: torch.Tensor | None,
+    rows: _Rows,
+    r0: int,
+    r1: int,
+    out: RowStats,
+    targets_checked: bool = False,
 ) -> None:
     """The C kernel on rows r0:r1 (logits ``xb``, gradient ``gb``, both (B, C))."""
     sl = slice(r0, r1)
@@ -147,6 +155,7 @@ def _kernel_rows(
     cpu_kernel.rows(
         xb, gb, rows.y[sl], None if rows.a0 is not None else rows.a, rows.a0 or 0.0,
         g_p, g_a, g_y, out.m[sl], out.s[sl], out.d_y[sl], out.S[sl],
+        targets_checked=targets_checked,
     )  # fmt: skip
 
 
