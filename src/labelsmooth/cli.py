@@ -226,6 +226,7 @@ def _add_train_parser(sub: Any) -> None:
         "--dataset",
         type=_dataset,
         default="fashion-mnist",
+        metavar="SPEC",
         help=f"{_DATASET_HELP} (default: fashion-mnist)",
     )
     tr.add_argument(
@@ -285,6 +286,7 @@ def _add_compare_parser(sub: Any) -> None:
         nargs="+",
         type=_dataset,
         default=None,
+        metavar="SPEC",
         help=f"{_DATASET_HELP} (default: {d.dataset})",
     )
     cmp.add_argument(
@@ -300,13 +302,16 @@ def _add_compare_parser(sub: Any) -> None:
         nargs="+",
         default=None,
         choices=CONVENTIONS,
-        help=f"conventions of every ε > 0 (default: {shown(d.conventions)})",
+        metavar="CONV",
+        help=f"conventions of every ε > 0, from {', '.join(CONVENTIONS)} "
+        f"(default: {shown(d.conventions)})",
     )
     cmp.add_argument(
         "--seeds",
         nargs="+",
         type=_field_type("seed", int),
         default=None,
+        metavar="SEED",
         help=f"seeds, each >= 0 and given once (default: {shown(d.seeds)})",
     )
     cmp.add_argument(
