@@ -33,47 +33,51 @@ def _row_statistics(
 
     Online log-sum-exp with a running maximum ``m`` shared by the whole block and a running
     reference ``r`` = m (0 while m is -inf, so that a row of -inf gives s = 0, not NaN).
-    Every lane keeps partial sums relative to the current r::
+    Every lane keeps partial sums relative to the current r, and ``A_seen`` counts the
+    smoothing mass already summed::
 
-        s_lane = Σ_{k in lane} exp(x_k − r)        S_lane = Σ_{k in lane, a_k ≠ 0} a_k (x_k − r)
-        A_lane = Σ_{k in lane} a_k
+        s_lane = Σ_{k in lane} exp(x_k − r)        A_seen = Σ_{k seen} a_k
+        S_lane + S_shift = Σ_{k seen, a_k ≠ 0} a_k (x_k − r)   (S_lane per lane, S_shift a scalar)
 
     When a block raises the reference from r to r' (shift = m − r' ≤ 0; -inf while nothing
-    finite was seen) the partial sums move with it::
+    finite was seen) the sums move with it::
 
-        s_lane ← s_lane·exp(shift)                 S_lane ← S_lane + A_lane·shift
+        s_lane ← s_lane·exp(shift)                 S_shift ← S_shift + A_seen·shift
 
-    (the shift is selected away where A_lane = 0: 0·(-inf) would be NaN). Terms are
-    relative to the running max, never to an absolute value, so a common offset of the logits
-    (1e4, 1e6) costs no precision. Classes with a_k = 0 are skipped with a select, so a -inf
-    logit on a masked class adds nothing to S. Without a vector A, a_k = 1 is summed and the
-    caller multiplies S by a0. A NaN logit reaches s (and S) and makes the loss NaN.
+    (the shift is selected away while A_seen = 0: 0·(-inf) would be NaN). Terms are relative
+    to the running max, never to an absolute value, so a common offset of the logits (1e4,
+    1e6) costs no precision. Classes with a_k = 0 are skipped with a select, so a -inf logit on
+    a masked class adds nothing to S. Without a vector A, a_k = 1 for every class (so A_seen
+    is k0, the number of classes before the block) and the caller multiplies S by a0. A NaN logit
+    reaches s (and S) and makes the loss NaN.
     """
     cols = tl.arange(0, BLOCK)
     n_read = tl.where(valid, C, 0)  # an ignored row reads nothing (one compare: a bool mask)
-    m = tl.max(tl.full((BLOCK,), float("-inf"), ACC), axis=0)
+    m = tl.full([], float("-inf"), ACC)
+    S_shift = tl.zeros([], ACC)
+    A_seen = tl.zeros([], ACC)  # used with HAS_A only
     s_lane = tl.zeros((BLOCK,), ACC)
     S_lane = tl.zeros((BLOCK,), ACC)
-    A_lane = tl.zeros((BLOCK,), ACC)
     for k0 in range(0, C, BLOCK):
         k = k0 + cols
         inb = k < n_read
         v = tl.load(X + base + k * stride_c, mask=inb, other=float("-inf")).to(ACC)
-        if HAS_A:
-            a = tl.load(A + k, mask=inb, other=0.0).to(ACC)
-        else:
-            a = tl.where(inb, 1.0, 0.0).to(ACC)
         m_new = tl.maximum(m, tl.max(v, axis=0))
         r_new = tl.where(m_new == float("-inf"), 0.0, m_new)
         shift = m - r_new
         s_lane = s_lane * tl.exp(shift) + tl.exp(v - r_new)
         # selects before the products: 0·(-inf) is never formed
-        S_lane += A_lane * tl.where(A_lane != 0.0, shift, 0.0)
-        S_lane += a * tl.where(a != 0.0, v - r_new, 0.0)
-        A_lane += a
+        if HAS_A:
+            S_shift += A_seen * tl.where(A_seen != 0.0, shift, 0.0)
+            a = tl.load(A + k, mask=inb, other=0.0).to(ACC)
+            S_lane += a * tl.where(a != 0.0, v - r_new, 0.0)
+            A_seen += tl.sum(a, axis=0)
+        else:  # A_seen = k0, the classes before this block (only the last block is partial)
+            S_shift += k0 * tl.where(k0 != 0, shift, 0.0)
+            S_lane += tl.where(inb, v - r_new, 0.0)
         m = m_new
     r = tl.where(m == float("-inf"), 0.0, m)
-    return r, tl.sum(s_lane, axis=0), tl.sum(S_lane, axis=0)
+    return r, tl.sum(s_lane, axis=0), tl.sum(S_lane, axis=0) + S_shift
 
 
 @triton.jit
@@ -100,13 +104,6 @@ def _store_gradient(
 
 
 @triton.jit
-def _row_start(row, C, D):
-    """Offset of row ``row``'s first class in (N, C, D) storage (int64: N·C can pass 2**31)."""
-    n = row // D
-    return n * C * D + (row - n * D)
-
-
-@triton.jit
 def forward_kernel(
     X, G, Y, A, a0, GP, GA, GY, M_OUT, S_OUT, DY_OUT, SS_OUT, C, D,
     HAS_A: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
@@ -114,8 +111,8 @@ def forward_kernel(
     """Statistics of row ``program_id`` into M_OUT, S_OUT, DY_OUT, SS_OUT (the neutral 0, 1,
     0, 0 for an ignored row) and, with WRITE_GRAD, its gradient into G in a second pass over
     the row (a re-read that the L2 cache often serves). GP, GA, GY: per-row coefficients."""
-    row = tl.program_id(0).to(tl.int64)
-    base = _row_start(row, C, D)
+    row = tl.program_id(0).to(tl.int64)  # int64 offsets: N·C can pass 2**31
+    base = (row // D) * C * D + row % D
     y = tl.load(Y + row)
     valid = y >= 0
     r, s, S = _row_statistics(X, base, D, C, valid, A, HAS_A, BLOCK, ACC)
@@ -139,8 +136,8 @@ def gradient_kernel(
 ):  # fmt: skip
     """The gradient of row ``program_id`` from its saved statistics (R = m, SUM = s) in one
     pass, scaled by the incoming gradient GO[row·go_stride] (go_stride 0: one scalar)."""
-    row = tl.program_id(0).to(tl.int64)
-    base = _row_start(row, C, D)
+    row = tl.program_id(0).to(tl.int64)  # int64 offsets: N·C can pass 2**31
+    base = (row // D) * C * D + row % D
     y = tl.load(Y + row)
     valid = y >= 0
     go = tl.load(GO + row * go_stride).to(ACC)
@@ -158,7 +155,7 @@ def scale_kernel(G, GO, go_stride, C, D, BLOCK: tl.constexpr, ACC: tl.constexpr)
     row = tl.program_id(0).to(tl.int64)
     go = tl.load(GO + row * go_stride).to(ACC)
     if go != 1.0:
-        base = _row_start(row, C, D)
+        base = (row // D) * C * D + row % D
         cols = tl.arange(0, BLOCK)
         for k0 in range(0, C, BLOCK):
             k = k0 + cols
@@ -170,3 +167,10 @@ def scale_kernel(G, GO, go_stride, C, D, BLOCK: tl.constexpr, ACC: tl.constexpr)
 #: True when the kernels were defined under the Triton interpreter (they then take CPU
 #: tensors, and only CPU tensors make sense).
 INTERPRETED: bool = not isinstance(forward_kernel, triton.runtime.JITFunction)
+if INTERPRETED == isinstance(tl.max, triton.runtime.JITFunction):
+    # triton's own library functions (tl.max, tl.sum) were defined when triton was imported
+    raise ImportError(
+        "TRITON_INTERPRET changed after triton was imported: set TRITON_INTERPRET=1 before "
+        "anything imports triton to run impl='triton' on CPU tensors, or leave it unset for "
+        "the GPU"
+    )

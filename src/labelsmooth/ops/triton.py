@@ -36,8 +36,9 @@ __all__ = ["cross_entropy_triton", "MAX_BLOCK", "NUM_WARPS"]
 #: Classes per block of the streaming loop (a power of two; smaller rows use one block of
 #: their own size rounded up). Tests shrink it to get several blocks and a ragged last one.
 MAX_BLOCK = 8192
-#: Warps per program (one program per row).
-NUM_WARPS = 8
+#: Warps per program (one program per row); None: one warp per 512 classes of a block
+#: (16 per thread), at most 16.
+NUM_WARPS: int | None = None
 
 
 @dataclass
@@ -64,26 +65,26 @@ def _launch_setup(x: torch.Tensor) -> tuple[Any, int, int, int, dict[str, Any]]:
     """(kernel module, rows M, classes C, positions D, common launch options) for logits x,
     (N, C) or (N, C, d...) contiguous."""
     k = _kernels()
-    on_cpu = x.device.type == "cpu"
-    if on_cpu != k.INTERPRETED:
+    if x.device.type != ("cpu" if k.INTERPRETED else "cuda"):
         raise RuntimeError(
             f"impl='triton' got a {x.device.type} tensor but its kernels were defined "
             + (
                 "under the Triton interpreter (TRITON_INTERPRET=1), which runs CPU tensors only"
                 if k.INTERPRETED
-                else "for the GPU; set TRITON_INTERPRET=1 before the first call to run "
-                "them on CPU tensors"
+                else "for CUDA tensors (set TRITON_INTERPRET=1 before triton is first imported "
+                "to run them on CPU tensors)"
             )
         )
     C = x.shape[1]
     D = math.prod(x.shape[2:])  # positions per sample (1 for 2-D input)
     M = x.shape[0] * D
-    block = min(MAX_BLOCK, triton_next_power_of_2(C))
+    block = min(MAX_BLOCK, _next_power_of_2(C))
     acc = k.tl.float64 if x.dtype == torch.float64 else k.tl.float32
-    return k, M, C, D, {"BLOCK": block, "ACC": acc, "num_warps": NUM_WARPS}
+    warps = NUM_WARPS if NUM_WARPS is not None else max(1, min(16, block // 512))
+    return k, M, C, D, {"BLOCK": block, "ACC": acc, "num_warps": warps}
 
 
-def triton_next_power_of_2(n: int) -> int:
+def _next_power_of_2(n: int) -> int:
     """Smallest power of two ≥ n (at least 16, Triton's smallest useful block)."""
     return max(16, 1 << (n - 1).bit_length())
 
