@@ -67,6 +67,9 @@ __all__ = [
     "kl_constant",
     "neutral_if_ignored",
     "combine",
+    "RowPlan",
+    "plan_rows",
+    "finish",
 ]
 
 Scalar = torch.Tensor | float
@@ -201,8 +204,10 @@ def kl_constant(rc: RowCoefficients, weight: torch.Tensor | None, u: torch.Tenso
     u = u.to(torch.float64)
     a = u if weight is None else weight.to(torch.float64) * u
     L = torch.xlogy(a, u).sum()  # Σ_k a_k log u_k, 0·log 0 = 0
+    # floats become tensors made on the device (torch.full: no host-to-device copy, so no
+    # synchronization on CUDA)
     alpha, beta, w_y, a_y, u_y, A = (
-        torch.as_tensor(v, dtype=torch.float64, device=u.device)
+        torch.full((), v, dtype=torch.float64, device=u.device) if isinstance(v, float) else v
         for v in (rc.alpha, rc.beta, rc.w_y, rc.a_y, rc.u_y, rc.A)
     )
     q_y = (alpha + beta * u_y).clamp_min(0)  # ≥ 0 exactly; rounding can leave -1e-17
@@ -241,3 +246,73 @@ def combine(parts: list[RowStats], owner: list[torch.Tensor], A: list[Scalar]) -
     d_y = sum(torch.where(o, p.d_y.double() + (p.m.double() - m), 0) for p, o in zip(parts, owner))
     S = sum(p.S.double() + a_r * (p.m.double() - m) for p, a_r in zip(parts, A))
     return RowStats(m, torch.as_tensor(s), torch.as_tensor(d_y), torch.as_tensor(S))
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Everything a kernel needs besides the logits, and what :func:`finish` needs after it.
+
+    ``y`` holds the kernels' targets (-1 for an ignored row), ``a`` the (C,) float64 vector
+    a_k = w_k u_k, ``a0`` its common value when it is constant (no weights, uniform prior).
+    """
+
+    valid: torch.Tensor
+    y: torch.Tensor
+    rc: RowCoefficients
+    scale: torch.Tensor | None
+    a: torch.Tensor
+    a0: float | None
+
+    def grad_coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(g_p, g_y, g_a) per row, the reduction's scale included."""
+        return grad_coefficients(self.rc, self.valid, self.scale)
+
+
+def plan_rows(
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    u: torch.Tensor,
+    *,
+    ignore_index: int,
+    eps: float,
+    convention: str,
+    reduction: str,
+    uniform_prior: bool,
+) -> RowPlan:
+    """The per-row coefficients of a call with class-index ``target`` (any shape)."""
+    y = target.reshape(-1)
+    valid = y != ignore_index
+    y_safe = torch.where(valid, y, 0)
+    rc = coefficients(y_safe, valid, weight, u, eps, convention, uniform_prior=uniform_prior)
+    scale = mean_scale(rc, valid) if reduction == "mean" else None
+    u64 = u.to(torch.float64)
+    a = u64 if weight is None else weight.to(torch.float64) * u64
+    a0 = 1 / u.shape[0] if (weight is None and uniform_prior) else None
+    return RowPlan(valid, torch.where(valid, y, -1), rc, scale, a, a0)
+
+
+def finish(
+    stats: RowStats,
+    plan: RowPlan,
+    weight: torch.Tensor | None,
+    u: torch.Tensor,
+    *,
+    kl: bool,
+    reduction: str,
+    shape: torch.Size,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reduced loss and the per-row unsmoothed NLL (``shape``), both float64.
+
+    Ignored rows are exactly 0 in both (a select: their statistics may be anything).
+    The NLL is −log p_y = log s − d_y, from the same statistics.
+    """
+    loss = loss_from_stats(stats, plan.rc)
+    if kl:
+        loss = loss + kl_constant(plan.rc, weight, u)
+    loss = torch.where(plan.valid, loss, 0)
+    nll = torch.where(plan.valid, stats.s.double().log() - stats.d_y.double(), 0)
+    if reduction == "none":
+        out = loss.reshape(shape)
+    else:
+        out = loss.sum() if plan.scale is None else loss.sum() * plan.scale
+    return out, nll.reshape(shape)
