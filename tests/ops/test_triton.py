@@ -10,9 +10,11 @@ add bfloat16, real vocabulary sizes, host-synchronization and memory checks.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -292,6 +294,63 @@ def test_import_labelsmooth_does_not_import_triton():
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def _gpu_bench():
+    """benchmarks/gpu_bench.py as a module (a script, not part of the package)."""
+    path = Path(__file__).parents[2] / "benchmarks" / "gpu_bench.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_bench_arguments(capsys):
+    bench = _gpu_bench()
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--help"])
+    assert e.value.code == 0 and "--dry-run" in capsys.readouterr().out
+    assert bench.main(["--dry-run", "--shapes", "8x1000", "--triton-configs", "4096:8"]) == 0
+    plan = capsys.readouterr().out
+    assert "case 8x1000 bfloat16" in plan and "triton configs: default, 4096:8" in plan
+    bad = [
+        (["--dry-run", "--shapes", "8x"], "argument --shapes: expected NxV"),
+        (["--dry-run", "--triton-configs", "1000:8"], "BLOCK must be a power of two"),
+        (["--dry-run", "--variants", "apex"], "argument --variants: invalid choice"),
+        (["--dry-run", "--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1]"),
+        (["--dry-run", "--iters", "0"], "--iters must be >= 1"),
+        ([], "--out DIR is required"),
+    ]
+    if not CUDA:
+        bad.append((["--out", "x"], "no CUDA device (use --dry-run"))
+    for argv, message in bad:
+        with pytest.raises(SystemExit) as e:
+            bench.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("gpu_bench.py: error: "), (argv, err)
+        assert message in err and err.count("\n") == 1, (argv, err)
+
+
+def test_gpu_bench_runs_end_to_end(tmp_path, capsys):
+    """The whole script on a tiny shape (on CPU under the interpreter when there is no GPU)."""
+    argv = ["--device", DEVICE, "--shapes", "3x300", "--dtypes", "float32", "--iters", "1",
+            "--warmup", "0", "--variants", "torch", "triton", "triton-inplace", "liger",
+            "--triton-configs", "64:1", "--out", str(tmp_path)]  # fmt: skip
+    assert _gpu_bench().main(argv) == 0
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    (case,) = result["cases"]
+    rows = {row["variant"]: row for row in case["rows"]}
+    assert list(rows) == ["torch", "triton", "triton 64:1", "triton-inplace", "liger"]
+    for name in ("torch", "triton", "triton 64:1", "triton-inplace"):
+        assert rows[name]["rel_loss_err"] < 1e-5, rows[name]
+    assert rows["triton 64:1"]["config"] == [64, 1]
+    assert "skipped" in rows["liger"] or rows["liger"]["rel_loss_err"] < 1e-5
+    assert "| triton-inplace |" in (tmp_path / "gpu.md").read_text()
+
+
+def test_gpu_check_script_parses():
+    script = Path(__file__).parents[2] / "benchmarks" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
 
 
 # ---------------------------------------------------------------------------------- GPU only

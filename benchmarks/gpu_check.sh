@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU check of impl="triton", as ONE script for a CUDA machine (no internet needed).
+#
+#   OUT=/some/folder PYTHONPATH=src bash benchmarks/gpu_check.sh     # from the repository root
+#
+# Needs python3 with torch (CUDA build), triton, pytest and numpy. Writes everything under
+# $OUT: machine.txt, tests-gpu.{txt,xml} (the gpu-marked tests), gpu.{md,json} (the benchmark),
+# tests-cuda.{txt,xml} (the interpreter test grid, run compiled on the GPU), gpu_check.log (all
+# output). Each step has its own time limit (about 6 minutes in all) and a failing step does not
+# stop the next. Liger-Kernel is timed only if importable, or if a wheel is given as
+# LIGER_WHEEL=path (installed with --no-deps into a temporary folder, nothing else touched).
+set -u
+: "${OUT:?set OUT to the folder for the results}"
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+start=$(date +%s)
+step() { echo; echo "== $1 ($(( $(date +%s) - start )) s in)"; }
+
+step "machine"
+{
+    date -u
+    nvidia-smi 2>&1 | head -20
+    "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__,
+"cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'
+    "$PY" -c 'import triton; print("triton", triton.__version__)'
+    "$PY" -c 'import pytest, numpy; print("pytest", pytest.__version__, "numpy", numpy.__version__)'
+} > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+
+if [ -n "${LIGER_WHEEL:-}" ]; then
+    step "liger wheel $LIGER_WHEEL"
+    deps=$(mktemp -d)
+    if "$PY" -m pip install -q --no-deps --no-index --target "$deps" "$LIGER_WHEEL"; then
+        export PYTHONPATH="$PYTHONPATH:$deps"
+    else
+        echo "could not install $LIGER_WHEEL: liger is reported as unavailable"
+    fi
+fi
+
+step "gpu tests"
+timeout 110 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_triton.py \
+    --junitxml="$OUT/tests-gpu.xml" > "$OUT/tests-gpu.txt" 2>&1
+echo "exit status $? (124: time limit)"
+tail -n 40 "$OUT/tests-gpu.txt"
+
+step "benchmark"
+timeout 170 "$PY" benchmarks/gpu_bench.py --out "$OUT" --budget-s 130 --iters 10 \
+    --triton-configs 4096:8 8192:8 16384:16
+echo "exit status $? (124: time limit)"
+
+step "the interpreter test grid, compiled on the GPU"
+timeout 70 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/ops/test_triton.py \
+    --junitxml="$OUT/tests-cuda.xml" > "$OUT/tests-cuda.txt" 2>&1
+echo "exit status $? (124: time limit)"
+tail -n 40 "$OUT/tests-cuda.txt"
+
+step "done"
+ls -l "$OUT"
