@@ -80,7 +80,7 @@ def _data(shape, seed=0, ignore_every=4):
     return x.to(DEVICE), y.to(DEVICE), g
 
 
-@pytest.mark.parametrize("shape", [(7, 37), (5, 1031), (2, 13, 3)])
+@pytest.mark.parametrize("shape", [(7, 37), (5, 701), (2, 13, 3)])
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_triton_equals_reference_over_options(shape, convention):
     x, y, g = _data(shape)

@@ -4,10 +4,12 @@ so ``TRITON_INTERPRET=1`` must be set before its first import to run them on CPU
 
 One program per row. A row ``i`` of the logits, (N, C) or (N, C, D) contiguous, is
 ``x[n, :, d]`` with ``n = i // D``, ``d = i % D``: it starts at ``n·C·D + d`` and its classes
-are ``D`` elements apart (D = 1 for 2-D input). Per row, with ``a_k = w_k·u_k`` (the vector
-``A``, or the constant ``a0`` for every class when ``HAS_A`` is false), target ``y`` (-1 for
-an ignored row, whose logits are never read) and the statistics of
-:mod:`labelsmooth.ops.rowmath`::
+are ``D`` elements apart (D = 1 for 2-D input; Triton then specializes the stride to 1, and
+with C divisible by 16 the loads and stores are 16-byte vectors). Offsets are int64.
+
+Per row, with ``a_k = w_k·u_k`` (the vector ``A``, or the constant ``a0`` for every class
+when ``HAS_A`` is false), target ``y`` (-1 for an ignored row, whose logits are never read)
+and the statistics of :mod:`labelsmooth.ops.rowmath`::
 
     m   = max_k x_k  (0 if the row is all -inf)     s = Σ_k exp(x_k − m)
     d_y = x_y − m                                   S = Σ_{a_k ≠ 0} a_k (x_k − m)
@@ -61,7 +63,7 @@ def _row_statistics(
     for k0 in range(0, C, BLOCK):
         k = k0 + cols
         inb = k < n_read
-        v = tl.load(X + base + k * stride_c, mask=inb, other=float("-inf")).to(ACC)
+        v = tl.load(X + base + k.to(tl.int64) * stride_c, mask=inb, other=float("-inf")).to(ACC)
         m_new = tl.maximum(m, tl.max(v, axis=0))
         r_new = tl.where(m_new == float("-inf"), 0.0, m_new)
         shift = m - r_new
@@ -90,17 +92,18 @@ def _store_gradient(
     ``c_p = g_p / s``. An ignored row (valid false) is not read and gets exactly 0."""
     cols = tl.arange(0, BLOCK)
     n_read = tl.where(valid, C, 0)
+    y32 = y.to(tl.int32)  # a class index (< C)
     for k0 in range(0, C, BLOCK):
         k = k0 + cols
         inb = k < C
-        v = tl.load(X + base + k * stride_c, mask=k < n_read, other=0.0).to(ACC)
+        v = tl.load(X + base + k.to(tl.int64) * stride_c, mask=k < n_read, other=0.0).to(ACC)
         if HAS_A:
             a = tl.load(A + k, mask=inb, other=0.0).to(ACC)
         else:
             a = a0
-        g = tl.exp(v - r) * c_p - c_a * a - tl.where(k == y, c_y, 0.0)
+        g = tl.exp(v - r) * c_p - c_a * a - tl.where(k == y32, c_y, 0.0)
         g = tl.where(valid, g, 0.0)
-        tl.store(G + base + k * stride_c, g.to(G.dtype.element_ty), mask=inb)
+        tl.store(G + base + k.to(tl.int64) * stride_c, g.to(G.dtype.element_ty), mask=inb)
 
 
 @triton.jit
@@ -160,8 +163,8 @@ def scale_kernel(G, GO, go_stride, C, D, BLOCK: tl.constexpr, ACC: tl.constexpr)
         for k0 in range(0, C, BLOCK):
             k = k0 + cols
             inb = k < C
-            g = tl.load(G + base + k * D, mask=inb, other=0.0).to(ACC)
-            tl.store(G + base + k * D, (g * go).to(G.dtype.element_ty), mask=inb)
+            g = tl.load(G + base + k.to(tl.int64) * D, mask=inb, other=0.0).to(ACC)
+            tl.store(G + base + k.to(tl.int64) * D, (g * go).to(G.dtype.element_ty), mask=inb)
 
 
 #: True when the kernels were defined under the Triton interpreter (they then take CPU
