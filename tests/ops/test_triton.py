@@ -286,6 +286,40 @@ def test_auto_never_chooses_triton():
         assert labelsmooth.chosen_impl(x, y, **kw) != "triton"
 
 
+_COMPILE_FOR_SM90 = r"""
+import re, triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("kernels", sys.argv[1])  # without torch
+K = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(K)
+assert not K.INTERPRETED
+names = ["X", "G", "Y", "A", "a0", "GP", "GA", "GY", "M_OUT", "S_OUT", "DY_OUT", "SS_OUT", "C"]
+types = ["*bf16", "*bf16", "*i64", "*fp32", "fp32"] + ["*fp32"] * 7 + ["i32"]
+sig = dict(zip(names, types), D="i32", HAS_A="constexpr", WRITE_GRAD="constexpr",
+           BLOCK="constexpr", ACC="constexpr")
+aligned = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 12)}
+src = triton.compiler.ASTSource(
+    fn=K.forward_kernel, signature=sig, attrs=aligned,
+    constexprs=dict(D=1, HAS_A=True, WRITE_GRAD=True, BLOCK=8192, ACC=tl.float32))
+ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 16}).asm["ptx"]
+assert re.search(r"ld\.global(\.\w+)*\.v4", ptx), "no 16-byte vector loads"
+assert re.search(r"st\.global(\.\w+)*\.v4", ptx), "no 16-byte vector stores"
+"""
+
+
+def test_kernels_compile_for_sm90_with_vector_loads():
+    """The interpreter accepts code the compiler may not: compile the forward kernel for an
+    H100/H200 (sm_90, no GPU needed) in a fresh process, and check that a 2-D bfloat16 row is
+    read and written with 16-byte vectors."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = env.get("TRITON_DEFAULT_FP_FUSION", "1")
+    kernels = _triton_kernels.__file__
+    subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_SM90, kernels], check=True, env=env, timeout=300
+    )
+
+
 def test_import_labelsmooth_does_not_import_triton():
     code = (
         "import sys, torch, labelsmooth\n"
