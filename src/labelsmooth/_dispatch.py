@@ -15,6 +15,7 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ class Impl:
     """One implementation: how to get its function, what it refuses, which options it takes."""
 
     name: str
-    load: Callable[[], Callable[..., torch.Tensor]]
+    load: Callable[[], Callable[..., Any]]
     unsupported: Callable[[Spec], str | None]
     options: frozenset[str] = frozenset()
     #: supports every loss option (the tests run it over the whole grid)
@@ -57,7 +58,7 @@ def _param_grad_reason(spec: Spec) -> str | None:
 
 def _reference_unsupported(spec: Spec) -> str | None:
     if spec.inplace_backward:
-        return "inplace_backward=True needs impl='fused' (the reference keeps its own graph)"
+        return "inplace_backward=True needs impl='fused' or 'triton' (the reference has a graph)"
     return None
 
 
@@ -97,31 +98,31 @@ def _torch_unsupported(spec: Spec) -> str | None:
     if spec.dtype not in (torch.float32, torch.float64):
         return f"PyTorch sums the smoothing term in {spec.dtype}, which can overflow"
     if spec.inplace_backward:
-        return "inplace_backward=True needs impl='fused'"
+        return "inplace_backward=True needs impl='fused' or 'triton'"
     if spec.param_grads:
         return f"PyTorch computes no gradient for {' and '.join(spec.param_grads)}"
     return None
 
 
-def _load_reference() -> Callable[..., torch.Tensor]:
+def _load_reference() -> Callable[..., Any]:
     from labelsmooth.ops.reference import cross_entropy_reference
 
     return cross_entropy_reference
 
 
-def _load_fused() -> Callable[..., torch.Tensor]:
+def _load_fused() -> Callable[..., Any]:
     from labelsmooth.ops.fused import cross_entropy_fused
 
     return cross_entropy_fused
 
 
-def _load_triton() -> Callable[..., torch.Tensor]:
+def _load_triton() -> Callable[..., Any]:
     from labelsmooth.ops.triton import cross_entropy_triton
 
     return cross_entropy_triton
 
 
-def _load_torch() -> Callable[..., torch.Tensor]:
+def _load_torch() -> Callable[..., Any]:
     from labelsmooth.ops.builtin import cross_entropy_builtin
 
     return cross_entropy_builtin
@@ -149,7 +150,7 @@ REGISTRY: dict[str, Impl] = {
             "triton",
             _load_triton,
             _triton_unsupported,
-            frozenset({"inplace_backward", "uniform_prior"}),
+            frozenset({"inplace_backward", "uniform_prior", "return_nll"}),
             general=False,
         ),
     )

@@ -55,7 +55,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
         self.register_buffer("class_mask", class_mask)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(
+        loss = cross_entropy(
             input,
             target,
             self.weight,
@@ -69,6 +69,8 @@ class LabelSmoothingCrossEntropy(nn.Module):
             impl=self.impl,
             validate_args=self.validate_args,
         )
+        assert isinstance(loss, torch.Tensor)  # no return_nll here
+        return loss
 
     def extra_repr(self) -> str:
         return (

@@ -191,7 +191,7 @@ def test_explicit_impls_refuse_what_they_cannot_run():
     soft = torch.softmax(torch.randn(4, 6), 1)
     cases = [
         ("fused", dict(target=soft), "class-index targets only"),
-        ("reference", dict(inplace_backward=True), "inplace_backward=True needs impl='fused'"),
+        ("reference", dict(inplace_backward=True), "inplace_backward=True needs impl='fused'"),  # noqa: E501
         ("torch", dict(inplace_backward=True), "inplace_backward=True needs impl='fused'"),
         ("torch", dict(convention="others"), "only convention='uniform'"),
         ("torch", dict(kl=True), "no KL form"),

@@ -161,40 +161,26 @@ class _TritonCrossEntropy(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cdt = compute_dtype(input.dtype)
         x = input if input.is_contiguous() else input.contiguous()
-        y = target.reshape(-1)
-        valid = y != opt.ignore_index
-        y_safe = torch.where(valid, y, 0)
-
-        rc = rowmath.coefficients(
-            y_safe, valid, weight, u, opt.eps, opt.convention, uniform_prior=opt.uniform_prior
-        )
-        scale = rowmath.mean_scale(rc, valid) if opt.reduction == "mean" else None
-        u64 = u.to(torch.float64)
+        plan = rowmath.plan_rows(
+            target, weight, u, ignore_index=opt.ignore_index, eps=opt.eps,
+            convention=opt.convention, reduction=opt.reduction, uniform_prior=opt.uniform_prior,
+        )  # fmt: skip
         # a_k = w_k u_k; the constant 1/C (a Python float, no vector) when every row shares it
         # (float64 logits always take the vector: a kernel float argument is float32)
-        if weight is None and opt.uniform_prior and cdt != torch.float64:
-            rows = _Rows(y=torch.where(valid, y, -1), a=None, a0=1 / x.shape[1])
+        if plan.a0 is not None and cdt != torch.float64:
+            rows = _Rows(y=plan.y, a=None, a0=plan.a0)
         else:
-            a = u64 if weight is None else weight.to(torch.float64) * u64
-            rows = _Rows(y=torch.where(valid, y, -1), a=a.to(cdt), a0=1.0)
+            rows = _Rows(y=plan.y, a=plan.a.to(cdt), a0=1.0)
 
         need_grad = ctx.needs_input_grad[0]
         if need_grad:
-            g_p, g_y, g_a = rowmath.grad_coefficients(rc, valid, scale)
+            g_p, g_y, g_a = plan.grad_coefficients()
             rows.g_p, rows.g_a, rows.g_y = g_p.to(cdt), g_a.to(cdt), g_y.to(cdt)
         grad = torch.empty_like(x) if need_grad and not opt.inplace_backward else None
         stats = _forward(x, rows, grad)
-
-        loss = rowmath.loss_from_stats(stats, rc)
-        # the unsmoothed NLL from the same statistics: −log p_y = log s − d_y
-        nll = torch.where(valid, stats.s.double().log() - stats.d_y.double(), 0)
-        if opt.kl:
-            loss = loss + rowmath.kl_constant(_on_device(rc, u64.device), weight, u64)
-        loss = torch.where(valid, loss, 0)  # ignored rows: exactly 0
-        if opt.reduction == "none":
-            out = loss.reshape(target.shape)
-        else:
-            out = loss.sum() if scale is None else loss.sum() * scale
+        out, nll = rowmath.finish(
+            stats, plan, weight, u, kl=opt.kl, reduction=opt.reduction, shape=target.shape
+        )
 
         ctx.reduction = opt.reduction
         ctx.inplace = opt.inplace_backward
@@ -206,7 +192,7 @@ class _TritonCrossEntropy(torch.autograd.Function):
                 ctx.save_for_backward(x)  # version-checked: a later in-place change raises
             else:
                 ctx.save_for_backward(grad)
-        nll = nll.to(cdt).reshape(target.shape)
+        nll = nll.to(cdt)
         ctx.mark_non_differentiable(nll)
         return out.to(input.dtype), nll
 
@@ -234,19 +220,6 @@ class _TritonCrossEntropy(torch.autograd.Function):
             return saved, None, None, None, None
         _scale(saved, grad_output, per_row)
         return saved, None, None, None, None
-
-
-def _on_device(rc: rowmath.RowCoefficients, device: torch.device) -> rowmath.RowCoefficients:
-    """``rc`` with its Python-float fields as 0-dim float64 tensors made by ``torch.full``
-    on ``device``: :func:`rowmath.kl_constant` turns floats into tensors with
-    ``torch.as_tensor(..., device=)``, a host-to-device copy that synchronizes on CUDA."""
-    fields = {
-        name: torch.full((), value, dtype=torch.float64, device=device)
-        if isinstance(value, float)
-        else value
-        for name, value in vars(rc).items()
-    }
-    return rowmath.RowCoefficients(**fields)
 
 
 def cross_entropy_triton(
