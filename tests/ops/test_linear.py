@@ -58,7 +58,7 @@ def _run(fn, h, w, y, b, **kw):
     b = None if b is None else b.detach().clone().requires_grad_(True)
     loss = fn(h, w, y, b, **kw)
     go = torch.rand(loss.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    (loss * (go + 0.5).to(loss.dtype)).sum().backward()
+    (loss * (go + 0.5).to(loss.device, loss.dtype)).sum().backward()
     return [loss.detach(), h.grad, w.grad, None if b is None else b.grad]
 
 
@@ -326,3 +326,39 @@ def test_type_errors():
         labelsmooth.linear_cross_entropy(h, w, y, return_nll=1)
     with pytest.raises(TypeError, match="softcap must be a positive float"):
         labelsmooth.linear_cross_entropy(h, w, y, softcap="30")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_matches_composition_and_holds_one_chunk(dtype):
+    """On CUDA (eager blocks per chunk): the composition's loss and gradients, and a peak of
+    allocated memory above the inputs and the gradients of a few chunks, not N × V."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    dev = torch.device("cuda")
+    n, hd, v, chunk = 1031, 128, 32003, 64
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(n, hd, generator=g, dtype=torch.float64)
+    w = torch.randn(v, hd, generator=g, dtype=torch.float64) / hd**0.5
+    b = torch.randn(v, generator=g, dtype=torch.float64)
+    y = torch.randint(0, v, (n,), generator=g)
+    y[::7] = -100
+    h, w, b, y = (t.to(dev) for t in (h, w, b, y))
+    kw = dict(label_smoothing=0.1, convention="others", softcap=15.0)
+    truth = _run(_composition, h, w, y, b, **kw)
+    hc, wc, bc = (t.to(dtype) for t in (h, w, b))
+    dense = _run(_composition, hc, wc, y, bc, **kw)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(dev)
+    before = torch.cuda.memory_allocated(dev)
+    got = _run(_chunked, hc, wc, y, bc, chunk_size=chunk, **kw)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated(dev) - before
+    for a, d, t in zip(got, dense, truth):
+        err, ref_err = (a.double() - t).abs().max(), (d.double() - t).abs().max()
+        assert err <= 2 * ref_err + 1e-5 * t.abs().max(), (err, ref_err)
+    itemsize = torch.finfo(dtype).bits // 8
+    grads = (n * hd + v * hd + v) * (4 + itemsize)  # float32 accumulators and the results
+    logits = n * v * itemsize
+    assert peak - grads <= 4 * chunk * v * 4 + (1 << 20), (peak, grads, logits)
+    assert peak - grads < logits / 4
