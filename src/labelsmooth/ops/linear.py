@@ -15,11 +15,11 @@ Per chunk of counted tokens (ignored tokens are dropped before the matmul)::
     grad_W    += Gᵀ h_c                  # (V, H), accumulated in float32 (float64 for float64)
     grad_b    += Σ_rows G                # (V,)
 
-The per-row statistics (max m, Σ exp(x − m), d_y = x_y − m, S = Σ a_k (x_k − m)) go through
-:func:`labelsmooth.ops.rowmath.loss_from_stats` exactly as in the fused path, so every
-convention, prior, class mask and the KL form come for free and a common offset of the logits
-(a large bias) costs no precision. The unsmoothed negative log-likelihood of a row is
-``log s − d_y``, read from the same statistics.
+The per-row coefficients come from :func:`labelsmooth.ops.rowmath.plan_rows` (over the
+counted tokens) and the statistics (max m, Σ exp(x − m), d_y = x_y − m, S = Σ a_k (x_k − m))
+become the loss and the unsmoothed NLL (log s − d_y) in :func:`rowmath.finish`, exactly as in
+the fused path: every convention, prior, class mask and the KL form come for free, and a
+common offset of the logits (a large bias) costs no precision.
 
 Gradients are produced in the forward pass (the loss is a sum or a mean, so backward only
 scales them by the incoming scalar). With ``reduction="none"`` the incoming gradient is a
@@ -45,7 +45,7 @@ from labelsmooth import _validate as V
 from labelsmooth.ops import rowmath
 from labelsmooth.ops.fused import _Rows, row_statistics
 from labelsmooth.ops.reference import compute_dtype, cross_entropy_reference, smoothing_prior
-from labelsmooth.ops.rowmath import RowCoefficients, RowStats
+from labelsmooth.ops.rowmath import RowStats
 
 __all__ = [
     "LINEAR_IMPLS",
@@ -92,37 +92,31 @@ class LinearOptions:
 
 @dataclass
 class _Tokens:
-    """The counted tokens of one call and their per-row coefficients."""
+    """The counted tokens of one call: where they are, and their row plan (coefficients,
+    targets, the mean's scale) from :func:`rowmath.plan_rows`, over the counted tokens only."""
 
     idx: torch.Tensor | None  # (n,) positions of the counted tokens; None: all of them
-    y: torch.Tensor  # (n,) int64 targets of the counted tokens
-    valid: torch.Tensor  # (n,) all True (the rowmath functions take a row mask)
-    rc: RowCoefficients
-    scale: torch.Tensor | None  # the mean's 1 / count (None for "sum" / "none")
+    plan: rowmath.RowPlan
     a: torch.Tensor  # (V,) a_k = u_k in the compute dtype
-    a0: float | None  # the constant a_k = 1/V with a uniform prior
 
     @property
     def count(self) -> int:
-        return int(self.y.shape[0])
+        return int(self.plan.y.shape[0])
 
 
 def _tokens(target: torch.Tensor, u: torch.Tensor, cdt: torch.dtype, opt: LinearOptions) -> _Tokens:
     valid = target != opt.ignore_index
     idx: torch.Tensor | None = valid.nonzero().squeeze(1)  # the one host synchronization
     assert idx is not None
-    n = idx.numel()
-    if n == target.shape[0]:
+    if idx.numel() == target.shape[0]:
         idx, y = None, target
     else:
         y = target.index_select(0, idx)
-    ones = torch.ones(n, dtype=torch.bool, device=target.device)
-    rc = rowmath.coefficients(
-        y, ones, None, u, opt.eps, opt.convention, uniform_prior=opt.uniform_prior
-    )
-    scale = rowmath.mean_scale(rc, ones) if opt.reduction == "mean" else None
-    a0 = 1 / u.shape[0] if opt.uniform_prior else None
-    return _Tokens(idx, y, ones, rc, scale, u.to(cdt), a0)
+    plan = rowmath.plan_rows(
+        y, None, u, ignore_index=opt.ignore_index, eps=opt.eps, convention=opt.convention,
+        reduction=opt.reduction, uniform_prior=opt.uniform_prior,
+    )  # fmt: skip
+    return _Tokens(idx, plan, plan.a.to(cdt))
 
 
 @dataclass
@@ -188,7 +182,7 @@ def _chunk_pass(
             t = t_buf[:k]
             torch.div(z, opt.softcap, out=t).tanh_()  # T = tanh(Z / c), compute dtype
             torch.mul(t, opt.softcap, out=z)  # X = c·T
-        rows = _Rows(y=tok.y[c0:c1], a=tok.a, a0=tok.a0)
+        rows = _Rows(y=tok.plan.y[c0:c1], a=tok.a, a0=tok.plan.a0)
         if with_grad:
             assert g_p is not None and g_y is not None and g_a is not None
             rows.g_p, rows.g_a, rows.g_y = g_p[c0:c1], g_a[c0:c1], g_y[c0:c1]
@@ -213,14 +207,6 @@ def _chunk_pass(
         if grad_b is not None:
             grad_b.add_(z.sum(0, dtype=acc))
     return _Pass(stats, grad_h, grad_w, grad_b)
-
-
-def _losses(tok: _Tokens, stats: RowStats, u: torch.Tensor, kl: bool) -> torch.Tensor:
-    """Per counted row (n,) float64: the smoothed loss (plus the KL constant)."""
-    loss = rowmath.loss_from_stats(stats, tok.rc)
-    if kl:
-        loss = loss + rowmath.kl_constant(tok.rc, None, u.to(torch.float64))
-    return loss
 
 
 def _scatter(values: torch.Tensor, tok: _Tokens, N: int) -> torch.Tensor:
@@ -252,17 +238,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         now = any(need) and opt.reduction != "none"  # gradients in this pass
         coef = None
         if now:
-            coef = rowmath.grad_coefficients(tok.rc, tok.valid, tok.scale)
+            coef = tok.plan.grad_coefficients()
         res = _chunk_pass(hidden, weight, bias, tok, coef, need, opt)
 
         N = hidden.shape[0]
-        loss = _losses(tok, res.stats, u, opt.kl)
+        out, nll = rowmath.finish(
+            res.stats, tok.plan, None, u, kl=opt.kl, reduction=opt.reduction,
+            shape=torch.Size([tok.count]),
+        )  # fmt: skip
         if opt.reduction == "none":
-            out = _scatter(loss, tok, N)
-        else:
-            out = loss.sum() if tok.scale is None else loss.sum() * tok.scale
-        # the unsmoothed NLL of each token, log s − d_y (0 for ignored tokens)
-        nll = _scatter((res.stats.s.double().log() - res.stats.d_y.double()).to(cdt), tok, N)
+            out = _scatter(out, tok, N)
+        nll = _scatter(nll, tok, N).to(cdt)  # −log p_y per token, 0 for ignored tokens
         ctx.mark_non_differentiable(nll)
 
         ctx.opt, ctx.tok, ctx.need, ctx.consumed = opt, tok, need, False
@@ -312,7 +298,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if tok.idx is not None:
             go = go.index_select(0, tok.idx)
         go = go.to(torch.float64)
-        g_p, g_y, g_a = rowmath.grad_coefficients(tok.rc, tok.valid, None)
+        g_p, g_y, g_a = tok.plan.grad_coefficients()  # no scale: the reduction is "none"
         res = _chunk_pass(hidden, weight, bias, tok, (g_p * go, g_y * go, g_a * go), ctx.need, opt)
         gw = None if res.grad_weight is None else res.grad_weight.to(weight.dtype)
         gb = None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype)
