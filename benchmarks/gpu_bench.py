@@ -335,8 +335,8 @@ def _markdown(result: dict[str, Any]) -> str:
            "gradient once; eff. GB/s = floor bytes / time; × copy = time / time of copying "
            "the logits (the same traffic); memory = peak allocated during the step beyond the "
            "logits, in logits sizes; Δloss = |loss − float64 loss| / float64 loss. "
-           f"Triton defaults: {result['triton_default']} (NUM_WARPS None: one warp per 512 "
-           "classes of a block, at most 16); rows `triton B:W` time other settings.",
+           f"Triton defaults: {result['triton_default']} (None: MAX_BLOCK 8192 for 4-byte "
+           "and 4096 for 2-byte logits, 8 warps); rows `triton B:W` time other settings.",
            ""]  # fmt: skip
     for case in result["cases"]:
         out += [f"## {case['shape']} {case['dtype']}", "",
