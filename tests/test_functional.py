@@ -231,3 +231,24 @@ def test_return_nll_all_ignored_mean_is_zero():
     x = torch.randn(4, 5)
     _, nll = labelsmooth.cross_entropy(x, torch.full((4,), -100), return_nll=True)
     assert nll.item() == 0.0
+
+
+def test_auto_on_cuda_follows_the_committed_gpu_measurements(monkeypatch):
+    from labelsmooth import _dispatch
+    from labelsmooth._validate import Spec
+
+    def spec(numel, convention="uniform", dtype=torch.float32, device="cuda"):
+        return Spec(device, dtype, numel, 1000, False, convention, False, False, False, False,
+                    False, ())  # fmt: skip
+
+    monkeypatch.setattr(_dispatch, "_triton_missing", lambda: False)
+    big = _dispatch.AUTO_TRITON_MIN_NUMEL_CUDA
+    assert _dispatch.choose_auto(spec(big - 1)) == "torch"
+    assert _dispatch.choose_auto(spec(big)) == "triton"
+    assert _dispatch.choose_auto(spec(1000, "others")) == "triton"  # PyTorch lacks it
+    assert _dispatch.choose_auto(spec(1000, dtype=torch.bfloat16)) == "triton"
+    assert _dispatch.choose_auto(spec(big, device="mps")) == "torch"  # no measurement there
+    assert _dispatch.choose_auto(spec(1000, "others", device="mps")) == "fused"
+    monkeypatch.setattr(_dispatch, "_triton_missing", lambda: True)
+    assert _dispatch.choose_auto(spec(big)) == "torch"
+    assert _dispatch.choose_auto(spec(1000, "others")) == "fused"

@@ -31,6 +31,7 @@ __all__ = [
     "choose_auto",
     "AUTO_TORCH_MAX_NUMEL",
     "AUTO_TORCH_MAX_NUMEL_NATIVE",
+    "AUTO_TRITON_MIN_NUMEL_CUDA",
 ]
 
 
@@ -185,20 +186,42 @@ def _cpu_torch_limit(spec: Spec) -> int:
     return AUTO_TORCH_MAX_NUMEL
 
 
+#: On CUDA, from this many elements "auto" runs impl="triton" instead of PyTorch's kernel for
+#: the calls both cover: on an H200 triton took 0.29-0.55x PyTorch's time from 4096 x 128256
+#: (5.3e8 elements) up, was mixed at 8192 x 32000 (0.61x fp32, 1.06x bf16) and slower below
+#: (benchmarks/results/gpu.md).
+AUTO_TRITON_MIN_NUMEL_CUDA = 1 << 28
+
+
 def choose_auto(spec: Spec) -> str:
     """The impl ``"auto"`` runs for this call.
 
     * CPU (measured, benchmarks/results/cpu.md): PyTorch's kernel for inputs it covers under
       :data:`AUTO_TORCH_MAX_NUMEL` elements (:data:`AUTO_TORCH_MAX_NUMEL_NATIVE` for float32
       with the C kernel), else ``"fused"``.
+    * CUDA (measured on an H200, benchmarks/results/gpu.md), when triton is installed:
+      PyTorch's kernel for calls it covers under :data:`AUTO_TRITON_MIN_NUMEL_CUDA`
+      elements, ``"triton"`` otherwise (the fused eager blocks measured 30-150x slower than
+      triton there). Without triton: PyTorch's kernel where it covers the options, else
+      ``"fused"``.
     * Any other device (no committed benchmark yet): PyTorch's kernel whenever it covers the
       options, else ``"fused"`` (eager blocks).
-    * ``"reference"`` when neither can run the call (soft targets PyTorch does not cover,
-      gradients for ``weight`` or ``prior``).
+    * ``"reference"`` when none of these can run the call (soft targets PyTorch does not
+      cover, gradients for ``weight`` or ``prior``).
     """
     torch_ok = _torch_unsupported(spec) is None
-    if torch_ok and (spec.device_type != "cpu" or spec.numel < _cpu_torch_limit(spec)):
-        return "torch"
+    triton_ok = spec.device_type == "cuda" and _triton_unsupported(spec) is None
+    if torch_ok:
+        if spec.device_type == "cpu" and spec.numel < _cpu_torch_limit(spec):
+            return "torch"
+        if spec.device_type == "cuda" and not (
+            triton_ok and spec.numel >= AUTO_TRITON_MIN_NUMEL_CUDA
+        ):
+            return "torch"
+        if spec.device_type not in ("cpu", "cuda"):
+            return "torch"
+    if triton_ok:
+        return "triton"
     for name in ("fused", "reference", "torch"):
         if REGISTRY[name].unsupported(spec) is None:
             return name

@@ -91,15 +91,19 @@ def cross_entropy(
             loss's optimum p = q/Z.
         impl: "auto" (below), "reference" (the plain dense oracle; any option), "fused"
             (class-index targets; gradient computed in the forward pass, on CPU by a small
-            C kernel compiled on first use, eager torch blocks otherwise) or "torch"
-            (PyTorch's own kernel, for the options it covers). An explicit impl that cannot
-            run the arguments raises ``ValueError`` saying why. "auto" on CPU takes "torch"
-            for small inputs it covers (under 2**16 elements for float32 with the C kernel,
-            else 2**19) and "fused" otherwise; on other devices (no committed benchmark yet)
-            "torch" whenever it covers the options, else "fused"; "reference" when neither
-            can run the call (soft targets PyTorch does not cover, gradients for ``weight``
-            or ``prior``). :func:`chosen_impl` tells which one a call gets.
-        inplace_backward: ``impl="fused"`` only: backward writes the gradient into
+            C kernel compiled on first use, eager torch blocks otherwise), "triton" (CUDA,
+            needs triton: one Triton kernel per row, the same options as "fused") or
+            "torch" (PyTorch's own kernel, for the options it covers). An explicit impl that
+            cannot run the arguments raises ``ValueError`` saying why. "auto" on CPU takes
+            "torch" for small inputs it covers (under 2**16 elements for float32 with the C
+            kernel, else 2**19) and "fused" otherwise; on CUDA with triton installed,
+            "torch" for inputs it covers under 2**28 elements and "triton" otherwise (without
+            triton: "torch" where it covers the options, else "fused"); on other devices
+            (no committed benchmark yet) "torch" whenever it covers the options, else
+            "fused"; "reference" when none of these can run the call (soft targets PyTorch
+            does not cover, gradients for ``weight`` or ``prior``). :func:`chosen_impl`
+            tells which one a call gets.
+        inplace_backward: ``impl="fused"`` or ``"triton"`` only: backward writes the gradient into
             ``input``'s storage, so the extra memory is O(N). The logits are overwritten
             during backward — opt-in. Uses of the logits after the loss read the logits;
             a use recorded before it whose backward runs later raises (autograd's version
