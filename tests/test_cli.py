@@ -331,3 +331,11 @@ def test_python_dash_m_entry_points(tmp_path):
         "labelsmooth: error: argument --epochs: must be an integer >= 1, got '0' "
         "(see `labelsmooth train --help`)"
     ]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_out_in_an_unwritable_place_is_refused_before_any_work(tmp_path, capsys):
+    # /proc accepts no new files, whoever asks (root included, where os.access says yes)
+    assert main(["train", "--out", "/proc/labelsmooth-x", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write to /proc" in err[0]

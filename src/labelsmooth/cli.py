@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -119,6 +120,11 @@ def _unwritable(out: str) -> str | None:
     )
     if read_only or not os.access(existing, os.W_OK | os.X_OK):
         return f"cannot write to {existing} (permission denied or read-only)"
+    try:  # os.access says yes to root everywhere (and /proc lies): write a probe file
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".labelsmooth-probe-"):
+            pass
+    except OSError as err:
+        return f"cannot write to {existing} ({err.strerror or err})"
     return None
 
 
@@ -166,7 +172,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--val-size",
         "val_size",
         int,
-        "held-out validation examples for temperature scaling; 0: none",
+        "held-out validation examples for temperature scaling; 0: none carved from the "
+        "training split (a dataset with its own validation split, like MNIST, keeps it)",
         metavar="N",
     )
     opt("--threads", "num_threads", int, "torch threads while training, >= 1", metavar="T")
@@ -531,6 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_INTERRUPTED
     except (DataUnavailableError, CheckpointError, ValueError) as e:
+        print(f"labelsmooth: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a folder removed while running: one line, no traceback
         print(f"labelsmooth: error: {e}", file=sys.stderr)
         return 1
 

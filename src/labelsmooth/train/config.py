@@ -118,7 +118,8 @@ class TrainConfig:
         seed: Seed of initialisation, data order and augmentation, >= 0.
         train_size: Stratified training subset size, >= 1 (``None``: all).
         val_size: Held-out validation examples (carved from the training set if the source
-            has no validation split); 0 for none.
+            has no validation split); 0: none carved (a source's own validation split, as
+            MNIST's, is kept whole).
         data_seed: Seed of the subset and validation choice (the same for every run).
         augment_pad: Random-crop padding in pixels (0: no crop).
         hflip: Horizontal flips (``None``: the dataset's default: Fashion-MNIST yes, MNIST no).

@@ -4,7 +4,7 @@
 checkpoints and Ctrl-C; it asks a :class:`Task` for everything that depends on the problem.
 :class:`ImageClassification` is the task of the experiments (a small ResNet on Fashion-MNIST,
 MNIST or your IDX/NPZ images, label-smoothed cross-entropy, calibration metrics). A new task —
-a language model, say — implements the same five methods; a data-parallel run wraps a task
+a language model, say — implements the same six methods; a data-parallel run wraps a task
 (its shard of the batches, the model wrapped for gradient all-reduce, metrics all-reduced with
 :meth:`~labelsmooth.metrics.CalibrationMeter.all_reduce`) without changing the loop.
 """
