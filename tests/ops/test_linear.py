@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import os
+import sys
 
 import pytest
 import torch
@@ -14,6 +17,12 @@ from labelsmooth.ops import linear as L
 
 CONVENTIONS = ["uniform", "others", "unnormalized"]
 H, V = 24, 101  # V prime: never a multiple of anything
+CUDA = torch.cuda.is_available()
+
+if not CUDA and importlib.util.find_spec("triton") is not None and "triton" not in sys.modules:
+    # as in test_triton.py: without a GPU the Triton row kernel runs under the interpreter,
+    # which is chosen when triton is first imported (for the whole process)
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 @pytest.fixture(params=["native", "eager"])
@@ -328,13 +337,61 @@ def test_type_errors():
         labelsmooth.linear_cross_entropy(h, w, y, softcap="30")
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_matches_composition_and_holds_one_chunk(dtype):
-    """On CUDA (eager blocks per chunk): the composition's loss and gradients, and a peak of
-    allocated memory above the inputs and the gradients of a few chunks, not N × V."""
+@pytest.mark.triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_row_kernel(dtype, monkeypatch):
+    """The chunk rows by the Triton kernel (the CUDA path; on CPU under the interpreter):
+    a constant a_k (uniform prior) and a vector one (prior and class mask)."""
+    pytest.importorskip("triton")
+    from labelsmooth.ops import _triton_kernels
+
+    if _triton_kernels.INTERPRETED == CUDA:
+        pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set")
+    monkeypatch.setattr(L, "_triton_rows", lambda device: True)
+    dev = "cuda" if CUDA else "cpu"
+    h, w, b, y = (t.to(dev) for t in _data(shape=(17,), dtype=torch.float64))
+    prior = torch.rand(V, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    mask = torch.arange(V) % 5 != 0
+    for kw in (
+        dict(label_smoothing=0.1, softcap=3.0, reduction="none"),
+        dict(label_smoothing=0.3, prior=prior.to(dev), class_mask=mask.to(dev), kl=True),
+    ):
+        truth = _run(_composition, h, w, y, b, **kw)
+        kw = {k: v.to(dtype) if k == "prior" else v for k, v in kw.items()}
+        got = _run(_chunked, h.to(dtype), w.to(dtype), y, b.to(dtype), chunk_size=8, **kw)
+        tol = 1e-9 if dtype == torch.float64 else 1e-5
+        _close(got, truth, tol, tol / 10)
+
+
+@pytest.fixture(params=["triton", "eager"])
+def cuda_rows(request, monkeypatch):
+    """CUDA chunks by the Triton row kernel, or by eager torch blocks."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
+    if request.param == "triton":
+        pytest.importorskip("triton")
+    else:
+        monkeypatch.setattr(L, "_triton_rows", lambda device: False)
+    return request.param
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_cuda_options(convention, cuda_rows):
+    """The option grid on CUDA in float64 against the composition."""
+    h, w, b, y = (t.cuda() for t in _data(dtype=torch.float64))
+    for kw, with_bias in _option_grid(convention):
+        bb = b if with_bias else None
+        kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        truth = _run(_composition, h, w, y, bb, **kw)
+        _close(_run(_chunked, h, w, y, bb, chunk_size=8, **kw), truth, 1e-9, 1e-11)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_matches_composition_and_holds_one_chunk(dtype, cuda_rows):
+    """On CUDA: the composition's loss and gradients within twice its own error, and a peak
+    of allocated memory above the inputs and the gradients of a few chunks, not N × V."""
     dev = torch.device("cuda")
     n, hd, v, chunk = 1031, 128, 32003, 64
     g = torch.Generator().manual_seed(0)
@@ -344,21 +401,25 @@ def test_cuda_matches_composition_and_holds_one_chunk(dtype):
     y = torch.randint(0, v, (n,), generator=g)
     y[::7] = -100
     h, w, b, y = (t.to(dev) for t in (h, w, b, y))
-    kw = dict(label_smoothing=0.1, convention="others", softcap=15.0)
-    truth = _run(_composition, h, w, y, b, **kw)
-    hc, wc, bc = (t.to(dtype) for t in (h, w, b))
-    dense = _run(_composition, hc, wc, y, bc, **kw)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats(dev)
-    before = torch.cuda.memory_allocated(dev)
-    got = _run(_chunked, hc, wc, y, bc, chunk_size=chunk, **kw)
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated(dev) - before
-    for a, d, t in zip(got, dense, truth):
-        err, ref_err = (a.double() - t).abs().max(), (d.double() - t).abs().max()
-        assert err <= 2 * ref_err + 1e-5 * t.abs().max(), (err, ref_err)
-    itemsize = torch.finfo(dtype).bits // 8
-    grads = (n * hd + v * hd + v) * (4 + itemsize)  # float32 accumulators and the results
-    logits = n * v * itemsize
-    assert peak - grads <= 4 * chunk * v * 4 + (1 << 20), (peak, grads, logits)
-    assert peak - grads < logits / 4
+    mask = torch.arange(v, device=dev) % 11 != 0
+    for kw in (
+        dict(label_smoothing=0.1, convention="others", softcap=15.0),
+        dict(label_smoothing=0.2, class_mask=mask, kl=True, reduction="sum"),
+    ):
+        truth = _run(_composition, h, w, y, b, **kw)
+        hc, wc, bc = (t.to(dtype) for t in (h, w, b))
+        dense = _run(_composition, hc, wc, y, bc, **kw)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        got = _run(_chunked, hc, wc, y, bc, chunk_size=chunk, **kw)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(dev) - before
+        for a, d, t in zip(got, dense, truth):
+            err, ref_err = (a.double() - t).abs().max(), (d.double() - t).abs().max()
+            assert err <= 2 * ref_err + 1e-5 * t.abs().max(), (err, ref_err)
+        itemsize = torch.finfo(dtype).bits // 8
+        grads = (n * hd + v * hd + v) * (4 + itemsize)  # float32 accumulators and the results
+        logits = n * v * itemsize
+        assert peak - grads <= 4 * chunk * v * 4 + (1 << 20), (peak, grads, logits)
+        assert peak - grads < logits / 4

@@ -9,7 +9,7 @@ Per chunk of counted tokens (ignored tokens are dropped before the matmul)::
     Z = h_c Wᵀ + b                       # (k, V) logits, in the parameters' dtype
     X = c·tanh(Z / c)                    # only with softcap = c; T = tanh(Z / c) kept
     statistics and G_X = ∂loss/∂X        # rowmath: g_p·p − g_a·a − g_y·onehot(y), written
-                                         # over X in place (fused.row_statistics)
+                                         # over X in place (the row kernel, below)
     G = G_X ⊙ (1 − T²)                   # softcap's chain rule: ∂X/∂Z = 1 − tanh²(Z / c)
     grad_h[c]  = G W                     # (k, H)
     grad_W    += Gᵀ h_c                  # (V, H), accumulated in float32 (float64 for float64)
@@ -34,6 +34,7 @@ in place; otherwise each chunk gathers its rows with ``index_select``.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,33 @@ class LinearOptions:
     softcap: float | None
     chunk_size: int
     uniform_prior: bool  # no prior, no class mask: u_k = 1/V, scalar coefficients
+
+
+# ---------------------------------------------------------------------------------------------
+# The row kernel of a chunk
+
+
+def _triton_rows(device: torch.device) -> bool:
+    """CUDA chunks go to the Triton row kernel (:mod:`labelsmooth.ops.triton`) when triton is
+    installed; everything else to :func:`labelsmooth.ops.fused.row_statistics` (the C kernel
+    on CPU, eager torch blocks elsewhere)."""
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+def _row_statistics(x: torch.Tensor, rows: _Rows, grad: torch.Tensor | None) -> RowStats:
+    """Statistics of every row of the chunk ``x`` (k, V) and, if ``grad`` is given (may be
+    ``x``), the gradient g_p·p − g_a·a − g_y·onehot(y) written into it."""
+    if not _triton_rows(x.device):
+        return row_statistics(x, rows, grad)
+    from labelsmooth.ops import triton as T
+
+    # a constant a_k is a kernel float argument (float32): float64 takes the vector
+    if rows.a0 is not None and x.dtype != torch.float64:
+        trows = T._Rows(y=rows.y, a=None, a0=rows.a0)
+    else:
+        trows = T._Rows(y=rows.y, a=rows.a, a0=1.0)
+    trows.g_p, trows.g_a, trows.g_y = rows.g_p, rows.g_a, rows.g_y
+    return T._forward(x, trows, grad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +214,7 @@ def _chunk_pass(
         if with_grad:
             assert g_p is not None and g_y is not None and g_a is not None
             rows.g_p, rows.g_a, rows.g_y = g_p[c0:c1], g_a[c0:c1], g_y[c0:c1]
-        st = row_statistics(z, rows, z if with_grad else None)  # z becomes ∂loss/∂X
+        st = _row_statistics(z, rows, z if with_grad else None)  # z becomes ∂loss/∂X
         for whole, part in zip(stats, st):
             whole[c0:c1] = part
         if not with_grad:
