@@ -480,8 +480,10 @@ def linear_cross_entropy(
             counted tokens (0 if there are none), as fairseq reports it next to the smoothed
             loss and as :func:`cross_entropy` does; ``exp(nll)`` is the perplexity.
         impl: "auto" ("chunked" whenever it can run, else "reference"), "chunked" (the chunk
-            loop; no gradient for ``prior``, no double backward) or "reference" (the plain
-            composition ``F.linear`` + the reference loss on the dense logits; any option).
+            loop; each chunk's rows by the C kernel on CPU, the Triton kernel on CUDA when
+            triton is installed, eager torch blocks otherwise; no gradient for ``prior``, no
+            double backward) or "reference" (the plain composition ``F.linear`` + the
+            reference loss on the dense logits; any option).
             An explicit impl that cannot run the arguments raises ``ValueError`` saying why.
         validate_args: check the values of ``target``, ``prior`` and ``class_mask`` (one
             device synchronization). Shapes, dtypes and options are always checked.

@@ -27,6 +27,10 @@ vector, unknown during the forward pass: the forward pass then computes statisti
 backward runs the chunk loop a second time with each row's coefficients multiplied by its
 incoming gradient (twice the matmuls, the same memory bound).
 
+The rows of a chunk go to the same row kernels as ``cross_entropy``: the C kernel on CPU
+(:func:`labelsmooth.ops.fused.row_statistics`; eager torch blocks where it cannot run), the
+Triton kernel on CUDA when triton is installed (eager blocks otherwise).
+
 Dropping ignored tokens needs their count on the host (``nonzero``, one device
 synchronization per call; free on CPU). When no token is ignored the hidden states are used
 in place; otherwise each chunk gathers its rows with ``index_select``.
@@ -280,7 +284,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.mark_non_differentiable(nll)
 
         ctx.opt, ctx.tok, ctx.need, ctx.consumed = opt, tok, need, False
-        ctx.has_bias = bias is not None
         if now:
             ctx.grads = [
                 res.grad_hidden,
