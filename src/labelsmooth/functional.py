@@ -337,7 +337,7 @@ def smooth_labels(
     # Validate target, prior and mask with the same checks as cross_entropy, against a
     # zero-size stand-in for the logits (no (N, C) allocation just to check shapes).
     shape = (target.shape[0], num_classes, *target.shape[1:]) if target.dim() else (num_classes,)
-    stand_in = torch.empty(shape, device=target.device).as_strided(shape, [0] * len(shape))
+    stand_in = torch.empty((), device=target.device).expand(shape)  # no (N, C) memory
     V.check_target(stand_in, target, ignore_index, soft_needs_distribution=False)
     V.check_class_vector("prior", prior, stand_in, kind="float")
     V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
