@@ -30,7 +30,7 @@ from labelsmooth.ops import _cpu_runtime, cpu_kernel, rowmath
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import RowStats
 
-__all__ = ["FusedOptions", "cross_entropy_fused", "row_statistics", "BLOCK_BYTES"]
+__all__ = ["FusedOptions", "begin_backward", "cross_entropy_fused", "row_statistics", "BLOCK_BYTES"]
 
 #: Target size in bytes of one block of (compute-dtype) logits: fits in a core's L2 cache.
 BLOCK_BYTES = 1 << 21
@@ -209,6 +209,28 @@ def _eager_block(
         gb.copy_(work)
 
 
+def begin_backward(ctx: Any, impl: str) -> tuple[torch.Tensor, ...]:
+    """The saved tensors of a fused-style Function's one and only backward.
+
+    Its gradient was computed without a graph (so no double backward) and is scaled or
+    written in place (so no second backward through the same loss): both raise, pointing to
+    ``impl='reference'``, which supports them.
+    """
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"impl={impl!r} does not support double backward (create_graph=True): its "
+            "gradient is computed without a graph; use impl='reference'"
+        )
+    if ctx.consumed:
+        raise RuntimeError(
+            f"impl={impl!r} cannot backward twice through the same loss (retain_graph=True): "
+            "the gradient is produced in place; use impl='reference'"
+        )
+    ctx.consumed = True
+    saved: tuple[torch.Tensor, ...] = ctx.saved_tensors
+    return saved
+
+
 class _FusedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -255,18 +277,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
     def backward(
         ctx: Any, grad_output: torch.Tensor, _grad_nll: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, ...]:
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "impl='fused' does not support double backward (create_graph=True): its "
-                "gradient is computed without a graph; use impl='reference'"
-            )
-        if ctx.consumed:
-            raise RuntimeError(
-                "impl='fused' cannot backward twice through the same loss (retain_graph=True): "
-                "the gradient is produced in place; use impl='reference'"
-            )
-        ctx.consumed = True
-        (saved,) = ctx.saved_tensors
+        (saved,) = begin_backward(ctx, "fused")
         per_row = ctx.reduction == "none"
         if ctx.inplace:
             # scale the O(N) coefficients, then one pass writes the gradient into the logits

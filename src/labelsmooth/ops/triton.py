@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from labelsmooth.ops import rowmath
-from labelsmooth.ops.fused import FusedOptions
+from labelsmooth.ops.fused import FusedOptions, begin_backward
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import RowStats
 
@@ -203,18 +203,7 @@ class _TritonCrossEntropy(torch.autograd.Function):
     def backward(
         ctx: Any, grad_output: torch.Tensor, _grad_nll: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, ...]:
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "impl='triton' does not support double backward (create_graph=True): its "
-                "gradient is computed without a graph; use impl='reference'"
-            )
-        if ctx.consumed:
-            raise RuntimeError(
-                "impl='triton' cannot backward twice through the same loss "
-                "(retain_graph=True): the gradient is produced in place; use impl='reference'"
-            )
-        ctx.consumed = True
-        (saved,) = ctx.saved_tensors
+        (saved,) = begin_backward(ctx, "triton")
         per_row = ctx.reduction == "none"
         if ctx.inplace:
             # one pass: the gradient from the forward statistics, into the logits' storage
