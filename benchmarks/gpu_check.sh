@@ -6,10 +6,12 @@
 # Needs python3 with torch (CUDA build), triton, pytest and numpy. Writes everything under
 # $OUT: machine.txt, tests-gpu.{txt,xml} (the gpu tests of impl="triton"), gpu.{md,json} (the
 # benchmark), tests-gpu-others.{txt,xml} (every other gpu-marked test), tests-cuda.{txt,xml}
-# (the interpreter test grid, compiled on the GPU), gpu_check.log (all output). Each step has
-# its own time limit (about 6 minutes in all) and a failing step does not stop the next.
-# Liger-Kernel is timed only if importable, or if a wheel is given as LIGER_WHEEL=path
-# (installed with --no-deps into a temporary folder; nothing else is installed or changed).
+# (the interpreter test grid, compiled on the GPU), gpu-linear.{md,json} (the linear-head
+# benchmark), gpu_check.log (all output). Each step has its own time limit (about 8 minutes in
+# all) and a failing step does not stop the next. Liger-Kernel and Cut Cross-Entropy are timed
+# only if importable, or if their wheels are given as WHEELS="a.whl b.whl" (LIGER_WHEEL=path is
+# still read), installed with --no-deps into a temporary folder; nothing else is installed.
+# STEPS="tests bench others grid linear" (the default: all) selects steps; machine.txt always.
 set -u
 : "${OUT:?set OUT to the folder for the results}"
 mkdir -p "$OUT"
@@ -31,39 +33,60 @@ step "machine"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
-if [ -n "${LIGER_WHEEL:-}" ]; then
-    step "liger wheel $LIGER_WHEEL"
+STEPS=${STEPS:-tests bench others grid linear}
+want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+wheels="${WHEELS:-} ${LIGER_WHEEL:-}"
+if [ -n "${wheels// /}" ]; then
+    step "optional wheels:$wheels"
     deps=$(mktemp -d)
-    if "$PY" -m pip install -q --no-deps --no-index --target "$deps" "$LIGER_WHEEL"; then
-        export PYTHONPATH="$PYTHONPATH:$deps"
-    else
-        echo "could not install $LIGER_WHEEL: liger is reported as unavailable"
-    fi
+    for wheel in $wheels; do
+        if "$PY" -m pip install -q --no-deps --no-index --target "$deps" "$wheel"; then
+            echo "installed $wheel"
+        else
+            echo "could not install $wheel: it is reported as unavailable"
+        fi
+    done
+    export PYTHONPATH="$PYTHONPATH:$deps"
 fi
 
+if want tests; then
 step "gpu tests of impl='triton'"
 timeout 100 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_triton.py \
     --junitxml="$OUT/tests-gpu.xml" > "$OUT/tests-gpu.txt" 2>&1
 echo "exit status $? (124: time limit)"
 tail -n 40 "$OUT/tests-gpu.txt"
+fi
 
+if want bench; then
 step "benchmark"
 timeout 160 "$PY" benchmarks/gpu_bench.py --out "$OUT" --budget-s 120 --iters 10 \
     --triton-configs 4096:8 8192:8 16384:16
 echo "exit status $? (124: time limit)"
+fi
 
+if want others; then
 step "the other gpu tests"
 timeout 50 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests --ignore=tests/ops/test_triton.py \
     --continue-on-collection-errors --junitxml="$OUT/tests-gpu-others.xml" \
     > "$OUT/tests-gpu-others.txt" 2>&1
 echo "exit status $? (124: time limit)"
 tail -n 40 "$OUT/tests-gpu-others.txt"
+fi
 
+if want grid; then
 step "the interpreter test grid of impl='triton', compiled on the GPU"
 timeout 50 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/ops/test_triton.py \
     --junitxml="$OUT/tests-cuda.xml" > "$OUT/tests-cuda.txt" 2>&1
 echo "exit status $? (124: time limit)"
 tail -n 40 "$OUT/tests-cuda.txt"
+fi
+
+if want linear; then
+step "linear-head benchmark"
+timeout 150 "$PY" benchmarks/gpu_linear.py --out "$OUT" --budget-s 110 --iters 5
+echo "exit status $? (124: time limit)"
+fi
 
 step "done"
 ls -l "$OUT"
