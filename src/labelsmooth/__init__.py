@@ -4,6 +4,7 @@ Public names only; nothing optional (triton, matplotlib, tqdm) is imported here.
 """
 
 from labelsmooth import runtime
+from labelsmooth.distillation import distillation_loss
 from labelsmooth.functional import (
     chosen_impl,
     cross_entropy,
@@ -16,6 +17,7 @@ from labelsmooth.runtime import empty_cache
 __all__ = [
     "cross_entropy",
     "smooth_labels",
+    "distillation_loss",
     "chosen_impl",
     "LabelSmoothingCrossEntropy",
     "linear_cross_entropy",

@@ -22,7 +22,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["compute_dtype", "smoothing_prior", "smoothed_target", "cross_entropy_reference"]
+__all__ = [
+    "compute_dtype",
+    "smoothing_prior",
+    "smoothed_target",
+    "cross_entropy_reference",
+    "distillation_loss_reference",
+]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -207,3 +213,42 @@ def _reduce(
         # All targets ignored: 0 with zero gradients, where torch returns NaN.
         denom = torch.where(valid.any(), denom, torch.ones_like(denom))
     return total / denom
+
+
+def distillation_loss_reference(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Hinton's distillation loss, written out (arguments already validated).
+
+    Per row: ``alpha * T**2 * sum_k p_t,k (log p_t,k - log p_s,k) + (1 - alpha) * CE_eps``
+    with ``p_t = softmax(z_t / T)`` (a constant), ``p_s = softmax(z_s / T)`` and ``CE_eps``
+    PyTorch's label-smoothed cross-entropy of the unsoftened student logits. Ignored rows
+    contribute 0 and are left out of the mean (0 when every row is ignored).
+    """
+    cdt = compute_dtype(student_logits.dtype)
+    z_s = student_logits.to(cdt)  # (N, C)
+    log_pt = torch.log_softmax(teacher_logits.detach().to(cdt) / temperature, dim=1)  # (N, C)
+    log_ps = torch.log_softmax(z_s / temperature, dim=1)  # (N, C)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # (N,)
+    valid = target != ignore_index  # (N,)
+    ce = F.cross_entropy(
+        z_s,
+        torch.where(valid, target, 0),
+        reduction="none",
+        label_smoothing=label_smoothing,
+    )  # (N,)
+    rows = torch.where(valid, alpha * temperature**2 * kl + (1 - alpha) * ce, 0)
+    if reduction == "none":
+        out = rows
+    elif reduction == "sum":
+        out = rows.sum()
+    else:
+        out = rows.sum() / valid.sum().clamp(min=1)
+    return out.to(student_logits.dtype)
