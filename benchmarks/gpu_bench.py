@@ -93,9 +93,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=list(VARIANTS),
         help="unavailable optional ones (liger, flash-attn) are reported as such",
     )
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--iters", type=int, default=10, help="timed steps per variant (median)")
-    p.add_argument("--warmup", type=int, default=2)
+    add_run_arguments(p, iters=10)
     p.add_argument(
         "--triton-configs",
         type=_config,
@@ -104,21 +102,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="BLOCK:WARPS",
         help="extra Triton (block, warps) settings to time (the default setting is always timed)",
     )
+    p.add_argument("--peak-gbps", type=float, help="device peak bandwidth, GB/s (else looked up)")
+    args = p.parse_args(argv)
+    check_run_arguments(p, args)
+    return args
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, iters: int) -> None:
+    """The options every GPU benchmark script shares (this one and gpu_linear.py)."""
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--iters", type=int, default=iters, help="timed steps per variant (median)")
+    p.add_argument("--warmup", type=int, default=2)
     p.add_argument(
         "--budget-s",
         type=float,
         default=300.0,
         help="stop starting new measurements after this many seconds",
     )
-    p.add_argument("--peak-gbps", type=float, help="device peak bandwidth, GB/s (else looked up)")
     p.add_argument(
         "--dry-run",
         action="store_true",
         help="check the arguments and print the plan; no GPU needed, nothing written",
     )
-    # the tests run the whole script on CPU tensors under the Triton interpreter
+    # the tests run the whole script on CPU tensors (under the Triton interpreter for triton)
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+
+
+def check_run_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One-line errors (exit 2) for the shared options, before any work."""
     if not 0.0 <= args.label_smoothing <= 1.0:
         p.error(f"--label-smoothing must be in [0, 1], got {args.label_smoothing}")
     if args.iters < 1 or args.warmup < 0:
@@ -130,7 +141,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--out DIR is required (or --dry-run)")
         if args.device == "cuda" and not torch.cuda.is_available():
             p.error("no CUDA device (use --dry-run to check the arguments on a CPU machine)")
-    return args
+
+
+def guarded(row: dict[str, Any], clock: Any, measure: Callable[..., Any], *args: Any) -> Any:
+    """``measure(*args)``, or None with ``row["skipped"]`` saying why it failed (out of memory or
+    any error): one variant's failure is reported and the run goes on."""
+    try:
+        return measure(*args)
+    except torch.cuda.OutOfMemoryError:
+        row["skipped"] = "out of memory"
+    except Exception as e:
+        why = f"failed: {type(e).__name__}: {e}"[:300]
+        row["skipped"] = why.replace("|", "/").replace("\n", " ")
+    clock.empty_cache()
+    return None
 
 
 def _available(variant: str) -> str | None:
@@ -229,13 +253,20 @@ class _Clock:
 
 
 def _measure(
-    fn: Callable, base: torch.Tensor, y: torch.Tensor, clock: _Clock, iters: int, warmup: int
+    variant: str,
+    eps: float,
+    base: torch.Tensor,
+    y: torch.Tensor,
+    clock: _Clock,
+    iters: int,
+    warmup: int,
 ) -> dict[str, Any]:
     """Median forward+backward time (ms), peak extra memory (bytes) and the loss of one step.
 
     Each step gets fresh logits, a non-leaf view of a fresh copy of ``base`` (as in a model,
     and free to be overwritten), made before the timed region; the memory baseline includes
     it."""
+    fn = _loss_fn(variant, eps)
     times, peak, loss_value = [], 0, math.nan
     for i in range(warmup + iters):
         leaf = base.detach().clone().requires_grad_(True)
@@ -360,10 +391,16 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _write(out: Path, result: dict[str, Any]) -> None:
+def _write(
+    out: Path,
+    result: dict[str, Any],
+    stem: str = "gpu",
+    markdown: Callable[[dict[str, Any]], str] = _markdown,
+) -> None:
+    """``out/<stem>.json`` and ``out/<stem>.md`` (rewritten after every case)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "gpu.md").write_text(_markdown(result))
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(markdown(result))
 
 
 def main(argv: list[str]) -> int:
@@ -421,19 +458,12 @@ def main(argv: list[str]) -> int:
                 if cfg is not None:
                     ls_triton.MAX_BLOCK, ls_triton.NUM_WARPS = cfg
                 try:
-                    fn = _loss_fn(variant, eps)
-                    r = _measure(fn, base, y, clock, args.iters, args.warmup)
-                except torch.cuda.OutOfMemoryError:
-                    row["skipped"] = "out of memory"
-                    clock.empty_cache()
-                    continue
-                except Exception as e:  # report and go on with the next variant
-                    why = f"failed: {type(e).__name__}: {e}"[:300]
-                    row["skipped"] = why.replace("|", "/").replace("\n", " ")
-                    clock.empty_cache()
-                    continue
+                    r = guarded(row, clock, _measure, variant, eps, base, y, clock, args.iters,
+                                args.warmup)  # fmt: skip
                 finally:
                     ls_triton.MAX_BLOCK, ls_triton.NUM_WARPS = default_cfg
+                if r is None:
+                    continue
                 if variant == "torch":
                     torch_ms = r["ms"]
                 eff = 2 * logits_bytes / (r["ms"] * 1e-3)

@@ -98,34 +98,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=list(VARIANTS),
         help="unavailable optional ones (liger, cce) are reported as such",
     )
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--iters", type=int, default=5, help="timed steps per variant (median)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument(
-        "--budget-s",
-        type=float,
-        default=300.0,
-        help="stop starting new measurements after this many seconds",
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="check the arguments and print the plan; no GPU needed, nothing written",
-    )
-    # the tests run the whole script on CPU tensors
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help=argparse.SUPPRESS)
+    _gpu.add_run_arguments(p, iters=5)
     args = p.parse_args(argv)
-    if not 0.0 <= args.label_smoothing <= 1.0:
-        p.error(f"--label-smoothing must be in [0, 1], got {args.label_smoothing}")
-    if args.iters < 1 or args.warmup < 0:
-        p.error(f"--iters must be >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
-    if args.budget_s <= 0:
-        p.error(f"--budget-s must be positive, got {args.budget_s}")
-    if not args.dry_run:
-        if args.out is None:
-            p.error("--out DIR is required (or --dry-run)")
-        if args.device == "cuda" and not torch.cuda.is_available():
-            p.error("no CUDA device (use --dry-run to check the arguments on a CPU machine)")
+    _gpu.check_run_arguments(p, args)
     return args
 
 
@@ -192,7 +167,8 @@ def _truth(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, eps: float) -> flo
 
 
 def _measure(
-    fn: LossFn,
+    variant: str,
+    eps: float,
     h0: torch.Tensor,
     w0: torch.Tensor,
     y: torch.Tensor,
@@ -205,6 +181,7 @@ def _measure(
     ``hidden`` and ``weight`` are leaves that persist across steps (as parameters and
     activations do); their gradients are dropped before each step, so every step allocates
     them afresh and the peak counts them."""
+    fn = _loss_fn(variant, eps)
     h = h0.detach().clone().requires_grad_(True)
     w = w0.detach().clone().requires_grad_(True)
     times, peak, loss_value = [], 0, math.nan
@@ -295,9 +272,7 @@ def _markdown(result: dict[str, Any]) -> str:
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu-linear.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "gpu-linear.md").write_text(_markdown(result))
+    _gpu._write(out, result, "gpu-linear", _markdown)
 
 
 def _case(
@@ -325,16 +300,9 @@ def _case(
         if reason is not None:
             row["skipped"] = reason
             continue
-        try:
-            r = _measure(_loss_fn(variant, eps), h0, w0, y, clock, args.iters, args.warmup)
-        except torch.cuda.OutOfMemoryError:
-            row["skipped"] = "out of memory"
-            clock.empty_cache()
-            continue
-        except Exception as e:  # report and go on with the next variant
-            why = f"failed: {type(e).__name__}: {e}"[:300]
-            row["skipped"] = why.replace("|", "/").replace("\n", " ")
-            clock.empty_cache()
+        r = _gpu.guarded(row, clock, _measure, variant, eps, h0, w0, y, clock, args.iters,
+                         args.warmup)  # fmt: skip
+        if r is None:
             continue
         net = max(r["peak_extra_bytes"] - grads_bytes, 0)
         if variant == "builtin":
