@@ -25,7 +25,7 @@ __all__ = [
     "config_differences",
 ]
 
-MODELS = ("resnet",)
+MODELS = ("resnet", "mlp")
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,11 @@ class TrainConfig:
 
     Attributes:
         dataset: ``"fashion-mnist"``, ``"mnist"``, ``"idx:DIR"`` or ``"npz:FILE"``.
-        model: Model family (only ``"resnet"``).
-        depth: ResNet depth ``6n + 2`` (8, 14, 20, ...).
-        width: Channels of the first stage (``(w, 2w, 4w)``), >= 1.
+        model: Model family: ``"resnet"`` (CIFAR-style ResNet) or ``"mlp"`` (two hidden
+            ReLU layers of ``width`` units, :class:`labelsmooth.models.MLP`).
+        depth: ResNet depth ``6n + 2`` (8, 14, 20, ...); not used by ``"mlp"``.
+        width: Channels of the first ResNet stage (``(w, 2w, 4w)``), or the MLP's hidden
+            units, >= 1.
         label_smoothing: ``eps`` in ``[0, 1)``.
         convention: ``"uniform"``, ``"others"`` or ``"unnormalized"``.
         epochs: Number of epochs, >= 1.
