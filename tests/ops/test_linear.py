@@ -391,9 +391,10 @@ def test_cuda_options(convention, cuda_rows):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_matches_composition_and_holds_one_chunk(dtype, cuda_rows):
     """On CUDA: the composition's loss and gradients within twice its own error, and a peak
-    of allocated memory above the inputs and the gradients of a few chunks, not N × V."""
+    of allocated memory above the inputs and the gradients of a few chunks, not N × V (N is
+    64 chunks, so "a few chunks" and "a quarter of the logits" are far apart in bf16 too)."""
     dev = torch.device("cuda")
-    n, hd, v, chunk = 1031, 128, 32003, 64
+    n, hd, v, chunk = 4099, 128, 32003, 64
     g = torch.Generator().manual_seed(0)
     h = torch.randn(n, hd, generator=g, dtype=torch.float64)
     w = torch.randn(v, hd, generator=g, dtype=torch.float64) / hd**0.5
