@@ -1,4 +1,5 @@
-"""Calibration metrics, a streaming meter, temperature scaling and the Müller et al. projection.
+"""Calibration metrics, a streaming meter, temperature scaling, the Müller et al. projection
+and cluster tightness.
 
 Functions take probabilities (N, C) unless their name says logits; everything is computed in
 float64. Plots live in :mod:`labelsmooth.plotting` (needs the ``plot`` extra).
@@ -13,6 +14,7 @@ from labelsmooth.metrics._functional import (
     negative_log_likelihood_from_logits,
     top_k_accuracy,
 )
+from labelsmooth.metrics.clusters import cluster_tightness
 from labelsmooth.metrics.meter import CalibrationMeter
 from labelsmooth.metrics.projection import penultimate_projection
 from labelsmooth.metrics.temperature import fit_temperature
@@ -28,4 +30,5 @@ __all__ = [
     "CalibrationMeter",
     "fit_temperature",
     "penultimate_projection",
+    "cluster_tightness",
 ]
