@@ -14,18 +14,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from labelsmooth._validate import CONVENTIONS
+from labelsmooth.data.text import TEXT_DATASETS
 
 __all__ = [
     "TrainConfig",
     "FieldRule",
     "FIELD_RULES",
     "MODELS",
+    "TASKS",
+    "LM_MODELS",
     "RESUME_FREE_FIELDS",
     "check_field",
     "config_differences",
 ]
 
-MODELS = ("resnet", "mlp")
+MODELS = ("resnet", "mlp", "transformer")
+#: What is learned: image classification or a character-level language model.
+TASKS = ("image", "lm")
+#: The models of ``task="lm"`` (every other model is an image model).
+LM_MODELS = ("transformer",)
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,11 @@ FIELD_RULES: dict[str, FieldRule] = {
     "n_bins": _int_at_least(1),
     "data_dir": FieldRule("a path string or None", lambda v: v is None or isinstance(v, str)),
     "epochs_stop": _optional(_int_at_least(1), "run every epoch"),
+    "task": FieldRule(f"one of {', '.join(TASKS)}", lambda v: v in TASKS),
+    "seq_len": _int_at_least(1),
+    "d_model": _int_at_least(1),
+    "n_layers": _int_at_least(1),
+    "n_heads": _int_at_least(1),
 }
 
 
@@ -130,6 +142,14 @@ class TrainConfig:
         n_bins: ECE bins.
         data_dir: Cache root for built-in datasets.
         epochs_stop: Stop (with a checkpoint) after this many epochs; ``None``: run all.
+        task: ``"image"`` (the datasets above) or ``"lm"`` (``dataset="shakespeare"``,
+            ``model="transformer"``; then ``batch_size``, ``train_size``, ``val_size`` and
+            ``eval_batch_size`` count sequences, ``val_size`` those used to fit T, and
+            depth, width, augment_pad and hflip are unused).
+        seq_len: Language model: context length (tokens per sequence).
+        d_model: Language model: width.
+        n_layers: Language model: Transformer blocks.
+        n_heads: Language model: attention heads (dividing ``d_model``).
     """
 
     dataset: str = "fashion-mnist"
@@ -155,10 +175,31 @@ class TrainConfig:
     n_bins: int = 15
     data_dir: str | None = None
     epochs_stop: int | None = None
+    task: str = "image"
+    seq_len: int = 128
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             check_field(f.name, getattr(self, f.name))
+        lm = self.task == "lm"
+        if lm != (self.model in LM_MODELS):
+            raise ValueError(
+                f"model={self.model!r} does not fit task={self.task!r} (task 'lm' takes "
+                f"model {', '.join(LM_MODELS)}; task 'image' the others)"
+            )
+        if lm != (self.dataset in TEXT_DATASETS):
+            raise ValueError(
+                f"dataset={self.dataset!r} does not fit task={self.task!r} (task 'lm' takes "
+                f"dataset {', '.join(TEXT_DATASETS)}; task 'image' the image datasets)"
+            )
+        if lm and self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model must be divisible by n_heads, got d_model={self.d_model}, "
+                f"n_heads={self.n_heads}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
@@ -172,12 +213,16 @@ RESUME_FREE_FIELDS = frozenset({"data_dir", "epochs_stop"})
 
 def config_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """The "same run?" rule: how two configs (as dicts) differ, ignoring
-    :data:`RESUME_FREE_FIELDS`; an empty list means the same run.
+    :data:`RESUME_FREE_FIELDS`; an empty list means the same run. A field missing from one
+    side (a config saved before the field existed) counts as its :class:`TrainConfig` default.
 
     Each difference reads ``"<field>: saved <value> vs now <value>"``.
     """
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    old = {**defaults, **saved}
+    new = {**defaults, **now}
     return [
-        f"{k}: saved {saved.get(k)!r} vs now {now.get(k)!r}"
+        f"{k}: saved {old.get(k)!r} vs now {new.get(k)!r}"
         for k in sorted(set(saved) | set(now))
-        if k not in RESUME_FREE_FIELDS and saved.get(k) != now.get(k)
+        if k not in RESUME_FREE_FIELDS and old.get(k) != new.get(k)
     ]
