@@ -62,7 +62,16 @@ class Task(Protocol):
         ...
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Test metrics of ``model``, recorded in every epoch's history row."""
+        """Test metrics of ``model``, recorded in every epoch's history row.
+
+        Data-parallel runs (:mod:`labelsmooth.train.distributed`) call
+        ``evaluate(model, rank=r, world_size=w)`` when the method accepts those keywords: then
+        evaluate only the r-th of w shards of the test data and sum the metric state over the
+        ranks (:meth:`~labelsmooth.metrics.CalibrationMeter.all_reduce`) before computing, so
+        every rank returns the metrics of the whole test set. Without them, every rank
+        evaluates all of it. A batch that is not a tensor or a tuple, list or dict of tensors
+        of one leading size needs a ``shard_batch(batch, rank, world_size)`` method too.
+        """
         ...
 
     def describe(self, metrics: dict[str, float]) -> str:
@@ -122,8 +131,13 @@ def evaluate(
     num_classes: int,
     n_bins: int = 15,
     batch_size: int = 1000,
+    all_reduce: bool = False,
 ) -> dict[str, float]:
-    """Top-1/top-5 accuracy, NLL, ECE, ... of ``model`` on a split (fractions, not %)."""
+    """Top-1/top-5 accuracy, NLL, ECE, ... of ``model`` on a split (fractions, not %).
+
+    With ``all_reduce=True`` the calibration state is summed over the ranks of the process
+    group before computing: each rank passes its shard and gets the metrics of all shards.
+    """
     from labelsmooth.metrics import CalibrationMeter
 
     was_training = model.training
@@ -132,6 +146,8 @@ def evaluate(
     for x, y in iterate_batches(data, batch_size, mean=mean, std=std):
         meter.update(model(x), y)
     model.train(was_training)
+    if all_reduce:
+        meter.all_reduce()
     return {k: float(v) for k, v in meter.compute().items()}
 
 
@@ -194,15 +210,20 @@ class ImageClassification:
         assert isinstance(loss, torch.Tensor)  # one tensor without return_nll=True
         return loss, int(y.shape[0])
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, *, rank: int = 0, world_size: int = 1) -> dict[str, float]:
+        test = self.data.test  # data-parallel: rank's contiguous shard, state all-reduced
+        if world_size > 1:
+            part = torch.tensor_split(torch.arange(len(test)), world_size)[rank]
+            test = ImageDataset(test.images[part], test.labels[part])
         m = evaluate(
             model,
-            self.data.test,
+            test,
             mean=self.data.mean,
             std=self.data.std,
             num_classes=self.data.num_classes,
             n_bins=self.config.n_bins,
             batch_size=self.config.eval_batch_size,
+            all_reduce=world_size > 1,
         )
         return {
             "top1": m["top1"],
