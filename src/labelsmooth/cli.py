@@ -358,6 +358,23 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         why = _unwritable(args.out)
         if why is not None:
             parser.error(f"argument --out: {why}")
+        _check_torchrun(parser, args)
+
+
+def _check_torchrun(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Under torchrun (WORLD_SIZE > 1): only ``train``, with a batch the ranks can share."""
+    from labelsmooth.train.distributed import check_batch_size, world_size_from_env
+
+    try:
+        world = world_size_from_env()
+        if world > 1 and args.command == "compare":
+            parser.error(
+                f"compare runs in one process, not under torchrun (WORLD_SIZE={world}); "
+                "run `labelsmooth train` under torchrun for data-parallel training"
+            )
+        check_batch_size(args.batch_size, world)
+    except ValueError as e:
+        parser.error(f"argument --batch-size: {e}" if "batch_size=" in str(e) else str(e))
 
 
 # --------------------------------------------------------------------------- commands
@@ -444,7 +461,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _warn_if_busy(config.num_threads)
     result = train(config, out_dir=args.out, resume=args.resume, progress=_progress(args))
     summary = {"completed": result.completed, "metrics": result.metrics, "out": args.out}
-    print(json.dumps(summary, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 alone prints
+        print(json.dumps(summary, indent=2))
     return 0
 
 

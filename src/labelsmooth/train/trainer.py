@@ -16,6 +16,11 @@ Determinism and resume:
   :mod:`labelsmooth.train.checkpoint`) is saved after every epoch and when Ctrl-C is pressed,
   so ``resume=True`` ends in the bitwise same weights and metrics as an uninterrupted run on
   the same machine and thread count.
+
+Data-parallel: started by ``torchrun --nproc-per-node W`` (``WORLD_SIZE`` > 1), the same loop
+runs in W processes through the hooks of :class:`~labelsmooth.train.distributed.DataParallel`:
+each rank's slice of every global batch, DistributedDataParallel, batch norm and loss over the
+global batch, metrics reduced over ranks, files and output from rank 0 only.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from labelsmooth.train.checkpoint import (
     set_rng_state,
 )
 from labelsmooth.train.config import TrainConfig, config_differences
+from labelsmooth.train.distributed import DataParallel
 from labelsmooth.train.task import ImageClassification, Task
 
 __all__ = ["TrainResult", "TrainingInterrupted", "Recipe", "train"]
@@ -126,30 +132,51 @@ def train(
         log: Where per-epoch lines go (``None``: silent).
         on_step: Called as ``on_step(epoch, step)`` after each optimiser step (testing hook).
 
+    Under torchrun (``WORLD_SIZE`` > 1) every rank calls this with the same arguments and
+    ``config.batch_size`` is the global batch (see :mod:`labelsmooth.train.distributed`);
+    ``progress`` and ``log`` apply to rank 0 only, and only rank 0 writes to ``out_dir``.
+
     Returns:
         The trained model, per-epoch history and final test metrics.
 
     Raises:
         TrainingInterrupted: On Ctrl-C, after saving a checkpoint (when ``out_dir`` is set).
         CheckpointError: If ``resume`` and the checkpoint is missing, corrupted or differs.
+        ValueError: Under torchrun, if the world size does not divide ``config.batch_size``.
     """
     if task is not None and data is not None:
         raise ValueError("pass either task or data (the data of the default image task), not both")
-    recipe = Recipe(config, out_dir, progress=progress, log=log, on_step=on_step)
-    saved = recipe.load_resume_state() if resume else None  # before any data is loaded
-    task = task or (
-        ImageClassification(config, data)
-        if data is not None
-        else ImageClassification.from_config(config, log=log)
-    )
-    with _deterministic(config.num_threads):
+    parallel = DataParallel.from_env(config.batch_size)  # None unless torchrun started W > 1
+    if parallel is not None and not parallel.is_writer:
+        progress, log = False, None  # rank 0 alone logs and draws progress bars
+    try:
+        recipe = Recipe(
+            config, out_dir, progress=progress, log=log, on_step=on_step, parallel=parallel
+        )
+        saved = recipe.load_resume_state() if resume else None  # before any data is loaded
+        task = task or recipe.first_on_rank0(
+            lambda: (
+                ImageClassification(config, data)
+                if data is not None
+                else ImageClassification.from_config(config, log=log)
+            )
+        )
+        return _run(recipe, task, saved)
+    finally:
+        if parallel is not None:
+            parallel.close()  # also on errors
+
+
+def _run(recipe: Recipe, task: Task, saved: dict[str, Any] | None) -> TrainResult:
+    """setup → per epoch: train epoch → evaluate → checkpoint → cleanup."""
+    with _deterministic(recipe.config.num_threads):
         recipe.setup(task, saved)
         with _sigint_flag() as stop:
             for epoch in range(recipe.start_epoch, recipe.stop_epoch):
                 recipe.train_epoch(epoch, stop)
                 recipe.evaluate(epoch)
                 recipe.checkpoint(epoch + 1, 0)
-                if stop.requested and epoch + 1 < recipe.stop_epoch:
+                if recipe.stop_requested(stop) and epoch + 1 < recipe.stop_epoch:
                     raise TrainingInterrupted(recipe.checkpoint_path, epoch + 1, 0)
     return recipe.cleanup()
 
@@ -163,6 +190,7 @@ class Recipe:
         progress: tqdm bars (None: when stderr is a terminal).
         log: Where messages go (None: silent).
         on_step: Hook called after each optimiser step.
+        parallel: The data-parallel hooks under torchrun (None: one process).
     """
 
     def __init__(
@@ -173,6 +201,7 @@ class Recipe:
         progress: bool | None,
         log: Callable[[str], None] | None,
         on_step: Callable[[int, int], None] | None,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -187,6 +216,22 @@ class Recipe:
         self.resume_generator: torch.Tensor | None = None
         self.loss_sum, self.loss_count = 0.0, 0
         self.seconds_before, self.t0 = 0.0, time.perf_counter()
+        self.parallel = parallel
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes files (single process, or rank 0)."""
+        return self.parallel is None or self.parallel.is_writer
+
+    def first_on_rank0(self, make: Callable[[], Task]) -> Task:
+        """``make()``; data-parallel: on rank 0 first (one download into a shared cache)."""
+        return make() if self.parallel is None else self.parallel.rank0_first(make)
+
+    def stop_requested(self, stop: _StopFlag) -> bool:
+        """Ctrl-C pressed (data-parallel: on any rank; every rank then stops at this point)."""
+        if self.parallel is not None:
+            stop.requested = self.parallel.any(stop.requested)
+        return stop.requested
 
     def load_resume_state(self) -> dict[str, Any]:
         """The verified checkpoint of this run (:class:`CheckpointError` if none or another)."""
@@ -215,6 +260,8 @@ class Recipe:
         random.seed(c.seed)
         np.random.seed(c.seed % 2**32)  # noqa: NPY002  (global state, saved in checkpoints)
         self.model = task.build_model()
+        if self.parallel is not None:
+            self.model = self.parallel.prepare(self.model)  # batch norm over the global batch
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=c.lr,
@@ -227,6 +274,9 @@ class Recipe:
         )
         if saved is not None:
             self._restore(saved)
+        # What the task's loss runs: the model, or DistributedDataParallel(model) (which
+        # averages gradients over ranks); checkpoints and evaluation use the model itself.
+        self.train_model = self.model if self.parallel is None else self.parallel.wrap(self.model)
         self.t0 = time.perf_counter()
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -267,7 +317,7 @@ class Recipe:
         bar = _progress(self.steps_per_epoch, desc, first) if self.progress else None
         try:
             for step, batch in enumerate(batches, start=first):
-                self._step(batch)
+                self._step(batch, stop)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{self.loss_sum / self.loss_count:.4f}")
@@ -280,20 +330,27 @@ class Recipe:
             if bar is not None:
                 bar.close()
 
-    def _step(self, batch: Any) -> None:
-        loss, n = self.task.loss(self.model, batch)
+    def _step(self, batch: Any, stop: _StopFlag) -> None:
+        if self.parallel is None:
+            loss, n = self.task.loss(self.train_model, batch)
+            loss_sum, count = None, n
+        else:  # this rank's slice; loss scaled so that DDP's average is the global mean's grad
+            loss, n = self.task.loss(self.train_model, self.parallel.shard(self.task, batch))
+            loss, loss_sum, count, stop.requested = self.parallel.reduce_step(
+                loss, n, stop.requested
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        self.loss_sum += float(loss.detach()) * n
-        self.loss_count += n
+        self.loss_sum += float(loss.detach()) * n if loss_sum is None else loss_sum
+        self.loss_count += count
 
     # ----------------------------------------------------------------------- evaluate
 
     def evaluate(self, epoch: int) -> None:
         """Test metrics after ``epoch``: one history row and one log line."""
-        metrics = self.task.evaluate(self.model)
+        metrics = self._metrics()
         row = {
             "epoch": epoch + 1,
             "loss": self.loss_sum / max(1, self.loss_count),
@@ -307,11 +364,16 @@ class Recipe:
             f"{self.task.describe(metrics)}  ({row['seconds']:.1f} s)"
         )
 
+    def _metrics(self) -> dict[str, float]:
+        if self.parallel is None:
+            return self.task.evaluate(self.model)
+        return self.parallel.evaluate(self.task, self.model)  # the same on every rank
+
     # ----------------------------------------------------------------------- checkpoint
 
     def checkpoint(self, epoch: int, step: int, gen: torch.Generator | None = None) -> None:
-        """Save the run at (``epoch``, next ``step``) when there is an output folder."""
-        if self.checkpoint_path is None:
+        """Save the run at (``epoch``, next ``step``) when there is an output folder (rank 0)."""
+        if self.checkpoint_path is None or not self.writer:
             return
         state = {
             "config": self.config.to_dict(),
@@ -338,10 +400,12 @@ class Recipe:
         if self.history:
             final = {k: v for k, v in self.history[-1].items() if k not in _LOOP_KEYS}
         else:  # resumed from a checkpoint before its first epoch ended, and stopped at once
-            final = self.task.evaluate(self.model)
+            final = self._metrics()
+        if self.parallel is not None:
+            self.model = self.parallel.unwrap(self.model)  # plain batch norm again
         completed = len(self.history) >= self.config.epochs
         result = TrainResult(self.config, self.model, self.history, final, completed, seconds)
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.writer:
             write_json(self.out_dir / RESULT_NAME, result.to_json())
         return result
 
