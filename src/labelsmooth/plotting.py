@@ -27,7 +27,14 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["reliability_diagram", "metric_vs_epsilon", "penultimate_layer_plot", "training_curves"]
+__all__ = [
+    "reliability_diagram",
+    "metric_vs_epsilon",
+    "penultimate_layer_plot",
+    "training_curves",
+    "ece_by_regime",
+    "student_accuracy_vs_temperature",
+]
 
 _DPI = 120
 
@@ -433,3 +440,93 @@ def _mean_curve(
         for e, m in zip(epochs, mean)
     ]
     return epochs, mean, std
+
+
+def ece_by_regime(
+    panels: Mapping[str, tuple[Sequence[float], Sequence[Sequence[float]], Sequence[float]]],
+    *,
+    title: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """ECE against ε, one panel per training regime, with temperature scaling as reference.
+
+    Each panel is :func:`metric_vs_epsilon` (mean ± std over seeds) plus a dashed horizontal
+    line at the mean ECE of the baseline after temperature scaling (the fix smoothing is
+    compared with) and a shaded ± std band around it. Where the curve dips to the line,
+    smoothing calibrates as well as temperature scaling.
+
+    Args:
+        panels: panel title -> ``(epsilons, per-seed ECE values at each ε (K sequences),
+            per-seed ECE of the baseline after temperature scaling)``, all in percent.
+        title: the figure's title.
+        path: where to save a PNG, or None.
+
+    Returns:
+        The Figure (one Axes per panel, side by side).
+
+    Example:
+        >>> fig = ece_by_regime({"fitted": ([0.0, 0.1], [[7.0, 8.0], [2.0, 2.5]], [1.0, 1.2])})
+        >>> len(fig.axes)
+        1
+    """
+    if not panels:
+        raise ValueError("panels must hold at least one regime, got none")
+    fig = _new_figure(figsize=(5.0 * len(panels), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, (eps, values, ts)) in zip(axes, panels.items()):
+        metric_vs_epsilon(
+            eps, values, metric="test ECE (%)", label="label smoothing", title=name, ax=ax
+        )
+        t = [float(v) for v in ts]
+        if t:
+            mean = sum(t) / len(t)
+            std = math.sqrt(sum((v - mean) ** 2 for v in t) / (len(t) - 1)) if len(t) > 1 else 0.0
+            ax.axhline(mean, color="black", linestyle="--", label="baseline + temperature scaling")
+            ax.axhspan(mean - std, mean + std, color="black", alpha=0.08)
+            ax.legend(fontsize="small")
+        ax.set_ylim(bottom=0)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+    return fig
+
+
+def student_accuracy_vs_temperature(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    *,
+    alone: tuple[float, float] | None = None,
+    title: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """Distillation: student accuracy against the temperature T, one line per teacher.
+
+    Args:
+        series: legend label (e.g. the teacher's ε and accuracy) -> ``(temperatures, mean
+            accuracy, std)``, accuracies in percent.
+        alone: ``(mean, std)`` of the student trained without a teacher, drawn as a dotted
+            reference line, or None.
+        title: the axes' title.
+        path: where to save a PNG, or None.
+
+    Returns:
+        The Figure (T on a log-2 axis).
+
+    Example:
+        >>> fig = student_accuracy_vs_temperature({"eps 0": ([1, 2], [85.0, 86.0], [0.2, 0.1])})
+        >>> fig.axes[0].get_xlabel()
+        'distillation temperature T'
+    """
+    fig = _new_figure(figsize=(5.5, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for name, (ts, means, stds) in series.items():
+        ax.errorbar(list(ts), list(means), yerr=list(stds), marker="o", capsize=3, label=name)
+    if alone is not None:
+        ax.axhline(alone[0], color="gray", linestyle=":", label=f"student alone ({alone[0]:.2f}%)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("distillation temperature T")
+    ax.set_ylabel("student test top-1 (%)")
+    ax.set_title(f"{title or 'Student accuracy against T'}\nmean ± std over seeds")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    _save(fig, path)
+    return fig

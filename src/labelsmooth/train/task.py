@@ -2,8 +2,9 @@
 
 :func:`labelsmooth.train.train` owns the optimiser, learning-rate schedule, random state,
 checkpoints and Ctrl-C; it asks a :class:`Task` for everything that depends on the problem.
-:class:`ImageClassification` is the task of the experiments (a small ResNet on Fashion-MNIST,
-MNIST or your IDX/NPZ images, label-smoothed cross-entropy, calibration metrics). A new task —
+:class:`ImageClassification` is the task of the experiments (a small ResNet or MLP on
+Fashion-MNIST, MNIST or your IDX/NPZ images, label-smoothed cross-entropy, calibration
+metrics); :class:`Distillation` trains a student against a fixed teacher. A new task —
 a language model, say — implements the same six methods; a data-parallel run wraps a task
 (its shard of the batches, the model wrapped for gradient all-reduce, metrics all-reduced with
 :meth:`~labelsmooth.metrics.CalibrationMeter.all_reduce`) without changing the loop.
@@ -29,10 +30,18 @@ from labelsmooth.data import (
     subset,
     with_val,
 )
-from labelsmooth.models import resnet
+from labelsmooth.models import mlp, resnet
 from labelsmooth.train.config import TrainConfig
 
-__all__ = ["Task", "ImageClassification", "prepare_data", "build_model", "predict", "evaluate"]
+__all__ = [
+    "Task",
+    "ImageClassification",
+    "Distillation",
+    "prepare_data",
+    "build_model",
+    "predict",
+    "evaluate",
+]
 
 
 class Task(Protocol):
@@ -98,11 +107,18 @@ def prepare_data(
     )
 
 
-def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> nn.Module:
-    """The model named by ``config.model`` (a CIFAR-style ResNet)."""
-    if config.model != "resnet":
-        raise ValueError(f"unknown model {config.model!r} (available: resnet)")
-    return resnet(config.depth, config.width, in_channels=in_channels, num_classes=num_classes)
+def build_model(
+    config: TrainConfig, in_channels: int, num_classes: int, image_size: tuple[int, int] = (28, 28)
+) -> nn.Module:
+    """The model named by ``config.model``: a CIFAR-style ResNet (``depth``, ``width``) or a
+    fully connected net with two hidden layers of ``width`` units on the flattened
+    ``in_channels × image_size`` image."""
+    if config.model == "resnet":
+        return resnet(config.depth, config.width, in_channels=in_channels, num_classes=num_classes)
+    if config.model == "mlp":
+        h, w = image_size
+        return mlp(in_channels * h * w, (config.width, config.width), num_classes=num_classes)
+    raise ValueError(f"unknown model {config.model!r} (available: resnet, mlp)")
 
 
 @torch.no_grad()
@@ -174,8 +190,8 @@ class ImageClassification:
         return math.ceil(len(self.data.train) / self.config.batch_size)
 
     def build_model(self) -> nn.Module:
-        c, _, _ = self.data.image_shape
-        return build_model(self.config, c, self.data.num_classes)
+        c, h, w = self.data.image_shape
+        return build_model(self.config, c, self.data.num_classes, (h, w))
 
     def train_batches(
         self, generator: torch.Generator, start: int, resume_state: torch.Tensor | None
@@ -237,3 +253,63 @@ class ImageClassification:
             f"test top-1 {100 * metrics['top1']:.2f}%  top-5 {100 * metrics['top5']:.2f}%  "
             f"NLL {metrics['nll']:.4f}  ECE {100 * metrics['ece']:.2f}%"
         )
+
+
+@dataclass
+class Distillation:
+    """Knowledge distillation of a fixed teacher into the model of ``image.config``
+    (:class:`Task`).
+
+    Batches, model, evaluation and log text are those of the image task; the loss is
+    :func:`labelsmooth.distillation_loss` of the student's logits against the teacher's
+    (computed on the same, possibly augmented, batch in eval mode, without gradients).
+
+    Args:
+        image: The student's image task (its config's ``label_smoothing`` is the hard term's ε).
+        teacher: The trained teacher (kept in eval mode, never updated).
+        temperature: Distillation temperature T > 0.
+        alpha: Weight of the soft (teacher) term, in [0, 1].
+    """
+
+    image: ImageClassification
+    teacher: nn.Module
+    temperature: float
+    alpha: float
+
+    def __post_init__(self) -> None:
+        self.teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def num_batches(self) -> int:
+        return self.image.num_batches()
+
+    def build_model(self) -> nn.Module:
+        return self.image.build_model()
+
+    def train_batches(
+        self, generator: torch.Generator, start: int, resume_state: torch.Tensor | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.image.train_batches(generator, start, resume_state)
+
+    def loss(
+        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, int]:
+        x, y = batch  # (B, C, H, W), (B,)
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)  # (B, classes)
+        loss = labelsmooth.distillation_loss(
+            model(x),
+            teacher_logits,
+            y,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            label_smoothing=self.image.config.label_smoothing,
+        )
+        return loss, int(y.shape[0])
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return self.image.evaluate(model)
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        return self.image.describe(metrics)
