@@ -1,4 +1,5 @@
-"""Datasets for the experiments: fetching (with checksums), IDX/NPZ formats, in-memory loaders."""
+"""Datasets for the experiments: fetching (with checksums), IDX/NPZ formats, in-memory loaders,
+and the Shakespeare text corpus (:mod:`labelsmooth.data.text`)."""
 
 from labelsmooth.data._fetch import (
     BUILTIN_DATASETS,
@@ -29,12 +30,28 @@ from labelsmooth.data.formats import (
     write_idx_dir,
     write_npz,
 )
+from labelsmooth.data.text import (
+    PAD,
+    TEXT_DATASETS,
+    TextCorpus,
+    fetch_shakespeare,
+    load_shakespeare,
+    pack_sequences,
+    pad_batch,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
     "ChecksumError",
     "DataUnavailableError",
     "DatasetSplits",
+    "PAD",
+    "TEXT_DATASETS",
+    "TextCorpus",
+    "fetch_shakespeare",
+    "load_shakespeare",
+    "pack_sequences",
+    "pad_batch",
     "ImageDataset",
     "augment",
     "default_data_dir",

@@ -642,7 +642,7 @@ def fetch(
     """Make a built-in dataset available and verified in the cache.
 
     Args:
-        name: ``"fashion-mnist"`` or ``"mnist"``.
+        name: ``"fashion-mnist"``, ``"mnist"`` or ``"shakespeare"``.
         data_dir: Cache root; default :func:`default_data_dir`.
         source_dir: A folder with files the user already has (the CLI's ``--from``); default
             ``$LABELSMOOTH_DATA_FROM``. When set, it is the only source tried.
@@ -652,11 +652,18 @@ def fetch(
     Returns:
         The dataset's cache folder, holding the four verified IDX files.
 
+    ``"shakespeare"`` (the language-model corpus) is handed to
+    :func:`labelsmooth.data.text.fetch_shakespeare` and returns its cache folder.
+
     Raises:
         DataUnavailableError: If it cannot be obtained; the message lists what was tried and
             every way to provide the files.
         ValueError: If ``name`` is not a built-in dataset.
     """
+    if name == "shakespeare":
+        from labelsmooth.data.text import fetch_shakespeare
+
+        return fetch_shakespeare(data_dir, source_dir=source_dir, progress=progress, log=log)
     if name not in PINNED:
         raise ValueError(
             f"unknown dataset {name!r}; built-in datasets: {', '.join(BUILTIN_DATASETS)}"
