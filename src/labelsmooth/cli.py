@@ -1,4 +1,4 @@
-"""The ``labelsmooth`` command: ``data fetch``, ``train``, ``compare`` and ``bench``.
+"""The ``labelsmooth`` command: ``data fetch``, ``train``, ``compare``, ``distill`` and ``bench``.
 
 Thin by design: it parses arguments and calls :mod:`labelsmooth.data`,
 :mod:`labelsmooth.train` and (lazily) ``labelsmooth.benchmark``.
@@ -17,8 +17,11 @@ Examples::
     labelsmooth data fetch fashion-mnist
     labelsmooth train --dataset fashion-mnist --label-smoothing 0.1 --epochs 5 --seed 0
     labelsmooth train --dataset idx:/data/my-mnist --out runs/a --resume
-    labelsmooth compare                       # the default grid (6 runs)
-    labelsmooth compare --full                # the committed reproduction (27 runs)
+    labelsmooth compare                       # the default grid (fitted regime, 9 runs)
+    labelsmooth compare --regime short        # the 5-epoch ResNet instead
+    labelsmooth compare --full                # the committed reproduction (both regimes,
+                                              # then distillation)
+    labelsmooth distill                       # teachers eps 0 / 0.1, students over T
     labelsmooth bench --help                  # forwarded to labelsmooth.benchmark
 """
 
@@ -169,7 +172,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     opt("--layers", "n_layers", int, "--task lm: Transformer blocks", metavar="N")
     opt("--heads", "n_heads", int, "--task lm: attention heads (dividing --d-model)", metavar="H")
     opt("--depth", "depth", int, "ResNet depth 6n+2: 8, 14, 20, ...", metavar="D")
-    opt("--width", "width", int, "channels of the first ResNet stage", metavar="W")
+    opt(
+        "--width",
+        "width",
+        int,
+        "ResNet: channels of the first stage; MLP: hidden units",
+        metavar="W",
+    )
     opt("--epochs", "epochs", int, "training epochs, >= 1", metavar="N")
     opt("--batch-size", "batch_size", int, "training batch size, >= 1", metavar="B")
     opt("--lr", "lr", float, "peak learning rate (finite, > 0; cosine to 0)", metavar="LR")
@@ -239,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_parser(sub)
     _add_compare_parser(sub)
+    _add_distill_parser(sub)
 
     bench = sub.add_parser(
         "bench",
@@ -312,8 +322,18 @@ def _add_compare_parser(sub: Any) -> None:
     cmp.add_argument(
         "--full",
         action="store_true",
-        help="the reproduction: Fashion-MNIST ε 0/0.05/0.1/0.2 × uniform/others and MNIST "
-        "ε 0/0.1, 3 seeds each (27 runs; see docs/results.md for its measured time)",
+        help="the reproduction: Fashion-MNIST in both regimes, ε 0/0.01/0.05/0.1/0.2 uniform "
+        "and 0.1 others, 3 seeds (36 runs), then the distillation grid of `labelsmooth "
+        "distill` with the fitted runs as teachers (see docs/results.md for its measured time)",
+    )
+    cmp.add_argument(
+        "--regime",
+        default=None,
+        choices=_REGIMES,
+        help="fitted: an MLP 1200-1200 trained 20 epochs without weight decay or "
+        "augmentation, fitting its 10k training images (an overconfident baseline); short: "
+        f"ResNet-14 (w8), 5 epochs (an already calibrated baseline) (default: {d.regime}); "
+        "the per-run options below replace the regime's settings",
     )
     cmp.add_argument(
         "--dataset",
@@ -356,6 +376,90 @@ def _add_compare_parser(sub: Any) -> None:
         "--no-fallback", action="store_true", help="do not switch dataset if one is unavailable"
     )
     _add_run_options(cmp)
+    _regime_defaults(cmp)
+
+
+#: Regimes of ``compare`` (labelsmooth.train.compare.REGIMES, without the import).
+_REGIMES = ("fitted", "short")
+#: Per-run options whose default is the regime's (they differ between regimes).
+_REGIME_FIELDS = ("model", "depth", "width", "epochs", "lr", "weight_decay", "warmup_epochs")
+
+
+def _regime_defaults(p: argparse.ArgumentParser) -> None:
+    """Per-run options that differ between regimes default to None: "the regime's value"."""
+    for action in p._actions:
+        if action.dest in _REGIME_FIELDS:
+            action.default = None
+            if action.help:
+                action.help = action.help.split(" (default:")[0] + " (default: the regime's)"
+
+
+def _add_distill_parser(sub: Any) -> None:
+    from labelsmooth.train.compare import DEFAULT_DISTILL as d
+
+    shown = lambda values: " ".join(f"{v:g}" for v in values)  # noqa: E731
+    dst = sub.add_parser(
+        "distill",
+        help="do smoothed teachers make worse students? (Müller et al. 2019, section 5)",
+        description="Train teachers (fitted regime) with each --teacher-eps, then students "
+        "by knowledge distillation (labelsmooth.distillation_loss) at each --temperatures, "
+        "and one student alone; table of teacher and student accuracy to --out. Teachers "
+        "already completed in --out with the same settings (e.g. by `compare --full`) are "
+        "reused.",
+    )
+    dst.add_argument(
+        "--dataset", type=_dataset, default=d.dataset, metavar="SPEC",
+        help=f"{_DATASET_HELP} (default: {d.dataset})",
+    )  # fmt: skip
+    dst.add_argument(
+        "--teacher-eps", nargs="+", type=_field_type("label_smoothing", float), default=None,
+        metavar="EPS", help=f"teachers' label smoothing (default: {shown(d.teacher_epsilons)})",
+    )  # fmt: skip
+    dst.add_argument(
+        "--temperatures", nargs="+", type=_temperature, default=None, metavar="T",
+        help=f"distillation temperatures, each in (0, 1000] (default: {shown(d.temperatures)})",
+    )  # fmt: skip
+    dst.add_argument(
+        "--alpha", type=_alpha, default=d.alpha,
+        help=f"weight of the teacher's term, in [0, 1] (default: {d.alpha})",
+    )  # fmt: skip
+    dst.add_argument(
+        "--student-width", type=_field_type("width", int), default=d.student_width, metavar="W",
+        help=f"hidden units per layer of the student MLP (default: {d.student_width})",
+    )  # fmt: skip
+    dst.add_argument(
+        "--seeds", nargs="+", type=_field_type("seed", int), default=None, metavar="SEED",
+        help=f"seeds of teachers and students (default: {' '.join(map(str, d.seeds))})",
+    )  # fmt: skip
+    dst.add_argument(
+        "--out", default="distill-results", help="results folder (default: distill-results)"
+    )
+    dst.add_argument("--no-plots", action="store_true", help="write tables only")
+    dst.add_argument(
+        "--no-fallback", action="store_true", help="do not switch dataset if one is unavailable"
+    )
+    _add_run_options(dst)
+    _regime_defaults(dst)
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1000], got {text!r}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
 
 
 def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -364,12 +468,29 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         grid = {"--dataset": args.dataset, "--label-smoothing": args.label_smoothing}
         grid["--conventions"] = args.conventions
         given = [flag for flag, v in grid.items() if v is not None]
+        if args.regime is not None:
+            given.append("--regime")
         if args.full and given:
             parser.error(f"argument --full: fixes the grid; drop {', '.join(given)}")
         for flag, values in [("--seeds", args.seeds), *grid.items()]:
             repeated = [v for i, v in enumerate(values or []) if v in values[:i]]
             if repeated:
                 parser.error(f"argument {flag}: {repeated[0]!r} is given more than once")
+    if args.command == "distill":
+        for flag, values in [
+            ("--seeds", args.seeds),
+            ("--teacher-eps", args.teacher_eps),
+            ("--temperatures", args.temperatures),
+        ]:
+            repeated = [v for i, v in enumerate(values or []) if v in values[:i]]
+            if repeated:
+                parser.error(f"argument {flag}: {repeated[0]!r} is given more than once")
+    if args.command in ("compare", "distill"):
+        _check_regime_options(parser, args)
+    if args.command == "distill":
+        why = _unwritable(args.out)
+        if why is not None:
+            parser.error(f"argument --out: {why}")
     if args.command in ("train", "compare"):
         _check_task(parser, args)
         why = _unwritable(args.out)
@@ -413,6 +534,20 @@ def _check_torchrun(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         check_batch_size(args.batch_size, world)
     except ValueError as e:
         parser.error(f"argument --batch-size: {e}" if "batch_size=" in str(e) else str(e))
+
+
+def _check_regime_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--depth is a ResNet option: refused when a run of the command would be an MLP."""
+    if args.depth is None or args.model == "resnet":
+        return
+    if args.command == "distill" or args.model == "mlp":
+        parser.error("argument --depth: the MLP has no depth (it is a ResNet option)")
+    regimes = list(_REGIMES) if args.full else [args.regime or "fitted"]
+    if "fitted" in regimes:
+        parser.error(
+            "argument --depth: the fitted regime's model is an MLP, which has no depth; add "
+            "--regime short or --model resnet"
+        )
 
 
 # --------------------------------------------------------------------------- commands
@@ -517,6 +652,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The per-run options of ``compare``/``distill`` that replace the regime's settings."""
+    given = {f: getattr(args, f) for f in _REGIME_FIELDS}
+    given["hflip"] = args.hflip
+    fixed = {
+        "batch_size": args.batch_size,
+        "train_size": args.train_size,
+        "val_size": args.val_size,
+        "num_threads": args.threads,
+        "data_dir": args.data_dir,
+    }
+    return {**{k: v for k, v in given.items() if v is not None}, **fixed}
+
+
 def _cmd_compare_lm(args: argparse.Namespace) -> int:
     """``compare --task lm``: ε × conventions × seeds of the language model (one process)."""
     from labelsmooth.train.lm import DEFAULT_LM_EPSILONS, DEFAULT_LM_SEEDS, run_compare_lm
@@ -544,7 +693,15 @@ def _cmd_compare_lm(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     if args.task == "lm":
         return _cmd_compare_lm(args)
-    from labelsmooth.train.compare import DEFAULT_SECTIONS, FULL_SECTIONS, Section, run_compare
+    import dataclasses
+
+    from labelsmooth.train.compare import (
+        DEFAULT_SECTIONS,
+        FULL_DISTILL,
+        FULL_SECTIONS,
+        Section,
+        run_compare,
+    )
 
     if args.full:
         sections = list(FULL_SECTIONS)
@@ -556,19 +713,46 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 tuple(args.label_smoothing or d.epsilons),
                 tuple(args.conventions or d.conventions),
                 d.seeds,
+                args.regime or d.regime,
             )
             for ds in (args.dataset or [d.dataset])
         ]
     if args.seeds is not None:
-        sections = [
-            Section(s.dataset, s.epsilons, s.conventions, tuple(args.seeds)) for s in sections
-        ]
-    base = _run_config(args)
-    _warn_if_busy(base.num_threads)
+        sections = [dataclasses.replace(s, seeds=tuple(args.seeds)) for s in sections]
+    overrides = _overrides(args)
+    _warn_if_busy(args.threads)
+    distill = dataclasses.replace(FULL_DISTILL, seeds=sections[0].seeds) if args.full else None
     run_compare(
         sections,
-        base,
+        None,
         args.out,
+        overrides=overrides,
+        distill=distill,
+        resume=args.resume,
+        fallback=not args.no_fallback,
+        plots=not args.no_plots,
+        progress=_progress(args),
+    )
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from labelsmooth.train.compare import DEFAULT_DISTILL, DistillGrid, run_distill
+
+    d = DEFAULT_DISTILL
+    grid = DistillGrid(
+        args.dataset,
+        tuple(args.teacher_eps or d.teacher_epsilons),
+        tuple(args.temperatures or d.temperatures),
+        tuple(args.seeds or d.seeds),
+        args.alpha,
+        args.student_width,
+    )
+    _warn_if_busy(args.threads)
+    run_distill(
+        grid,
+        args.out,
+        overrides=_overrides(args),
         resume=args.resume,
         fallback=not args.no_fallback,
         plots=not args.no_plots,
@@ -619,7 +803,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from labelsmooth.data import DataUnavailableError
     from labelsmooth.train import CheckpointError, TrainingInterrupted
 
-    handlers = {"data": _cmd_fetch, "train": _cmd_train, "compare": _cmd_compare}
+    handlers = {
+        "data": _cmd_fetch,
+        "train": _cmd_train,
+        "compare": _cmd_compare,
+        "distill": _cmd_distill,
+    }
     try:
         return handlers[args.command](args)
     except TrainingInterrupted as e:
