@@ -8,8 +8,8 @@ runs as one process and nothing here is used. The loop stays the same loop; what
 
 * **Data.** Every rank draws the whole global batch of ``batch_size`` examples from the same
   ``(seed, epoch)`` generator as a single process would, and keeps its contiguous slice
-  (:func:`split_batch`: rank r of W gets rows ``[r·B/W, (r+1)·B/W)``; a ragged last batch is
-  split with sizes differing by at most one). So the data stream, augmentation included, is
+  (:func:`split_batch`: rank r of W gets rows ``[⌊r·B/W⌋, ⌊(r+1)·B/W⌋)``, so a ragged last
+  batch is split with sizes differing by at most one). So the data stream, augmentation included, is
   exactly the single-process one, and the generator state saved in a checkpoint is the same on
   every rank. The cost is assembling the global batch W times, small next to the model.
 * **Gradients.** The model is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`,
@@ -110,8 +110,8 @@ def split_batch(batch: Any, rank: int, world_size: int) -> Any:
     """Rank ``rank``'s contiguous slice of a global batch (along dimension 0).
 
     ``batch`` is a tensor or a tuple, list or dict (nested) of tensors that all have the same
-    leading size B. Rank r gets rows ``[⌊r·B/W⌋ … ⌊(r+1)·B/W⌋)`` — the same as
-    ``torch.tensor_split`` — so shard sizes differ by at most one.
+    leading size B. Rank r gets rows ``[⌊r·B/W⌋, ⌊(r+1)·B/W⌋)``, so shard sizes differ by at
+    most one (25 rows over 2 ranks: 12 and 13).
 
     Raises:
         TypeError: if the batch holds anything else, or tensors of different leading sizes
