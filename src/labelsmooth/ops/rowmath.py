@@ -67,6 +67,7 @@ __all__ = [
     "kl_constant",
     "neutral_if_ignored",
     "combine",
+    "rebase",
     "RowPlan",
     "plan_rows",
     "finish",
@@ -246,6 +247,24 @@ def combine(parts: list[RowStats], owner: list[torch.Tensor], A: list[Scalar]) -
     d_y = sum(torch.where(o, p.d_y.double() + (p.m.double() - m), 0) for p, o in zip(parts, owner))
     S = sum(p.S.double() + a_r * (p.m.double() - m) for p, a_r in zip(parts, A))
     return RowStats(m, torch.as_tensor(s), torch.as_tensor(d_y), torch.as_tensor(S))
+
+
+def rebase(stats: RowStats, m: torch.Tensor, owner: torch.Tensor, A: Scalar) -> RowStats:
+    """A slice's statistics relative to the whole row's max ``m`` (≥ the slice's own max):
+    the summands of :func:`combine`, for a caller that sums them itself (a collective).
+
+    With δ = m_r − m ≤ 0: s_r e^δ, d_y,r + δ where the slice holds the target (``owner``)
+    and 0 elsewhere, S_r + A_r δ (``A`` = Σ a_k over the slice's classes). Summing the
+    results over the slices gives :func:`combine`'s statistics with max ``m``. Computed in
+    the statistics' dtype.
+    """
+    delta = stats.m - m
+    return RowStats(
+        m,
+        stats.s * torch.exp(delta),
+        torch.where(owner, stats.d_y + delta, 0),
+        stats.S + A * delta,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,287 @@
+"""``vocab_parallel_cross_entropy``: the logits of each rank are a slice of the vocabulary.
+
+Forward, per rank (N rows, V_local classes, W ranks):
+
+1. the row kernel of the fused path (:func:`labelsmooth.ops.linear._row_statistics`: the C
+   kernel on CPU, Triton on CUDA when installed, eager blocks otherwise) reads the local
+   logits once: m_r, s_r, d_y,r, S_r relative to the slice's max;
+2. :func:`labelsmooth.parallel._exchange.exchange`: all-reduce MAX, rebase, all-reduce SUM;
+3. :func:`labelsmooth.ops.rowmath.finish`: the loss from the global statistics;
+4. if the logits need a gradient, a second kernel pass writes it (the kernel's own
+   ``g_p·exp(x − m_r)/s_r − g_a·a − g_y·onehot(y)`` with g_p rescaled to the global max and
+   sum; see :func:`labelsmooth.parallel._exchange.grad_rows`).
+
+Backward only scales the saved gradient by the incoming one: no collective.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from labelsmooth import _validate as V
+from labelsmooth.ops import _cpu_runtime, rowmath
+from labelsmooth.ops.fused import _Rows
+from labelsmooth.ops.linear import _row_statistics
+from labelsmooth.ops.reference import compute_dtype
+from labelsmooth.ops.rowmath import RowStats
+from labelsmooth.parallel import _exchange as X
+
+__all__ = ["vocab_parallel_cross_entropy", "check_common", "check_full_vector", "neutral"]
+
+
+def check_full_vector(
+    name: str, value: torch.Tensor | None, device: torch.device, kind: str
+) -> torch.Tensor | None:
+    """A full-vocabulary (V,) prior or class_mask: type, dtype, device and 1-D shape (the
+    length is checked against the ranks' slices after the first collective)."""
+    if value is None:
+        return None
+    n = value.shape[0] if isinstance(value, torch.Tensor) and value.dim() == 1 else -1
+    stand_in = torch.empty((), device=device).expand(1, max(n, 0))
+    if n < 0 and isinstance(value, torch.Tensor):
+        raise ValueError(
+            f"{name} must have shape (V,) for the full vocabulary, got {name}.shape="
+            f"{tuple(value.shape)}"
+        )
+    return V.check_class_vector(name, value, stand_in, kind=kind)
+
+
+def check_common(
+    *,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    convention: str,
+    kl: bool,
+    validate_args: bool,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    device: torch.device,
+) -> X.Options:
+    """The option checks both losses share (errors name the argument and its value)."""
+    eps = V.check_label_smoothing(label_smoothing)
+    V.check_choice("reduction", reduction, V.REDUCTIONS)
+    V.check_choice("convention", convention, V.CONVENTIONS)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
+    for flag, value in (("kl", kl), ("validate_args", validate_args)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be a bool, got {flag}={value!r}")
+    check_full_vector("prior", prior, device, "float")
+    check_full_vector("class_mask", class_mask, device, "bool")
+    return X.Options(ignore_index, reduction, eps, convention, kl, validate_args)
+
+
+def neutral(n: int, dtype: torch.dtype, device: torch.device) -> RowStats:
+    """The statistics of ignored rows (m = 0, s = 1, d_y = 0, S = 0), (n,) each."""
+    z = torch.zeros(n, dtype=dtype, device=device)
+    return RowStats(z, torch.ones_like(z), z.clone(), z.clone())
+
+
+def local_a(
+    st: X.Setup, width: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, float | None, torch.Tensor | float]:
+    """(a, a0, A_r) of this slice for the statistics pass: the slice of the full prior, or,
+    with a uniform prior (V not known before the exchange), a_k = 1 (S is divided by V in
+    :func:`~labelsmooth.parallel._exchange.exchange`)."""
+    if st.u_full is None:
+        return torch.ones(width, dtype=dtype, device=device), 1.0, float(width)
+    assert st.vrange is not None
+    a64 = st.u_full[st.vrange[0] : st.vrange[1]]
+    return a64.to(dtype), None, a64.sum().to(dtype)
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, target: torch.Tensor, st: X.Setup, opt: X.Options
+    ) -> torch.Tensor:
+        # x (N, V_local) contiguous, target (N,) int64 global class ids
+        cdt = compute_dtype(x.dtype)
+        N, width = x.shape
+        need_grad = ctx.needs_input_grad[0]
+        if st.problem is None:
+            assert st.vrange is not None
+            _, owner, y_loc = X.local_targets(target, st.vrange, opt.ignore_index)
+            a, a0, A_r = local_a(st, width, cdt, x.device)
+            local = _row_statistics(x, _Rows(y=y_loc, a=a, a0=a0), None)  # pass 1
+        else:  # every rank raises in the exchange
+            local, A_r = neutral(N, cdt, x.device), 0.0
+        ex = X.exchange(st, local, target, A_r, opt)
+        out, _ = rowmath.finish(
+            ex.stats, ex.plan, None, ex.u, kl=opt.kl, reduction=opt.reduction,
+            shape=target.shape,
+        )  # fmt: skip
+        ctx.reduction, ctx.consumed = opt.reduction, False
+        if need_grad:
+            y2, g_p, g_y, g_a = X.grad_rows(ex, y_loc, owner, local.s)
+            a2 = ex.plan.a[ex.start : ex.stop].to(cdt)
+            rows = _Rows(
+                y=y2, a=a2, a0=ex.plan.a0, g_p=g_p.to(cdt), g_a=g_a.to(cdt), g_y=g_y.to(cdt)
+            )
+            grad = _cpu_runtime.empty_like_gradient(x)
+            _row_statistics(x, rows, grad)  # pass 2: the gradient of the local slice
+            ctx.save_for_backward(grad)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "vocab_parallel_cross_entropy does not support double backward "
+                "(create_graph=True): its gradient is computed without a graph"
+            )
+        if ctx.consumed:
+            raise RuntimeError(
+                "vocab_parallel_cross_entropy cannot backward twice through the same loss "
+                "(retain_graph=True): its gradient is scaled in place"
+            )
+        ctx.consumed = True
+        (grad,) = ctx.saved_tensors
+        if ctx.reduction == "none":
+            grad.mul_(grad_output.reshape(-1, 1).to(grad.dtype))
+        elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
+            grad.mul_(grad_output.to(grad.dtype))
+        return grad, None, None, None
+
+
+def vocab_parallel_cross_entropy(
+    local_logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    group: dist.ProcessGroup | None = None,
+    vocab_range: tuple[int, int] | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    convention: str = "uniform",
+    prior: torch.Tensor | None = None,
+    class_mask: torch.Tensor | None = None,
+    kl: bool = False,
+    validate_args: bool = True,
+) -> torch.Tensor:
+    r"""Label-smoothed cross-entropy of logits split by vocabulary across a process group.
+
+    Each rank of ``group`` holds the same N rows but only the columns [start, stop) of the
+    vocabulary (a column-parallel LM head, Megatron-style). The result on every rank, and the
+    gradient of every rank's slice, equal what :func:`labelsmooth.cross_entropy` gives on the
+    gathered (N, V) logits with the same arguments (every ``convention``, ``prior``,
+    ``class_mask``, ``ignore_index``, ``reduction``, ``kl``).
+
+    Each rank reduces its slice to per-row statistics relative to the slice's max
+    :math:`m_r` (:mod:`labelsmooth.ops.rowmath`), then
+
+    .. math::
+        m = \max_r m_r,\quad s = \sum_r s_r e^{m_r - m},\quad
+        d_y = \sum_r [y \in r](d_{y,r} + m_r - m),\quad
+        S = \sum_r \big(S_r + A_r (m_r - m)\big)
+
+    and the loss is :math:`\alpha w_y(\log s - d_y) + \beta(A\log s - S)` per row: the
+    log-sum-exp is :math:`m + \log s` with :math:`s \ge 1`, never the log of a normalized
+    probability, so logit gaps of 1000 or more stay finite.
+
+    Collectives (forward only; backward has none): one all-reduce MAX of N + 3W + 18
+    values (the row max, a per-rank table of slices and error flags, an option fingerprint)
+    plus 2N with ``validate_args`` (each row's target and its negative, to check that the
+    ranks agree), then one all-reduce SUM of 3N values (s, d_y, S). Values are float32 for
+    float16/bfloat16/float32 logits (float64 for float64): **16 bytes per row** (24 with
+    ``validate_args=True``, the default), plus a constant. One device synchronization per
+    call reads the small table back (for V and the checks).
+
+    Args:
+        local_logits: (N, V_local) or (..., V_local) logits of this rank's slice (vocabulary
+            last, as Megatron lays them out); float16, bfloat16, float32 or float64.
+        target: (N,) or (...) integer **global** class ids in [0, V), or ``ignore_index``;
+            the same on every rank.
+        group: the tensor-parallel process group (None: the default group).
+        vocab_range: (start, stop) of this rank's slice. None: equal slices in rank order,
+            start = rank·V_local (uneven slices need it; the ranks' slices must tile [0, V)).
+        ignore_index: target value that contributes 0 and is left out of the mean.
+        reduction: "none" (the target's shape), "mean" or "sum".
+        label_smoothing: ε in [0, 1].
+        convention: "uniform", "others" or "unnormalized" (see
+            :func:`labelsmooth.cross_entropy`).
+        prior: (V,) smoothing prior for the **full** vocabulary (every rank passes the same
+            vector), normalized over the full vocabulary. The full vector is needed anyway:
+            u_y of a target in another rank's slice sets this rank's coefficients (convention
+            "others"), and the normalization spans every slice; it costs V values per rank
+            and no communication.
+        class_mask: (V,) bool for the **full** vocabulary, as ``prior``.
+        kl: return KL(q‖p) (see :func:`labelsmooth.cross_entropy`).
+        validate_args: check the targets' range and that every rank got the same targets
+            (folded into the MAX all-reduce: +8 bytes per row), and the prior's values.
+            Slices, options and ranks' argument errors are always checked (they cost a
+            constant).
+
+    Errors: an argument problem of one rank (a ``vocab_range`` that does not match the
+    local width, slices with gaps or overlaps, a prior of another length, ranks with
+    different options or targets, a target outside [0, V)) raises ``ValueError`` on
+    **every** rank after the first collective, instead of leaving the others waiting.
+    Type, dtype and shape errors are raised at once (every rank runs the same code). A
+    different number of rows on one rank cannot be told apart from a collective of another
+    size: gloo raises, NCCL may wait until its timeout.
+
+    Returns:
+        The loss in the logits' dtype: a scalar, or the target's shape for "none".
+
+    Example:
+        >>> import os, tempfile, torch, torch.distributed as dist
+        >>> import labelsmooth
+        >>> from labelsmooth.parallel import vocab_parallel_cross_entropy
+        >>> path = os.path.join(tempfile.mkdtemp(), "init")
+        >>> dist.init_process_group("gloo", init_method=f"file://{path}", rank=0, world_size=1)
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> loss = vocab_parallel_cross_entropy(logits, target, label_smoothing=0.1)
+        >>> torch.allclose(loss, labelsmooth.cross_entropy(logits, target, label_smoothing=0.1))
+        True
+        >>> dist.destroy_process_group()
+    """
+    if not isinstance(local_logits, torch.Tensor):
+        raise TypeError(f"local_logits must be a torch.Tensor, got {type(local_logits).__name__}")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if local_logits.dtype not in V.FLOAT_DTYPES:
+        raise ValueError(
+            f"local_logits must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"float64), got local_logits.dtype={local_logits.dtype}"
+        )
+    if local_logits.dim() == 0 or local_logits.shape[-1] < 1:
+        raise ValueError(
+            f"local_logits must have shape (..., V_local) with V_local >= 1, got "
+            f"local_logits.shape={tuple(local_logits.shape)}"
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(
+            f"target must hold integer class indices (no soft targets), got "
+            f"target.dtype={target.dtype}"
+        )
+    if tuple(target.shape) != tuple(local_logits.shape[:-1]):
+        raise ValueError(
+            f"target must have shape {tuple(local_logits.shape[:-1])} (local_logits' shape "
+            f"without V_local), got target.shape={tuple(target.shape)}"
+        )
+    if target.device != local_logits.device:
+        raise ValueError(
+            f"target must be on local_logits' device, got target.device={target.device} and "
+            f"local_logits.device={local_logits.device}"
+        )
+    opt = check_common(
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+        convention=convention, kl=kl, validate_args=validate_args, prior=prior,
+        class_mask=class_mask, device=local_logits.device,
+    )  # fmt: skip
+    width = local_logits.shape[-1]
+    x = local_logits.reshape(-1, width)
+    if not x.is_contiguous():
+        x = x.contiguous()
+    y = target.reshape(-1).long()
+    st = X.setup(
+        width=width, rows=y.shape[0], device=x.device, group=group, vocab_range=vocab_range,
+        prior=prior, class_mask=class_mask, opt=opt,
+    )  # fmt: skip
+    loss = _VocabParallelCrossEntropy.apply(x, y, st, opt)
+    return loss.reshape(target.shape) if reduction == "none" else loss
