@@ -339,3 +339,47 @@ def test_out_in_an_unwritable_place_is_refused_before_any_work(tmp_path, capsys)
     assert main(["train", "--out", "/proc/labelsmooth-x", "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write to /proc" in err[0]
+
+
+# --------------------------------------------------------------------------- regimes and distill
+
+BAD_REGIME = [
+    (["compare", "--full", "--regime", "short"], ["--full", "--regime"]),
+    (["compare", "--regime", "long"], ["--regime", "'long'"]),
+    (["compare", "--depth", "8"], ["--depth", "MLP", "--regime short"]),
+    (["compare", "--full", "--depth", "8"], ["--depth", "MLP"]),
+    (["distill", "--depth", "8"], ["--depth", "MLP"]),
+    (["distill", "--temperatures", "0"], ["--temperatures", "(0, 1000]", "'0'"]),
+    (["distill", "--temperatures", "2", "2"], ["--temperatures", "more than once"]),
+    (["distill", "--alpha", "1.5"], ["--alpha", "[0, 1]", "'1.5'"]),
+    (["distill", "--teacher-eps", "0", "1"], ["--teacher-eps", "'1'"]),
+    (["distill", "--seeds", "0", "0"], ["--seeds", "more than once"]),
+    (["distill", "--student-width", "0"], ["--student-width", "'0'"]),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), BAD_REGIME, ids=[" ".join(a) for a, _ in BAD_REGIME])
+def test_regime_and_distill_arguments_refused(args, words, tmp_path, capsys, no_data_loading):
+    line = _refused(args, tmp_path, capsys)
+    for word in words:
+        assert word in line, (word, line)
+
+
+def test_compare_regime_short_keeps_resnet_options(idx_spec, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--regime", "short", "--dataset", idx_spec, "--seeds", "0"]
+    assert main([*args, "--epochs", "1", "--label-smoothing", "0", "--no-plots",
+                 "--out", str(out), *TINY]) == 0  # fmt: skip
+    table = (out / "results.md").read_text()
+    assert "short regime" in table and "ResNet-8 (w4)" in table
+
+
+def test_distill_small(idx_spec, tmp_path, capsys):
+    out = tmp_path / "dst"
+    args = ["distill", "--dataset", idx_spec, "--seeds", "0", "--teacher-eps", "0",
+            "--temperatures", "4", "--epochs", "1", "--width", "8", "--student-width", "4",
+            "--batch-size", "32", "--val-size", "20", "--train-size", "0", "--threads", "1",
+            "--quiet", "--no-plots", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    text = (out / "distill.md").read_text()
+    assert "| Teacher ε" in text and "alone" in text and "MLP 4-4" in text
