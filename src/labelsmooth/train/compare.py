@@ -244,8 +244,9 @@ def run_compare(
             each section's regime preset (:data:`REGIMES`).
         out: Results folder (created once the data are loaded).
         overrides: Fields replaced in every section's settings (the command's options).
-        distill: Also run this distillation grid (:func:`run_distill`) into ``out`` after
-            the sections, reusing their fitted-regime runs as teachers.
+        distill: Also run this distillation grid (:func:`run_distill`) into ``out``, right
+            after the first fitted-regime section (its runs are the teachers), or at the end
+            when there is none.
         resume: Skip runs whose JSON exists (same run, completed) and resume a run's
             checkpoint.
         fallback: When a built-in dataset cannot be fetched, run the other built-in one.
@@ -270,6 +271,7 @@ def run_compare(
     resolved = _load_sections(sections, configs, fallback, say)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
+    distilled: dict[str, Any] | None = None
     for (section, data), config in zip(resolved, configs):
         runs = plan_runs(section)
         say(
@@ -294,6 +296,20 @@ def run_compare(
                     say,
                 )  # fmt: skip
             )
+        if distill is not None and distilled is None and section.regime == "fitted":
+            # right after the teachers' grid (so that a long --full has its three findings
+            # before the short regime's runs)
+            distilled = run_distill(
+                dataclasses.replace(distill, dataset=section.dataset),
+                out_dir,
+                overrides=overrides,
+                resume=resume,
+                fallback=fallback,
+                plots=plots,
+                projection_classes=projection_classes,
+                progress=progress,
+                log=log,
+            )
     seconds = time.perf_counter() - t0
     summary, table = report.write_tables(out_dir, records, configs[0], seconds)
     say("")
@@ -307,13 +323,14 @@ def run_compare(
     say(f"results written to {out_dir}  ({seconds / 60:.1f} min)")
     result = {"records": records, "summary": summary, "table": table, "seconds": seconds}
     if distill is not None:
-        result["distill"] = run_distill(
+        result["distill"] = distilled or run_distill(
             distill,
             out_dir,
             overrides=overrides,
             resume=resume,
             fallback=fallback,
             plots=plots,
+            projection_classes=projection_classes,
             progress=progress,
             log=log,
         )
