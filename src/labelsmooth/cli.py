@@ -638,14 +638,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs_stop=args.stop_after_epoch,
     )
     _warn_if_busy(config.num_threads)
-    task = None
-    if config.task == "lm":
-        from labelsmooth.train.lm import LanguageModel
-
-        task = LanguageModel.from_config(config)
-    result = train(
-        config, out_dir=args.out, resume=args.resume, task=task, progress=_progress(args)
-    )
+    # train() builds the task of config.task (image or lm); under torchrun rank 0 loads first
+    result = train(config, out_dir=args.out, resume=args.resume, progress=_progress(args))
     summary = {"completed": result.completed, "metrics": result.metrics, "out": args.out}
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 alone prints
         print(json.dumps(summary, indent=2))

@@ -142,6 +142,11 @@ def _free_port() -> int:
 
 
 def _torchrun(args: list[str], cwd: Path, trace: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m torch.distributed.run --nproc-per-node 2 -m labelsmooth ARGS``."""
+    return _torchrun_script(["-m", "labelsmooth", *args], cwd, trace)
+
+
+def _torchrun_script(args: list[str], cwd: Path, trace: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", LABELSMOOTH_TEST_TRACE=str(trace))
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(trace), env.get("PYTHONPATH")]))
@@ -149,7 +154,7 @@ def _torchrun(args: list[str], cwd: Path, trace: Path) -> subprocess.CompletedPr
         env.pop(key, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     cmd += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    cmd += ["-m", "labelsmooth", *args]
+    cmd += args
     run = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return run
@@ -230,3 +235,71 @@ def test_torchrun_stops_and_resumes_under_torchrun(
     written = (trace / "rank0.txt").read_text().split()  # epochs 1, 2, result; 3, result
     assert written == ["checkpoint.pt"] * 2 + ["result.json", "checkpoint.pt", "result.json"]
     _assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+# --------------------------------------------------------------------------- the language model
+
+_LM_SCRIPT = '''
+"""The LM task (tiny in-memory corpus) through train(): python THIS OUT STOP RESUME."""
+import sys
+
+from labelsmooth.data.text import corpus_from_plays
+from labelsmooth.train import TrainConfig, train
+from labelsmooth.train.lm import LanguageModel, prepare_text
+
+LINE = "To be, or not to be: that is the question.\\n"
+PLAYS = {
+    "one": (LINE + "\\n" + "Whether 'tis nobler in the mind to suffer\\n\\n") * 6,
+    "two": ("The slings and arrows of outrageous fortune,\\n\\n" + LINE) * 5,
+    "val": "Or to take arms against a sea of troubles,\\n\\n" * 3,
+    "test": "And by opposing end them. To die: to sleep;\\n\\n" + LINE,
+}
+
+
+def run(out, epochs_stop=None, resume=False):
+    config = TrainConfig(
+        task="lm", dataset="shakespeare", model="transformer", d_model=16, n_heads=2,
+        n_layers=1, seq_len=24, batch_size=8, epochs=3, lr=0.05, warmup_epochs=0.0,
+        train_size=None, val_size=4, eval_batch_size=16, num_threads=1,
+        label_smoothing=0.1, epochs_stop=epochs_stop,
+    )
+    corpus = corpus_from_plays(PLAYS, ("val",), ("test",))
+    task = LanguageModel(config, prepare_text(config, corpus=corpus, log=None))
+    return train(config, task=task, out_dir=out, resume=resume, progress=False, log=None)
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], int(sys.argv[2]) or None, sys.argv[3] == "resume")
+'''
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_torchrun_language_model_equals_one_process(tmp_path: Path) -> None:
+    """The LM task (44 packed sequences of 14-25 characters, batch 8: each rank's shard has
+    its own token count, so the loss weighting n_r·W/N matters): epoch 1 in one process,
+    epochs 2-3 under torchrun with resume, against 3 epochs in one process."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    script = tmp_path / "lm_run.py"
+    script.write_text(_LM_SCRIPT)
+    namespace: dict[str, object] = {}
+    exec(compile(_LM_SCRIPT, str(script), "exec"), namespace)  # the same code, in process
+    run = namespace["run"]
+    assert callable(run)
+    run(tmp_path / "one")
+    run(tmp_path / "two", epochs_stop=1)
+    trace = _trace_dir(tmp_path)
+    _torchrun_script([str(script), "two", "0", "resume"], tmp_path, trace)
+    assert (trace / "rank0.txt").read_text().split() == ["checkpoint.pt"] * 2 + ["result.json"]
+    assert sorted(p.name for p in trace.glob("rank*.txt")) == ["rank0.txt"]
+    a_run = json.loads((tmp_path / "one" / "result.json").read_text())
+    b_run = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert b_run["completed"] and len(b_run["history"]) == len(a_run["history"]) == 3
+    for a, b in zip(a_run["history"], b_run["history"]):
+        for key in ("loss", "nll", "perplexity", "top1", "ece", "temperature"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["epoch"], key)
+    wa = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
+    wb = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)

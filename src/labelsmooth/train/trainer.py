@@ -127,7 +127,8 @@ def train(
         resume: Continue from ``out_dir/checkpoint.pt`` (its config must match ``config``).
         data: Prepared splits for the default image task (loaded when ``None``).
         task: The task (default: :class:`~labelsmooth.train.task.ImageClassification` of
-            ``config`` and ``data``).
+            ``config`` and ``data``, or :class:`~labelsmooth.train.lm.LanguageModel` when
+            ``config.task == "lm"``; under torchrun, rank 0 loads first).
         progress: tqdm bars (default: when stderr is a terminal and tqdm is installed).
         log: Where per-epoch lines go (``None``: silent).
         on_step: Called as ``on_step(epoch, step)`` after each optimiser step (testing hook).
@@ -154,17 +155,27 @@ def train(
             config, out_dir, progress=progress, log=log, on_step=on_step, parallel=parallel
         )
         saved = recipe.load_resume_state() if resume else None  # before any data is loaded
-        task = task or recipe.first_on_rank0(
-            lambda: (
-                ImageClassification(config, data)
-                if data is not None
-                else ImageClassification.from_config(config, log=log)
-            )
-        )
+        task = task or recipe.first_on_rank0(lambda: _default_task(config, data, log))
         return _run(recipe, task, saved)
     finally:
         if parallel is not None:
             parallel.close()  # also on errors
+
+
+def _default_task(
+    config: TrainConfig, data: DatasetSplits | None, log: Callable[[str], None] | None
+) -> Task:
+    """The task of ``config.task``: image classification (on ``data`` when given) or the
+    language model."""
+    if config.task == "lm":
+        if data is not None:
+            raise ValueError("data= holds image splits; task='lm' loads its corpus itself")
+        from labelsmooth.train.lm import LanguageModel  # lm imports this module
+
+        return LanguageModel.from_config(config, log=log)
+    if data is not None:
+        return ImageClassification(config, data)
+    return ImageClassification.from_config(config, log=log)
 
 
 def _run(recipe: Recipe, task: Task, saved: dict[str, Any] | None) -> TrainResult:
