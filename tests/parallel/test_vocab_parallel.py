@@ -287,6 +287,49 @@ def _check_errors(world: int, rank: int) -> None:
     _check_ce(world, rank, dict(label_smoothing=0.1), 0)
 
 
+def _check_collectives(world: int, rank: int) -> None:
+    """Forward: one all-reduce MAX of N + 3W + 18 values (+2N with validate_args) and one
+    all-reduce SUM of 3N float32 values; backward: none (plain and linear)."""
+    V = VOCAB[world]
+    start, stop = _ranges(world)[rank]
+    vr = None if LAYOUTS[world] is None else (start, stop)
+    logits, target, _, _ = _data(V, 21)
+    calls: list[tuple[str, int, torch.dtype]] = []
+    real = dist.all_reduce
+
+    def spy(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
+        calls.append((str(op), tensor.numel(), tensor.dtype))
+        return real(tensor, op=op, group=group, async_op=async_op)
+
+    dist.all_reduce = spy  # type: ignore[assignment]
+    try:
+        for validate in (True, False):
+            calls.clear()
+            x = logits[:, start:stop].clone().requires_grad_()
+            loss = vocab_parallel_cross_entropy(
+                x, target, vocab_range=vr, label_smoothing=0.1, validate_args=validate
+            )
+            k = 3 if validate else 1
+            want = [("max", k * N + 3 * world + 18), ("sum", 3 * N)]
+            got = [(op.lower().rsplit(".", 1)[-1], n) for op, n, _ in calls]
+            assert got == want, (got, want)
+            assert all(dt == torch.float32 for _, _, dt in calls)
+            calls.clear()
+            loss.backward()
+            assert calls == [], calls
+        g = torch.Generator().manual_seed(0)
+        h = torch.randn(N, H, generator=g, requires_grad=True)
+        w = torch.randn(stop - start, H, generator=g, requires_grad=True)
+        calls.clear()
+        loss = vocab_parallel_linear_cross_entropy(h, w, target, vocab_range=vr)
+        assert len(calls) == 2, calls
+        calls.clear()
+        loss.backward()
+        assert calls == [], calls
+    finally:
+        dist.all_reduce = real  # type: ignore[assignment]
+
+
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -309,6 +352,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         run("masked slice", lambda: _check_masked_slice(world, rank))
         for case in _linear_cases()[:: 2 if world > 3 else 1]:
             run(f"linear {case}", lambda c=dict(case): _check_linear(world, rank, c))
+        run("collectives", lambda: _check_collectives(world, rank))
         run("errors", lambda: _check_errors(world, rank))
     finally:
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(failures))
@@ -324,6 +368,8 @@ def test_vocab_parallel_matches_single_process(
         pytest.skip("torch.distributed is not available")
     if "GLOO_SOCKET_IFNAME" not in os.environ:
         monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback; inherited by the ranks
+    # load the C row kernel here, so that the forked ranks inherit it
+    labelsmooth.cross_entropy(torch.zeros(4, 300), torch.zeros(4, dtype=torch.long), impl="fused")
     # fork: the ranks inherit the imported modules (spawn re-imports torch in each, seconds)
     mp.start_processes(
         _worker,
