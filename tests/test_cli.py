@@ -383,3 +383,42 @@ def test_distill_small(idx_spec, tmp_path, capsys):
     assert main(args) == 0
     text = (out / "distill.md").read_text()
     assert "| Teacher ε" in text and "alone" in text and "MLP 4-4" in text
+
+
+# --------------------------------------------------------------------------- --task lm
+
+LM_BAD = [
+    (["train", "--task", "lm", "--dataset", "fashion-mnist"], ["--dataset", "does not fit"]),
+    (["train", "--dataset", "shakespeare"], ["--dataset", "shakespeare does not fit --task image"]),
+    (["train", "--task", "lm", "--dataset", "shakespeare", "--model", "resnet"], ["--model"]),
+    (["train", "--task", "image", "--model", "transformer"], ["--model", "does not fit"]),
+    (["compare", "--task", "lm", "--dataset", "mnist"], ["--dataset", "does not fit"]),
+    (["compare", "--task", "lm", "--heads", "3"], ["--heads", "does not divide --d-model"]),
+    (["compare", "--task", "lm", "--full"], ["--full"]),
+    (["train", "--task", "lm", "--seq-len", "0"], ["--seq-len", "integer >= 1"]),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), LM_BAD, ids=[" ".join(a) for a, _ in LM_BAD])
+def test_lm_bad_combinations_one_line_exit_2(args, words, tmp_path, capsys, no_data_loading):
+    line = _refused(args, tmp_path, capsys)
+    for word in words:
+        assert word in line, (word, line)
+
+
+def test_train_task_lm_runs_on_the_cached_corpus(monkeypatch, tmp_path, capsys):
+    from labelsmooth.data import text
+
+    plays = {p: f"{p.upper()}\nWhat say you, {p}?\n\nNothing.\n" for p in ("a", "b", "c", "d")}
+    corpus = text.corpus_from_plays(plays, ("b",), ("c",))
+    monkeypatch.setattr(text, "load_shakespeare", lambda *a, **k: corpus)
+    monkeypatch.setattr("labelsmooth.train.lm.load_shakespeare", lambda *a, **k: corpus)
+    args = ["train", "--task", "lm", "--dataset", "shakespeare", "--epochs", "1"]
+    args += ["--d-model", "8", "--heads", "2", "--layers", "1", "--seq-len", "16"]
+    args += ["--batch-size", "4", "--train-size", "0", "--val-size", "2", "--threads", "1"]
+    args += ["--quiet", "--label-smoothing", "0.1", "--out", str(tmp_path / "lm")]
+    assert main(args) == 0
+    summary = _summary(capsys.readouterr().out)
+    assert summary["completed"] is True and summary["metrics"]["perplexity"] > 1
+    result = json.loads((tmp_path / "lm" / "result.json").read_text())
+    assert result["config"]["task"] == "lm" and result["config"]["model"] == "transformer"

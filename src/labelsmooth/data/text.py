@@ -69,6 +69,7 @@ __all__ = [
     "load_shakespeare",
     "pack_sequences",
     "pad_batch",
+    "corpus_from_plays",
 ]
 
 TEXT_DATASETS = ("shakespeare",)
@@ -383,14 +384,17 @@ class TextCorpus:
 
 def corpus_from_plays(
     plays: dict[str, str],
-    val_plays: Sequence[str] = VAL_PLAYS,
-    test_plays: Sequence[str] = TEST_PLAYS,
+    val_plays: Sequence[str] | None = None,
+    test_plays: Sequence[str] | None = None,
 ) -> TextCorpus:
-    """Split ``{play: text}`` by play into a :class:`TextCorpus`.
+    """Split ``{play: text}`` by play into a :class:`TextCorpus` (default held-out plays:
+    :data:`VAL_PLAYS` and :data:`TEST_PLAYS`).
 
     Raises:
         DataUnavailableError: If a held-out play is missing or no training play remains.
     """
+    val_plays = VAL_PLAYS if val_plays is None else tuple(val_plays)
+    test_plays = TEST_PLAYS if test_plays is None else tuple(test_plays)
     missing = [p for p in (*val_plays, *test_plays) if p not in plays]
     if missing:
         raise DataUnavailableError(f"held-out plays not in the corpus: {', '.join(missing)}")

@@ -312,6 +312,7 @@ def run_compare_lm(
     epsilons: Sequence[float] = DEFAULT_LM_EPSILONS,
     conventions: Sequence[str] = ("uniform",),
     seeds: Sequence[int] = DEFAULT_LM_SEEDS,
+    corpus: TextCorpus | None = None,
     resume: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] | None = print,
@@ -326,6 +327,7 @@ def run_compare_lm(
         epsilons: ε values; 0 is the baseline (run once per seed).
         conventions: Conventions of every ε > 0.
         seeds: Seeds, seed-major order (an interrupted grid has whole seeds done).
+        corpus: The corpus (default: the cached Shakespeare corpus, fetched if needed).
         resume: Skip runs whose JSON exists (same run, completed); resume a run's checkpoint.
         progress: tqdm bars (default: when stderr is a terminal).
         log: Where messages go.
@@ -337,7 +339,7 @@ def run_compare_lm(
     if base.task != "lm":
         raise ValueError(f"run_compare_lm needs a task='lm' config, got task={base.task!r}")
     t0 = time.perf_counter()
-    data = prepare_text(base, log=say)
+    data = prepare_text(base, corpus=corpus, log=say)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = [(0.0, "-") if e == 0 else (float(e), c) for e in epsilons for c in conventions]
