@@ -27,7 +27,7 @@ module only does what Transformers' own losses do around it:
 Per token, with the uniform convention and no prior or mask, the loss is
 :math:`(1-\\varepsilon)(-\\log p_y) + \\varepsilon\\,\\mathrm{mean}_k(-\\log p_k)`, the same
 value as ``TrainingArguments(label_smoothing_factor=ε)`` (Transformers' ``LabelSmoother``):
-tests/integrations/test_transformers.py checks it, and the documented differences are that
+tests/integrations/test_framework_parity.py checks it, and the documented differences are that
 an all-ignored micro-batch without ``num_items_in_batch`` gives 0 here (labelsmooth's rule)
 where ``LabelSmoother`` gives NaN, and that ``LabelSmoother`` treats every negative label as
 ignored for the gather while counting only ``ignore_index`` as padding.
