@@ -176,6 +176,32 @@ def _check_masked_slice(world: int, rank: int) -> None:
     torch.testing.assert_close(local.grad, full.grad[:, start:stop], **TOL)
 
 
+def _check_adversarial(world: int, rank: int) -> None:
+    """NaN and inf in ignored rows: a finite loss and an exactly zero gradient there; a
+    mean over all-ignored targets is 0 with zero gradients."""
+    V = VOCAB[world]
+    start, stop = _ranges(world)[rank]
+    vr = None if LAYOUTS[world] is None else (start, stop)
+    logits, target, _, _ = _data(V, 8)
+    logits[2] = float("nan")  # target[2] is ignored
+    logits[7, 0] = float("inf")  # so is target[7]
+    full = logits.clone().requires_grad_()
+    want = labelsmooth.cross_entropy(full, target, label_smoothing=0.1)
+    want.backward()
+    local = logits[:, start:stop].clone().requires_grad_()
+    got = vocab_parallel_cross_entropy(local, target, vocab_range=vr, label_smoothing=0.1)
+    got.backward()
+    assert torch.isfinite(got) and local.grad is not None
+    assert (local.grad[[2, 7]] == 0).all()
+    torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(local.grad, full.grad[:, start:stop], **TOL)
+    none = torch.full((N,), -100)
+    local = logits[:, start:stop].clone().requires_grad_()
+    got = vocab_parallel_cross_entropy(local, none, vocab_range=vr, label_smoothing=0.1)
+    got.backward()
+    assert float(got) == 0.0 and local.grad is not None and (local.grad == 0).all()
+
+
 def _check_linear(world: int, rank: int, case: dict) -> None:
     V = VOCAB[world]
     start, stop = _ranges(world)[rank]
@@ -350,6 +376,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         run("nd", lambda: _check_nd(world, rank))
         run("gap", lambda: _check_gap(world, rank))
         run("masked slice", lambda: _check_masked_slice(world, rank))
+        run("adversarial", lambda: _check_adversarial(world, rank))
         for case in _linear_cases()[:: 2 if world > 3 else 1]:
             run(f"linear {case}", lambda c=dict(case): _check_linear(world, rank, c))
         run("collectives", lambda: _check_collectives(world, rank))
