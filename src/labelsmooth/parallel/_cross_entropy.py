@@ -221,8 +221,9 @@ def vocab_parallel_cross_entropy(
     different options or targets, a target outside [0, V)) raises ``ValueError`` on
     **every** rank after the first collective, instead of leaving the others waiting.
     Type, dtype and shape errors are raised at once (every rank runs the same code). A
-    different number of rows on one rank cannot be told apart from a collective of another
-    size: gloo raises, NCCL may wait until its timeout.
+    different number of rows or ``validate_args`` on one rank changes the size of the first
+    collective, which cannot be checked inside it: gloo aborts a process, NCCL may wait
+    until its timeout.
 
     Returns:
         The loss in the logits' dtype: a scalar, or the target's shape for "none".
