@@ -80,6 +80,27 @@ def test_one_process_uses_no_process_group(monkeypatch: pytest.MonkeyPatch) -> N
         DataParallel.from_env(32)
 
 
+class _Rows:
+    """A task stand-in: ``n`` rows in batches of ``b`` (only what check_batches calls)."""
+
+    def __init__(self, n: int, b: int) -> None:
+        self.x, self.b = torch.arange(n), b
+
+    def num_batches(self) -> int:
+        return -(-len(self.x) // self.b)
+
+    def train_batches(self, generator, start, resume_state):  # noqa: ANN001, ANN201
+        order = self.x[torch.randperm(len(self.x), generator=generator)]
+        return (order[s : s + self.b] for s in range(start * self.b, len(order), self.b))
+
+
+def test_a_last_batch_the_ranks_cannot_share_is_refused_before_training() -> None:
+    parallel = DataParallel(rank=1, local_rank=1, world_size=2, owns_group=False)
+    parallel.check_batches(_Rows(10, 4), seed=0)  # last batch 2: one row each
+    with pytest.raises(ValueError, match="a batch of 1 example"):
+        parallel.check_batches(_Rows(9, 4), seed=0)
+
+
 def test_global_batchnorm_keeps_state_and_is_plain_without_a_group() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.BatchNorm1d(48))

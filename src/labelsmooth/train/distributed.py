@@ -46,6 +46,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from labelsmooth.data import epoch_generator
+
 __all__ = [
     "DataParallel",
     "world_size_from_env",
@@ -370,6 +372,16 @@ class DataParallel:
         if custom is not None:
             return custom(batch, self.rank, self.world_size)
         return split_batch(batch, self.rank, self.world_size)
+
+    def check_batches(self, task: Any, seed: int) -> None:
+        """Split the first epoch's last batch now, so that a batch that some rank would get
+        nothing of (or that :func:`split_batch` cannot split) is refused before training,
+        not at the end of the first epoch."""
+        steps = task.num_batches()
+        if steps > 0:
+            last = next(iter(task.train_batches(epoch_generator(seed, 0), steps - 1, None)), None)
+            if last is not None:
+                self.shard(task, last)
 
     def reduce_step(
         self, loss: torch.Tensor, n: int, stop: bool

@@ -266,6 +266,8 @@ class Recipe:
         self.task = task
         self.steps_per_epoch = task.num_batches()
         total = self.steps_per_epoch * c.epochs
+        if self.parallel is not None:  # before seeding: a peek at the last batch of epoch 1
+            self.parallel.check_batches(task, c.seed)  # refused now if the ranks cannot share it
         warmup = int(round(c.warmup_epochs * self.steps_per_epoch))
         torch.manual_seed(c.seed)
         random.seed(c.seed)
