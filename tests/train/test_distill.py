@@ -68,12 +68,14 @@ def test_distill_grid_values_are_checked() -> None:
         DistillGrid(teacher_epsilons=(0.0, 1.0))
 
 
-def test_fitted_compare_then_distill_reuses_the_teachers(tiny_fitted, tmp_path) -> None:
+def test_fitted_compare_with_distill_reuses_the_teachers(tiny_fitted, tmp_path) -> None:
     spec, overrides = tiny_fitted
     out = tmp_path / "res"
     sections = [Section(spec, (0.0, 0.1), ("uniform",), (0,), "fitted")]
-    res = run_compare(sections, None, out, overrides=overrides, plots=False, progress=False,
-                      log=None)  # fmt: skip
+    grid = DistillGrid(spec, (0.0, 0.1), (2.0,), (0,), alpha=0.5, student_width=4)
+    messages: list[str] = []
+    res = run_compare(sections, None, out, overrides=overrides, distill=grid, plots=False,
+                      progress=False, log=messages.append)  # fmt: skip
     record = res["records"][0]
     assert record["regime"] == "fitted" and record["config"]["model"] == "mlp"
     assert 0 <= record["train_metrics"]["top1"] <= 1 and record["train_metrics"]["nll"] > 0
@@ -83,11 +85,8 @@ def test_fitted_compare_then_distill_reuses_the_teachers(tiny_fitted, tmp_path) 
     for text in ("fitted regime", "MLP 8-8", "Train top-1 (%)", "Tightness (proj.)"):
         assert text in table, text
 
-    messages: list[str] = []
-    grid = DistillGrid(spec, (0.0, 0.1), (2.0,), (0,), alpha=0.5, student_width=4)
-    got = run_distill(grid, out, overrides=overrides, plots=False, progress=False,
-                      log=messages.append)  # fmt: skip
     assert sum("already done" in m for m in messages) == 2  # both teachers reused
+    got = res["distill"]
     assert len(got["students"]) == 3  # alone + one per teacher
     student = json.loads((out / "runs" / f"{got['students'][1]['name']}.json").read_text())
     assert student["distill"]["temperature"] == 2.0 and student["distill"]["alpha"] == 0.5
@@ -98,6 +97,12 @@ def test_fitted_compare_then_distill_reuses_the_teachers(tiny_fitted, tmp_path) 
     rows = got["summary"]
     assert [r["temperature"] for r in rows] == [None, 2.0, 2.0]
     assert not math.isnan(rows[1]["teacher_top1"])
+
+    # run_distill alone, resumed: every run is reused
+    again: list[str] = []
+    run_distill(grid, out, overrides=overrides, resume=True, plots=False, progress=False,
+                log=again.append)  # fmt: skip
+    assert sum("already done" in m for m in again) == 5
 
 
 def test_summaries_of_older_records_show_dashes() -> None:
