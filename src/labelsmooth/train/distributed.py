@@ -119,6 +119,12 @@ def split_batch(batch: Any, rank: int, world_size: int) -> Any:
         TypeError: if the batch holds anything else, or tensors of different leading sizes
             (give the task a ``shard_batch(batch, rank, world_size)`` method).
         ValueError: if B < W (some rank would get no example).
+
+    Example:
+        >>> import torch
+        >>> x, y = torch.arange(10).reshape(5, 2), torch.arange(5)
+        >>> [split_batch((x, y), r, 2)[1].tolist() for r in range(2)]
+        [[0, 1], [2, 3, 4]]
     """
     sizes = _rows(batch)
     if len(sizes) != 1 or -1 in sizes:
