@@ -16,10 +16,16 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned: this machine kind keeps the CPU build of this version on disk, while an
-# unpinned torch (or one pulled in as a dependency) is a multi-GB CUDA build.
+# unpinned torch (or one pulled in as a dependency) is a multi-GB CUDA build. Everything after it
+# is installed under a constraint that pins the torch now installed, so that no dependency
+# (transformers, accelerate, lightning in the dev extra) can replace it. timm is installed with
+# --no-deps: it requires torchvision, whose PyPI wheels are CUDA builds that do not load beside
+# the CPU torch; the parity tests load only its torch-only loss file.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install -q -c $(VENV)/torch-pin.txt -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "timm>=1.0"
 	touch $(STAMP)
 
 install: $(STAMP)
