@@ -54,11 +54,12 @@ def distillation_loss(
     ``label_smoothing=ε`` (ε = 0: plain cross-entropy). The factor :math:`T^2` keeps the soft
     term's gradient, :math:`\alpha T (p^T_s - p^T_t)` with respect to :math:`z_s`, of the same
     size as :math:`T` changes (Hinton et al., section 2), so α means the same at every T.
-    The KL term is computed as :func:`labelsmooth.cross_entropy` with the teacher's
-    probabilities as soft targets and ``kl=True``, the hard term by the same function with
-    the class indices: both take whichever implementation ``impl="auto"`` picks for the shape
-    (for the (N, C) logits of distillation, small C, that is PyTorch's own kernel, which was
-    measured fastest there, so no separate fused kernel is kept).
+    The KL term is :func:`labelsmooth.cross_entropy` with the teacher's probabilities as soft
+    targets and ``kl=True``, the hard term the same function with the class indices; each
+    takes whichever implementation ``impl="auto"`` picks. For the soft KL form that is the
+    dense reference path (the fused kernels take class-index targets only); distillation's
+    logits are (N, C) with small C, where that costs little next to the two networks, so no
+    separate fused kernel is kept. The hard term gets PyTorch's kernel or the fused one.
 
     The teacher is a constant: ``teacher_logits`` are detached (no gradient flows to the
     teacher). Rows whose target is ``ignore_index`` contribute 0 to both terms and are left
