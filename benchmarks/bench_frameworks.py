@@ -21,14 +21,19 @@ class-index targets, float32 on CPU, at 8192×32000 (a language-model batch) and
   hand-written ports).
 
 Measurement, with the machinery of ``labelsmooth.benchmark`` (its step builder for the
-built-in, labelsmooth and materialized rows, its resident-set probes, its machine record):
-each (variant, shape) runs in two fresh subprocesses. Memory: glibc returns every block of
+built-in, labelsmooth and materialized rows, its resident-set probes, its machine record).
+Memory: each (variant, shape) in a fresh subprocess in which glibc returns every block of
 1 MiB or more to the system (so the resident set follows live memory); the code paths are
 warmed on an 8-row input, labelsmooth's cached buffers are released, then the resident set is
 read, the peak reset (``/proc/self/clear_refs``) and two full-size steps run; the peak above
 that state counts everything the steps allocate, including buffers a variant caches for the
-next step. Time: median of several steps after a warm-up step, with the allocator a training
-loop has. The load average is recorded before and after the run.
+next step. Time: one more fresh subprocess per shape builds every variant's step, warms each
+once, then runs ``--repeats`` rounds in which every variant takes one step in turn; the median
+per variant is reported, as a ratio to the built-in's median. Interleaving matters on a shared
+machine: the load of other processes changes over minutes, and one-process-per-variant timing
+measured the same built-in step at ratios that moved by 2× between variants (first run of
+2026-11-30); in rounds every variant sees the same load. The load average is recorded before
+and after the run.
 
 Run: python benchmarks/bench_frameworks.py [--shapes 256x1000 ...] [--repeats 5] [--out DIR]
 The default --out is a new folder ./labelsmooth-bench/frameworks-<UTC date-time>/; pass
@@ -160,63 +165,67 @@ def make_step(variant: str, x, y) -> tuple[Callable[[], None], str]:  # noqa: AN
     return step, note
 
 
-def run_one(variant: str, n: int, c: int, repeats: int, threads: int, measure: str) -> dict:
-    """Memory ("memory") or time ("time") of one variant in this process (a fresh one)."""
+def run_memory(variant: str, n: int, c: int) -> dict:
+    """Peak memory of one variant in this process (a fresh one; see the module docstring)."""
     import torch
 
     import labelsmooth
 
-    torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, c, generator=g) * 2
-    y = torch.randint(0, c, (n,), generator=g)
+    x, y = _inputs(n, c)
+    small, _ = make_step(variant, x[:8].clone(), y[:8].clone())
+    small()  # code paths (imports, the C kernel, thread pool) warm; no full-size buffer
+    del small
+    step, note = make_step(variant, x, y)
+    labelsmooth.empty_cache()
+    gc.collect()
+    ok = _reset_peak()
+    before = _rss_kib("VmRSS")
+    step()  # the first step: its cached buffers are part of the peak
+    step()
+    peak = _rss_kib("VmHWM") if ok else 0
     result: dict = {"variant": variant, "shape": [n, c], "dtype": "float32"}
-    if measure == "memory":
-        small, _ = make_step(variant, x[:8].clone(), y[:8].clone())
-        small()  # code paths (imports, the C kernel, thread pool) warm; no full-size buffer
-        del small
-        step, note = make_step(variant, x, y)
-        labelsmooth.empty_cache()
-        gc.collect()
-        ok = _reset_peak()
-        before = _rss_kib("VmRSS")
-        step()  # the first step: its cached buffers are part of the peak
-        step()
-        peak = _rss_kib("VmHWM") if ok else 0
-        result["peak_above_before_bytes"] = max(0, peak - before) * 1024 if ok else None
-        result["logits_bytes"] = x.numel() * x.element_size()
-        if variant == "labelsmooth-auto":
-            result["auto_runs"] = labelsmooth.chosen_impl(x, y, label_smoothing=EPS)
-    else:
-        step, note = make_step(variant, x, y)
-        step()  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-        result["time_s"] = statistics.median(times)
-        result["times_s"] = times
+    result["peak_above_before_bytes"] = max(0, peak - before) * 1024 if ok else None
+    result["logits_bytes"] = x.numel() * x.element_size()
+    if variant == "labelsmooth-auto":
+        result["auto_runs"] = labelsmooth.chosen_impl(x, y, label_smoothing=EPS)
     if note:
         result["note"] = note
+    del torch
     return result
 
 
-def _subprocess(variant: str, n: int, c: int, repeats: int, threads: int) -> dict:
-    result: dict = {}
-    for measure in ("memory", "time"):
-        cmd = [
-            sys.executable, __file__, "--one", variant, f"{n}x{c}", str(repeats), str(threads),
-            measure,
-        ]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        if measure == "memory":
-            env["MALLOC_MMAP_THRESHOLD_"] = "1048576"  # as labelsmooth.benchmark does
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            return {"variant": variant, "shape": [n, c], "error": proc.stderr[-600:]}
-        result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return result
+def run_times(variants: list[str], n: int, c: int, rounds: int) -> dict[str, list[float]]:
+    """Step times of every variant, interleaved in ``rounds`` rounds (a fresh process)."""
+    x, y = _inputs(n, c)
+    steps = {v: make_step(v, x, y)[0] for v in variants}
+    for step in steps.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[v].append(time.perf_counter() - t0)
+    return times
+
+
+def _inputs(n: int, c: int):  # noqa: ANN202
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, c, generator=g) * 2, torch.randint(0, c, (n,), generator=g)
+
+
+def _subprocess(args: list[str], threads: int, memory: bool) -> dict:
+    """Run ``--one ARGS`` in a fresh interpreter; its last stdout line is JSON."""
+    cmd = [sys.executable, __file__, "--threads", str(threads), "--one", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if memory:
+        env["MALLOC_MMAP_THRESHOLD_"] = "1048576"  # as labelsmooth.benchmark does
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-600:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _row(r: dict, base: dict | None) -> tuple[str, str, str]:
@@ -234,7 +243,8 @@ def render_markdown(results: list[dict], info: dict, loads: tuple[str, str]) -> 
         "# Framework label smoothing on CPU: time and peak memory against the built-in",
         "",
         "Forward + backward (gradient of the logits), ε = 0.1, class-index targets, float32. "
-        "Time: median step, ratio to `builtin` measured in the same run. Memory: peak resident "
+        "Time: median step over interleaved rounds (one step of every variant per round, one "
+        "process per shape), ratio to `builtin`. Memory: peak resident "
         "set above the state before the first step (two steps; cached buffers count), as a "
         "multiple of the logits' size. Written by `python benchmarks/bench_frameworks.py "
         "--out benchmarks/results`.",
@@ -269,17 +279,23 @@ def render_markdown(results: list[dict], info: dict, loads: tuple[str, str]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    p.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--shapes", nargs="+", default=[f"{n}x{c}" for n, c in SHAPES])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--repeats", type=int, default=5, help="timed steps (×20 below 2**20 elements)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5, help="rounds (×20 below 2**20 elements)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.one:
-        variant, shape, repeats, threads, measure = args.one
-        n, c = (int(v) for v in shape.split("x"))
-        print(json.dumps(run_one(variant, n, c, int(repeats), int(threads), measure)))
+    if args.one:  # internal: ["memory", VARIANT, NxC] or ["time", NxC, ROUNDS, VARIANT...]
+        import torch
+
+        torch.set_num_threads(args.threads)
+        if args.one[0] == "memory":
+            n, c = (int(v) for v in args.one[2].split("x"))
+            print(json.dumps(run_memory(args.one[1], n, c)))
+        else:
+            n, c = (int(v) for v in args.one[1].split("x"))
+            print(json.dumps(run_times(args.one[3:], n, c, int(args.one[2]))))
         return 0
     try:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
@@ -293,18 +309,26 @@ def main(argv: list[str] | None = None) -> int:
     load_before = _loadavg()
     results = []
     for n, c in shapes:
-        base = None
+        rounds = args.repeats * 20 if n * c < 1 << 20 else args.repeats
+        times = _subprocess(["time", f"{n}x{c}", str(rounds), *variants], args.threads, False)
+        group = []
         for variant in variants:
-            reps = args.repeats * 20 if n * c < 1 << 20 else args.repeats
-            r = _subprocess(variant, n, c, reps, args.threads)
-            results.append(r)
-            base = r if variant == "builtin" else base
+            r = {"variant": variant, "shape": [n, c], "dtype": "float32"}
+            r.update(_subprocess(["memory", variant, f"{n}x{c}"], args.threads, True))
+            if "error" in times:
+                r["error"] = times["error"]
+            elif "error" not in r:
+                r["time_s"] = statistics.median(times[variant])
+                r["times_s"] = times[variant]
+            group.append(r)
+        base = group[0]
+        for r in group:
             t, ratio, mem = _row(r, base)
-            print(f"{n}x{c} {variant:<20} {t:>10} {ratio:>7}  {mem}", flush=True)
+            print(f"{n}x{c} {r['variant']:<20} {t:>10} {ratio:>7}  {mem}", flush=True)
+        results += group
     info = machine_info(args.threads)
     for name in ("transformers", "timm"):
-        spec = importlib.util.find_spec(name)
-        if spec is not None:
+        if importlib.util.find_spec(name) is not None:
             from importlib.metadata import version
 
             info[name] = version(name)
