@@ -145,7 +145,7 @@ class DistillGrid:
 
     dataset: str = "fashion-mnist"
     teacher_epsilons: tuple[float, ...] = (0.0, 0.1)
-    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     alpha: float = 0.9
     student_width: int = 800
@@ -171,7 +171,8 @@ class DistillGrid:
         check_field("width", self.student_width)
 
 
-#: ``labelsmooth distill`` with no arguments: teachers ε 0 / 0.1, T 1 / 2 / 4 / 8, 3 seeds.
+#: ``labelsmooth distill`` with no arguments: teachers ε 0 / 0.1, T 1 / 2 / 4, 3 seeds (T = 8
+#: diverged at the fitted regime's learning rate, see docs/results.md).
 DEFAULT_DISTILL = DistillGrid()
 #: The distillation part of ``labelsmooth compare --full`` (teachers are the grid's runs).
 FULL_DISTILL = DistillGrid()
