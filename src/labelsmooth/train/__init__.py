@@ -1,9 +1,11 @@
-"""Training recipes: one run (:mod:`.trainer`), its tasks (:mod:`.task`), checkpoints
+"""Training recipes: one run (:mod:`.trainer`), its tasks (:mod:`.task` for images, :mod:`.lm`
+for the Shakespeare language model), data-parallel runs (:mod:`.distributed`), checkpoints
 (:mod:`.checkpoint`), and the baseline-versus-smoothing comparison (:mod:`.compare`, tables
 and plots in :mod:`.report`)."""
 
 from labelsmooth.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from labelsmooth.train.config import TrainConfig, config_differences
+from labelsmooth.train.lm import LanguageModel, evaluate_lm, prepare_text, run_compare_lm
 from labelsmooth.train.task import (
     ImageClassification,
     Task,
@@ -17,6 +19,7 @@ from labelsmooth.train.trainer import Recipe, TrainingInterrupted, TrainResult, 
 __all__ = [
     "CheckpointError",
     "ImageClassification",
+    "LanguageModel",
     "Recipe",
     "Task",
     "TrainConfig",
@@ -25,9 +28,12 @@ __all__ = [
     "build_model",
     "config_differences",
     "evaluate",
+    "evaluate_lm",
     "load_checkpoint",
     "predict",
     "prepare_data",
+    "prepare_text",
+    "run_compare_lm",
     "save_checkpoint",
     "train",
 ]

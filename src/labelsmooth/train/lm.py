@@ -137,8 +137,16 @@ def evaluate_lm(
     convention: str = "uniform",
     n_bins: int = 15,
     batch_size: int = 256,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, float]:
     """Test metrics of a language model (fractions, nats per token; model in eval mode).
+
+    With ``world_size > 1`` (data-parallel runs) this rank evaluates every ``world_size``-th
+    test sequence from ``rank`` on, and the sums (losses, token count, both calibration
+    meters) are all-reduced over the default process group before computing, so every rank
+    returns the metrics of the whole test set. The temperature is fitted on all validation
+    sequences on every rank (identical models, identical fit).
 
     Returns:
         ``loss_smoothed`` (the training objective at ``label_smoothing`` on the test tokens),
@@ -162,7 +170,7 @@ def evaluate_lm(
     meter_t = CalibrationMeter(data.vocab_size, n_bins=n_bins, temperature=temperature)
     smoothed = nll = 0.0
     count = 0
-    for x, y in _batches(data.test, batch_size):
+    for x, y in _batches(data.test[rank::world_size], batch_size):
         h = model(x)  # (B, T, D)
         loss, nll_sum = labelsmooth.linear_cross_entropy(
             h,
@@ -183,6 +191,14 @@ def evaluate_lm(
         nll += float(nll_sum)
         count += int(keep.sum())
     model.train(was_training)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        sums = torch.tensor([smoothed, nll, count], dtype=torch.float64)
+        dist.all_reduce(sums)
+        smoothed, nll, count = float(sums[0]), float(sums[1]), int(sums[2])
+        meter.all_reduce()
+        meter_t.all_reduce()
     m, mt = meter.compute(), meter_t.compute()
     mean_nll = nll / max(1, count)
     return {
@@ -263,7 +279,7 @@ class LanguageModel:
         )
         return loss, int((y != PAD).sum())
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, *, rank: int = 0, world_size: int = 1) -> dict[str, float]:
         return evaluate_lm(
             _unwrap(model),
             self.data,
@@ -271,6 +287,8 @@ class LanguageModel:
             convention=self.config.convention,
             n_bins=self.config.n_bins,
             batch_size=self.config.eval_batch_size,
+            rank=rank,
+            world_size=world_size,
         )
 
     def describe(self, metrics: dict[str, float]) -> str:
