@@ -247,7 +247,7 @@ def render_markdown(results: list[dict], info: dict, loads: tuple[str, str]) -> 
         "process per shape), ratio to `builtin`. Memory: peak resident "
         "set above the state before the first step (two steps; cached buffers count), as a "
         "multiple of the logits' size. Written by `python benchmarks/bench_frameworks.py "
-        "--out benchmarks/results`.",
+        f"--threads {info['threads']} --out benchmarks/results`.",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads; "
         f"torch {info['torch']}, Python {info['python']}, labelsmooth {info['labelsmooth']}, "
