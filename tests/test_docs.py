@@ -27,7 +27,13 @@ README = ROOT / "README.md"
 _PYTHON_FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 
 # A README block or module that uses one of these needs the optional dependency named.
-_OPTIONAL = {"labelsmooth.plotting": "matplotlib", "matplotlib": "matplotlib"}
+_OPTIONAL = {
+    "labelsmooth.plotting": "matplotlib",
+    "matplotlib": "matplotlib",
+    "import transformers": "transformers",
+    "labelsmooth.integrations.transformers": "transformers",
+    "lightning": "lightning",
+}
 
 _SKIP_MODULES = {"labelsmooth.cli", "labelsmooth.__main__"}
 _DOCTEST_FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
