@@ -30,7 +30,14 @@ from labelsmooth.ops import _cpu_runtime, cpu_kernel, rowmath
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import RowStats
 
-__all__ = ["FusedOptions", "begin_backward", "cross_entropy_fused", "row_statistics", "BLOCK_BYTES"]
+__all__ = [
+    "FusedOptions",
+    "Rows",
+    "begin_backward",
+    "cross_entropy_fused",
+    "row_statistics",
+    "BLOCK_BYTES",
+]
 
 #: Target size in bytes of one block of (compute-dtype) logits: fits in a core's L2 cache.
 BLOCK_BYTES = 1 << 21
@@ -50,7 +57,7 @@ class FusedOptions:
 
 
 @dataclass
-class _Rows:
+class Rows:
     """Per-row inputs of the row kernels: targets (-1 for ignored rows) and, for a gradient,
     its coefficients g_p, g_a, g_y (compute dtype); ``a`` (C,) or its constant value ``a0``."""
 
@@ -70,7 +77,7 @@ def _use_native(x: torch.Tensor) -> bool:
     )
 
 
-def row_statistics(x: torch.Tensor, rows: _Rows, grad: torch.Tensor | None) -> RowStats:
+def row_statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> RowStats:
     """Statistics of every row of ``x`` ((M, C) or (N, C, d...), contiguous) and, if ``grad``
     is given (``x``'s shape and dtype, may be ``x`` itself), the gradient written into it.
     Statistics are in the compute dtype; ignored rows get the neutral ones."""
@@ -138,7 +145,7 @@ def _blocks(x: torch.Tensor, rows_per_block: int):
 def _kernel_rows(
     xb: torch.Tensor,
     gb: torch.Tensor | None,
-    rows: _Rows,
+    rows: Rows,
     r0: int,
     r1: int,
     out: RowStats,
@@ -163,7 +170,7 @@ def _eager_block(
     xb: torch.Tensor,
     gb: torch.Tensor | None,
     buf: torch.Tensor,
-    rows: _Rows,
+    rows: Rows,
     r0: int,
     r1: int,
     out: RowStats,
@@ -247,7 +254,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
             target, weight, u, ignore_index=opt.ignore_index, eps=opt.eps,
             convention=opt.convention, reduction=opt.reduction, uniform_prior=opt.uniform_prior,
         )  # fmt: skip
-        rows = _Rows(y=plan.y, a=plan.a.to(cdt), a0=plan.a0)
+        rows = Rows(y=plan.y, a=plan.a.to(cdt), a0=plan.a0)
         need_grad = ctx.needs_input_grad[0]
         if need_grad:
             g_p, g_y, g_a = plan.grad_coefficients()
@@ -281,7 +288,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
         per_row = ctx.reduction == "none"
         if ctx.inplace:
             # scale the O(N) coefficients, then one pass writes the gradient into the logits
-            rows: _Rows = ctx.rows
+            rows: Rows = ctx.rows
             assert rows.g_p is not None and rows.g_a is not None and rows.g_y is not None
             go = grad_output.reshape(-1) if per_row else grad_output.reshape(())
             go = go.to(rows.g_p.dtype)

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from labelsmooth import _validate as V
 from labelsmooth.ops import rowmath
-from labelsmooth.ops.fused import _Rows, row_statistics
+from labelsmooth.ops.fused import Rows, row_statistics
 from labelsmooth.ops.reference import compute_dtype, cross_entropy_reference, smoothing_prior
 from labelsmooth.ops.rowmath import RowStats
 
@@ -62,6 +62,10 @@ __all__ = [
     "run",
     "linear_cross_entropy_chunked",
     "linear_cross_entropy_reference",
+    # the chunk machinery labelsmooth.parallel reuses
+    "Tokens",
+    "chunk_pass",
+    "device_row_statistics",
 ]
 
 #: Every name ``linear_cross_entropy(impl=)`` accepts.
@@ -102,7 +106,7 @@ def _triton_rows(device: torch.device) -> bool:
     return device.type == "cuda" and importlib.util.find_spec("triton") is not None
 
 
-def _row_statistics(x: torch.Tensor, rows: _Rows, grad: torch.Tensor | None) -> RowStats:
+def device_row_statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> RowStats:
     """Statistics of every row of the chunk ``x`` (k, V) and, if ``grad`` is given (may be
     ``x``), the gradient g_p·p − g_a·a − g_y·onehot(y) written into it."""
     if not _triton_rows(x.device):
@@ -111,9 +115,9 @@ def _row_statistics(x: torch.Tensor, rows: _Rows, grad: torch.Tensor | None) -> 
 
     # a constant a_k is a kernel float argument (float32): float64 takes the vector
     if rows.a0 is not None and x.dtype != torch.float64:
-        trows = T._Rows(y=rows.y, a=None, a0=rows.a0)
+        trows = T.Rows(y=rows.y, a=None, a0=rows.a0)
     else:
-        trows = T._Rows(y=rows.y, a=rows.a, a0=1.0)
+        trows = T.Rows(y=rows.y, a=rows.a, a0=1.0)
     trows.g_p, trows.g_a, trows.g_y = rows.g_p, rows.g_a, rows.g_y
     return T._forward(x, trows, grad)
 
@@ -123,7 +127,7 @@ def _row_statistics(x: torch.Tensor, rows: _Rows, grad: torch.Tensor | None) -> 
 
 
 @dataclass
-class _Tokens:
+class Tokens:
     """The counted tokens of one call: where they are, and their row plan (coefficients,
     targets, the mean's scale) from :func:`rowmath.plan_rows`, over the counted tokens only."""
 
@@ -136,7 +140,7 @@ class _Tokens:
         return int(self.plan.y.shape[0])
 
 
-def _tokens(target: torch.Tensor, u: torch.Tensor, cdt: torch.dtype, opt: LinearOptions) -> _Tokens:
+def _tokens(target: torch.Tensor, u: torch.Tensor, cdt: torch.dtype, opt: LinearOptions) -> Tokens:
     valid = target != opt.ignore_index
     idx: torch.Tensor | None = valid.nonzero().squeeze(1)  # the one host synchronization
     assert idx is not None
@@ -148,7 +152,7 @@ def _tokens(target: torch.Tensor, u: torch.Tensor, cdt: torch.dtype, opt: Linear
         y, None, u, ignore_index=opt.ignore_index, eps=opt.eps, convention=opt.convention,
         reduction=opt.reduction, uniform_prior=opt.uniform_prior,
     )  # fmt: skip
-    return _Tokens(idx, plan, plan.a.to(cdt))
+    return Tokens(idx, plan, plan.a.to(cdt))
 
 
 @dataclass
@@ -159,11 +163,11 @@ class _Pass:
     grad_bias: torch.Tensor | None
 
 
-def _chunk_pass(
+def chunk_pass(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    tok: _Tokens,
+    tok: Tokens,
     coef: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     need: tuple[bool, bool, bool],
     opt: LinearOptions,
@@ -214,11 +218,11 @@ def _chunk_pass(
             t = t_buf[:k]
             torch.div(z, opt.softcap, out=t).tanh_()  # T = tanh(Z / c), compute dtype
             torch.mul(t, opt.softcap, out=z)  # X = c·T
-        rows = _Rows(y=tok.plan.y[c0:c1], a=tok.a, a0=tok.plan.a0)
+        rows = Rows(y=tok.plan.y[c0:c1], a=tok.a, a0=tok.plan.a0)
         if with_grad:
             assert g_p is not None and g_y is not None and g_a is not None
             rows.g_p, rows.g_a, rows.g_y = g_p[c0:c1], g_a[c0:c1], g_y[c0:c1]
-        st = _row_statistics(z, rows, z if with_grad else None)  # z becomes ∂loss/∂X
+        st = device_row_statistics(z, rows, z if with_grad else None)  # z becomes ∂loss/∂X
         for whole, part in zip(stats, st):
             whole[c0:c1] = part
         if not with_grad:
@@ -241,7 +245,7 @@ def _chunk_pass(
     return _Pass(stats, grad_h, grad_w, grad_b)
 
 
-def _scatter(values: torch.Tensor, tok: _Tokens, N: int) -> torch.Tensor:
+def _scatter(values: torch.Tensor, tok: Tokens, N: int) -> torch.Tensor:
     """Per counted row (n,) -> per token (N,), exactly 0 for ignored tokens."""
     if tok.idx is None:
         return values
@@ -271,7 +275,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         coef = None
         if now:
             coef = tok.plan.grad_coefficients()
-        res = _chunk_pass(hidden, weight, bias, tok, coef, need, opt)
+        res = chunk_pass(hidden, weight, bias, tok, coef, need, opt)
 
         N = hidden.shape[0]
         out, nll = rowmath.finish(
@@ -324,13 +328,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
         # "none": the chunk loop again, each row's coefficients times its incoming gradient
         hidden, weight, bias = ctx.saved_tensors
-        tok: _Tokens = ctx.tok
+        tok: Tokens = ctx.tok
         go = grad_output.reshape(-1)
         if tok.idx is not None:
             go = go.index_select(0, tok.idx)
         go = go.to(torch.float64)
         g_p, g_y, g_a = tok.plan.grad_coefficients()  # no scale: the reduction is "none"
-        res = _chunk_pass(hidden, weight, bias, tok, (g_p * go, g_y * go, g_a * go), ctx.need, opt)
+        res = chunk_pass(hidden, weight, bias, tok, (g_p * go, g_y * go, g_a * go), ctx.need, opt)
         gw = None if res.grad_weight is None else res.grad_weight.to(weight.dtype)
         gb = None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype)
         return res.grad_hidden, gw, gb, None, None, None

@@ -31,7 +31,7 @@ from labelsmooth.ops.fused import FusedOptions, begin_backward
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import RowStats
 
-__all__ = ["cross_entropy_triton", "MAX_BLOCK", "NUM_WARPS"]
+__all__ = ["cross_entropy_triton", "Rows", "MAX_BLOCK", "NUM_WARPS"]
 
 #: Classes per block of the streaming loop (a power of two; smaller rows use one block of
 #: their own size rounded up); None: 8192 for 4-byte logits and 4096 for 2-byte ones, with 8
@@ -44,7 +44,7 @@ NUM_WARPS: int | None = None
 
 
 @dataclass
-class _Rows:
+class Rows:
     """Per-row kernel inputs, all on the logits' device: targets (-1 where ignored), a (C,)
     in the compute dtype or a0 (the same a_k for every class), gradient coefficients."""
 
@@ -92,7 +92,7 @@ def _next_power_of_2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
-def _forward(x: torch.Tensor, rows: _Rows, grad: torch.Tensor | None) -> RowStats:
+def _forward(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> RowStats:
     """Statistics of every row of ``x`` (compute dtype; neutral for ignored rows) and, if
     ``grad`` is given (x's shape and dtype), the gradient written into it."""
     k, M, C, D, launch = _launch_setup(x)
@@ -116,7 +116,7 @@ def _forward(x: torch.Tensor, rows: _Rows, grad: torch.Tensor | None) -> RowStat
 def _gradient(
     x: torch.Tensor,
     grad: torch.Tensor,
-    rows: _Rows,
+    rows: Rows,
     stats: RowStats,
     go: torch.Tensor,
     per_row: bool,
@@ -171,9 +171,9 @@ class _TritonCrossEntropy(torch.autograd.Function):
         # a_k = w_k u_k; the constant 1/C (a Python float, no vector) when every row shares it
         # (float64 logits always take the vector: a kernel float argument is float32)
         if plan.a0 is not None and cdt != torch.float64:
-            rows = _Rows(y=plan.y, a=None, a0=plan.a0)
+            rows = Rows(y=plan.y, a=None, a0=plan.a0)
         else:
-            rows = _Rows(y=plan.y, a=plan.a.to(cdt), a0=1.0)
+            rows = Rows(y=plan.y, a=plan.a.to(cdt), a0=1.0)
 
         need_grad = ctx.needs_input_grad[0]
         if need_grad:

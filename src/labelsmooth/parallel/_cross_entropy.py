@@ -2,7 +2,7 @@
 
 Forward, per rank (N rows, V_local classes, W ranks):
 
-1. the row kernel of the fused path (:func:`labelsmooth.ops.linear._row_statistics`: the C
+1. the row kernel of the fused path (:func:`labelsmooth.ops.linear.device_row_statistics`: the C
    kernel on CPU, Triton on CUDA when installed, eager blocks otherwise) reads the local
    logits once: m_r, s_r, d_y,r, S_r relative to the slice's max;
 2. :func:`labelsmooth.parallel._exchange.exchange`: all-reduce MAX, rebase, all-reduce SUM;
@@ -23,8 +23,8 @@ import torch.distributed as dist
 
 from labelsmooth import _validate as V
 from labelsmooth.ops import _cpu_runtime, rowmath
-from labelsmooth.ops.fused import _Rows
-from labelsmooth.ops.linear import _row_statistics
+from labelsmooth.ops.fused import Rows
+from labelsmooth.ops.linear import device_row_statistics
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import RowStats
 from labelsmooth.parallel import _exchange as X
@@ -107,7 +107,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             assert st.vrange is not None
             _, owner, y_loc = X.local_targets(target, st.vrange, opt.ignore_index)
             a, a0, A_r = local_a(st, width, cdt, x.device)
-            local = _row_statistics(x, _Rows(y=y_loc, a=a, a0=a0), None)  # pass 1
+            local = device_row_statistics(x, Rows(y=y_loc, a=a, a0=a0), None)  # pass 1
         else:  # every rank raises in the exchange
             local, A_r = neutral(N, cdt, x.device), 0.0
         ex = X.exchange(st, local, target, A_r, opt)
@@ -119,11 +119,11 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         if need_grad:
             y2, g_p, g_y, g_a = X.grad_rows(ex, y_loc, owner, local.s)
             a2 = ex.plan.a[ex.start : ex.stop].to(cdt)
-            rows = _Rows(
+            rows = Rows(
                 y=y2, a=a2, a0=ex.plan.a0, g_p=g_p.to(cdt), g_a=g_a.to(cdt), g_y=g_y.to(cdt)
             )
             grad = _cpu_runtime.empty_like_gradient(x)
-            _row_statistics(x, rows, grad)  # pass 2: the gradient of the local slice
+            device_row_statistics(x, rows, grad)  # pass 2: the gradient of the local slice
             ctx.save_for_backward(grad)
         return out.to(x.dtype)
 

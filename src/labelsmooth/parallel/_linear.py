@@ -2,7 +2,7 @@
 
 Each rank holds the rows [start, stop) of the output projection (``local_weight`` (V_local,
 H), Megatron's column-parallel layout) and the same hidden states (N, H). The chunk loop of
-:mod:`labelsmooth.ops.linear` (``_chunk_pass``) runs twice over this rank's slice, never
+:mod:`labelsmooth.ops.linear` (``chunk_pass``) runs twice over this rank's slice, never
 holding more than ``chunk_size × V_local`` logits:
 
 1. statistics only: per chunk Z = h Wᵀ + b (softcap), the row kernel's m_r, s_r, d_y,r, S_r;
@@ -43,11 +43,11 @@ _NO_COEF = RowCoefficients(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # the chunk loop reads
 
 def _tokens(
     idx: torch.Tensor | None, y: torch.Tensor, a: torch.Tensor, a0: float | None
-) -> L._Tokens:
+) -> L.Tokens:
     """The chunk loop's view of the counted tokens: positions, kernel targets (n,), a."""
     valid = torch.ones_like(y, dtype=torch.bool)
     plan = rowmath.RowPlan(valid, y, _NO_COEF, None, a, a0)
-    return L._Tokens(idx, plan, a)
+    return L.Tokens(idx, plan, a)
 
 
 def _pick(v: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
@@ -85,7 +85,7 @@ class _VocabParallelLinear(torch.autograd.Function):
                 idx = None
             a, a0, A_r = local_a(st, width, cdt, dev)
             tok = _tokens(idx, _pick(y_loc, idx), a, a0)
-            res = L._chunk_pass(hidden, weight, bias, tok, None, (False,) * 3, lopt)  # pass 1
+            res = L.chunk_pass(hidden, weight, bias, tok, None, (False,) * 3, lopt)  # pass 1
             local = neutral(N, cdt, dev)
             for whole, part in zip(local, res.stats):
                 if idx is None:
@@ -108,7 +108,7 @@ class _VocabParallelLinear(torch.autograd.Function):
             tok2 = _tokens(idx, _pick(y2, idx), a2, ex.plan.a0)
             coef = (_pick(g_p, idx), _pick(g_y, idx), _pick(g_a, idx))
             if opt.reduction != "none":  # pass 2 now; backward only scales
-                res2 = L._chunk_pass(hidden, weight, bias, tok2, coef, need, lopt)
+                res2 = L.chunk_pass(hidden, weight, bias, tok2, coef, need, lopt)
                 ctx.grads = [
                     res2.grad_hidden,
                     None if res2.grad_weight is None else res2.grad_weight.to(weight.dtype),
@@ -145,10 +145,10 @@ class _VocabParallelLinear(torch.autograd.Function):
             gh, gw, gb = grads
         else:
             hidden, weight, bias = ctx.saved_tensors
-            tok: L._Tokens = ctx.tok
+            tok: L.Tokens = ctx.tok
             go = _pick(grad_output.reshape(-1), tok.idx).to(torch.float64)
             g_p, g_y, g_a = ctx.coef
-            res = L._chunk_pass(
+            res = L.chunk_pass(
                 hidden, weight, bias, tok, (g_p * go, g_y * go, g_a * go), ctx.need, ctx.lopt
             )
             gh = res.grad_hidden
