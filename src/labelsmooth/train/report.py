@@ -394,7 +394,9 @@ def _first_seed_plots(
     smoothed = [r for r in first if r["label_smoothing"] > 0]
     if not smoothed:
         return
-    pick = min(smoothed, key=lambda r: (abs(r["label_smoothing"] - 0.1), r["convention"]))
+    pick = min(
+        smoothed, key=lambda r: (abs(r["label_smoothing"] - 0.1), r["convention"] != "uniform")
+    )
     cls = [c for c in classes if c < data.num_classes]
     if len(cls) < 3:
         cls = list(range(min(3, data.num_classes)))
@@ -423,7 +425,7 @@ def _first_seed_plots(
                 weight,
                 cls,
                 class_names=[data.class_names[c] for c in cls],
-                title=f"{_pretty(dataset)} ({_regime(r)}), penultimate layer, {name}",
+                title=f"{_pretty(dataset)} ({_regime(r)}): penultimate layer\n{name}",
                 path=plot_dir / f"{stem}-penultimate-{tag}.png",
             )
 
