@@ -7,6 +7,7 @@ from labelsmooth.train.checkpoint import CheckpointError, load_checkpoint, save_
 from labelsmooth.train.config import TrainConfig, config_differences
 from labelsmooth.train.lm import LanguageModel, evaluate_lm, prepare_text, run_compare_lm
 from labelsmooth.train.task import (
+    Distillation,
     ImageClassification,
     Task,
     build_model,
@@ -18,6 +19,7 @@ from labelsmooth.train.trainer import Recipe, TrainingInterrupted, TrainResult, 
 
 __all__ = [
     "CheckpointError",
+    "Distillation",
     "ImageClassification",
     "LanguageModel",
     "Recipe",
