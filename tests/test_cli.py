@@ -425,3 +425,11 @@ def test_train_task_lm_runs_on_the_cached_corpus(monkeypatch, tmp_path, capsys):
     assert summary["completed"] is True and summary["metrics"]["perplexity"] > 1
     result = json.loads((tmp_path / "lm" / "result.json").read_text())
     assert result["config"]["task"] == "lm" and result["config"]["model"] == "transformer"
+
+
+def test_compare_lm_refuses_the_image_regime(capsys):
+    """--regime belongs to the image task: refused in one line before any work."""
+    assert main(["compare", "--task", "lm", "--regime", "short"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("labelsmooth: error: argument --regime: an image-task setting")

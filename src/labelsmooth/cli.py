@@ -485,14 +485,15 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             repeated = [v for i, v in enumerate(values or []) if v in values[:i]]
             if repeated:
                 parser.error(f"argument {flag}: {repeated[0]!r} is given more than once")
-    if args.command in ("compare", "distill"):
+    if args.command in ("train", "compare"):
+        _check_task(parser, args)
+    if args.command == "distill" or (args.command == "compare" and args.task != "lm"):
         _check_regime_options(parser, args)
     if args.command == "distill":
         why = _unwritable(args.out)
         if why is not None:
             parser.error(f"argument --out: {why}")
     if args.command in ("train", "compare"):
-        _check_task(parser, args)
         why = _unwritable(args.out)
         if why is not None:
             parser.error(f"argument --out: {why}")
@@ -518,6 +519,8 @@ def _check_task(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"argument --heads: {args.heads} does not divide --d-model {args.d_model}")
     if lm and args.command == "compare" and getattr(args, "full", False):
         parser.error("argument --full: the image reproduction; drop it with --task lm")
+    if lm and args.command == "compare" and getattr(args, "regime", None) is not None:
+        parser.error("argument --regime: an image-task setting; drop it with --task lm")
 
 
 def _check_torchrun(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
