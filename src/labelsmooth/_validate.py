@@ -17,6 +17,8 @@ __all__ = [
     "REDUCTIONS",
     "FLOAT_DTYPES",
     "check_label_smoothing",
+    "check_loss_options",
+    "check_flags",
     "check_choice",
     "check_input",
     "check_target",
@@ -37,6 +39,26 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {name}={value!r}")
     return value
+
+
+def check_flags(**flags: object) -> None:
+    """Every keyword must be a bool (``TypeError`` naming the first that is not)."""
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be a bool, got {flag}={value!r}")
+
+
+def check_loss_options(
+    label_smoothing: float, reduction: str, convention: str, ignore_index: int
+) -> float:
+    """The options every loss shares: ε in [0, 1] (returned as a float), a known reduction and
+    convention, an int ``ignore_index``."""
+    eps = check_label_smoothing(label_smoothing)
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("convention", convention, CONVENTIONS)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
+    return eps
 
 
 def check_label_smoothing(label_smoothing: float) -> float:

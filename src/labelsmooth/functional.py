@@ -216,15 +216,9 @@ def _prepare(
 ) -> _Call:
     """Validate the arguments once and resolve the implementation."""
     V.check_input(input)
-    eps = V.check_label_smoothing(label_smoothing)
-    V.check_choice("reduction", reduction, V.REDUCTIONS)
-    V.check_choice("convention", convention, V.CONVENTIONS)
+    eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
     V.check_choice("impl", impl, _dispatch.IMPLS)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
-    for flag, value in (("kl", kl), ("inplace_backward", inplace_backward)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{flag} must be a bool, got {flag}={value!r}")
+    V.check_flags(kl=kl, inplace_backward=inplace_backward)
     soft = V.check_target(input, target, ignore_index, soft_needs_distribution=kl)
     if soft and convention != "uniform":
         raise ValueError(

@@ -111,11 +111,8 @@ class LabelSmoothingLoss:
         self.label_smoothing = V.check_label_smoothing(label_smoothing)
         self.task = V.check_choice("task", task, TASKS)
         self.convention = V.check_choice("convention", convention, V.CONVENTIONS)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
-        for flag, value in (("track_nll", track_nll), ("validate_args", validate_args)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be a bool, got {flag}={value!r}")
+        V.check_loss_options(label_smoothing, "mean", convention, ignore_index)
+        V.check_flags(track_nll=track_nll, validate_args=validate_args)
         self.prior = prior
         self.class_mask = class_mask
         self.ignore_index = ignore_index

@@ -499,15 +499,9 @@ def prepare(
             f"target must be on hidden's device, got target.device={target.device} and "
             f"hidden.device={hidden.device}"
         )
-    eps = V.check_label_smoothing(label_smoothing)
-    V.check_choice("reduction", reduction, V.REDUCTIONS)
-    V.check_choice("convention", convention, V.CONVENTIONS)
+    eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
     V.check_choice("impl", impl, LINEAR_IMPLS)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
-    for flag, value in (("kl", kl), ("return_nll", return_nll), ("validate_args", validate_args)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{flag} must be a bool, got {flag}={value!r}")
+    V.check_flags(kl=kl, return_nll=return_nll, validate_args=validate_args)
     if softcap is not None:
         if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
             raise TypeError(f"softcap must be a positive float or None, got softcap={softcap!r}")

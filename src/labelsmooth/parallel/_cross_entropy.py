@@ -62,14 +62,8 @@ def check_common(
     device: torch.device,
 ) -> X.Options:
     """The option checks both losses share (errors name the argument and its value)."""
-    eps = V.check_label_smoothing(label_smoothing)
-    V.check_choice("reduction", reduction, V.REDUCTIONS)
-    V.check_choice("convention", convention, V.CONVENTIONS)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
-    for flag, value in (("kl", kl), ("validate_args", validate_args)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{flag} must be a bool, got {flag}={value!r}")
+    eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
+    V.check_flags(kl=kl, validate_args=validate_args)
     check_full_vector("prior", prior, device, "float")
     check_full_vector("class_mask", class_mask, device, "bool")
     return X.Options(ignore_index, reduction, eps, convention, kl, validate_args)
