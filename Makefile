@@ -46,10 +46,10 @@ test-all: lint
 	$(PY) -m pytest -q tests
 
 bench: install
-	$(PY) -m labelsmooth.cli bench --out benchmarks/results
+	$(PY) -m labelsmooth.experiment.cli bench --out benchmarks/results
 
 demo: install
-	$(PY) -m labelsmooth.cli compare
+	$(PY) -m labelsmooth.experiment.cli compare
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Label-smoothed cross-entropy: time and peak memory of every variant against the built-in.
 
-The benchmark itself lives in the package (``labelsmooth.benchmark``) so that the installed
+The benchmark itself lives in the package (``labelsmooth.experiment.bench``) so that the installed
 ``labelsmooth bench`` command runs it too; this script is the same entry point from a
 checkout. By default the results go to a new folder ``./labelsmooth-bench/<UTC date-time>/``
 (cpu.md, cpu.json, cpu.png); ``--out benchmarks/results`` regenerates the committed tables
@@ -11,7 +11,7 @@ Run: python benchmarks/bench_cross_entropy.py [--quick] [--shapes 8192x32000 ...
 
 import sys
 
-from labelsmooth.benchmark import main
+from labelsmooth.experiment.bench import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -20,7 +20,7 @@ class-index targets, float32 on CPU, at 8192×32000 (a language-model batch) and
 * ``materialized``: a dense smoothed target + soft-target ``F.cross_entropy`` (most
   hand-written ports).
 
-Measurement, with the machinery of ``labelsmooth.benchmark`` (its step builder for the
+Measurement, with the machinery of ``labelsmooth.experiment.bench`` (its step builder for the
 built-in, labelsmooth and materialized rows, its resident-set probes, its machine record).
 Memory: each (variant, shape) in a fresh subprocess in which glibc returns every block of
 1 MiB or more to the system (so the resident set follows live memory); the code paths are
@@ -55,7 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 # the cross-entropy benchmark's step builder, resident-set probes and machine record
-from labelsmooth.benchmark import _make_step, _reset_peak, _rss_kib, machine_info
+from labelsmooth.experiment.bench import _make_step, _reset_peak, _rss_kib, machine_info
 
 EPS = 0.1
 SHAPES = [(8192, 32000), (256, 1000)]
@@ -69,7 +69,7 @@ VARIANTS = {
     "timm": "timm LabelSmoothingCrossEntropy(smoothing=0.1)",
     "materialized": "dense smoothed target + soft-target F.cross_entropy",
 }
-#: the variants whose step is labelsmooth.benchmark's own (its variant names)
+#: the variants whose step is labelsmooth.experiment.bench's own (its variant names)
 _SHARED = {
     "builtin": "builtin",
     "labelsmooth-auto": "auto",
@@ -221,7 +221,7 @@ def _subprocess(args: list[str], threads: int, memory: bool) -> dict:
     cmd = [sys.executable, __file__, "--threads", str(threads), "--one", *args]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if memory:
-        env["MALLOC_MMAP_THRESHOLD_"] = "1048576"  # as labelsmooth.benchmark does
+        env["MALLOC_MMAP_THRESHOLD_"] = "1048576"  # as labelsmooth.experiment.bench does
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         return {"error": proc.stderr[-600:]}
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     loads = (load_before, _loadavg())
     info["loadavg_before_after"] = list(loads)
 
-    from labelsmooth.train._files import write_json, write_text
+    from labelsmooth.experiment.train._files import write_json, write_text
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "frameworks.json", {"machine": info, "results": results})

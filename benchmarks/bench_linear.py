@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # the resident-set probes of the cross-entropy benchmark (Linux /proc), not a second copy
-from labelsmooth.benchmark import _reset_peak, _rss_kib
+from labelsmooth.experiment.bench import _reset_peak, _rss_kib
 
 EPS = 0.1
 SHAPES = [(2048, 512, 128256), (4096, 1024, 32000)]

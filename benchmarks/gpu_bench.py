@@ -411,7 +411,7 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     clock = _Clock(args.device)
     peak, peak_src = _peak_bandwidth(args) if clock.cuda else (None, "not a GPU run")
-    from labelsmooth.ops import triton as ls_triton
+    from labelsmooth.ops.triton import launch as ls_triton
 
     default_cfg = (ls_triton.MAX_BLOCK, ls_triton.NUM_WARPS)
     result: dict[str, Any] = {

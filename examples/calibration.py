@@ -25,7 +25,7 @@ print(
 )
 
 if len(sys.argv) > 1:
-    from labelsmooth.plotting import reliability_diagram
+    from labelsmooth.experiment.plotting import reliability_diagram
 
     reliability_diagram(torch.softmax(overconfident[test], 1), target[test], path=sys.argv[1])
     print(f"wrote {sys.argv[1]}")

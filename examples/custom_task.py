@@ -1,6 +1,6 @@
 """A task of your own through the training recipe: a tiny bigram language model.
 
-The recipe (labelsmooth.train.train) owns the optimiser, schedule, seeds, checkpoints and
+The recipe (labelsmooth.experiment.train.train) owns the optimiser, schedule, seeds, checkpoints and
 Ctrl-C; a task supplies data, model, loss and metrics. Here: predict the next character of a
 repeated sentence with label-smoothed cross-entropy, checkpointed in a folder and resumed.
 
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import labelsmooth
-from labelsmooth.train import TrainConfig, train
+from labelsmooth.experiment.train import TrainConfig, train
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 

@@ -92,7 +92,7 @@ def _no_internet():
 
 def _write_synthetic_idx(directory, n_train, n_test, classes=5, seed=0):
     """28x28 noisy stripe images; the stripes' orientation (or a checkerboard) is the class."""
-    from labelsmooth.data import write_idx_dir
+    from labelsmooth.experiment.data import write_idx_dir
 
     rng = np.random.default_rng(seed)
     i, j = np.mgrid[0:28, 0:28]

@@ -2,7 +2,8 @@
 
 README blocks are executed as-is, each in a fresh namespace with the working directory set to a
 temporary folder. Doctests run with NORMALIZE_WHITESPACE | ELLIPSIS, one test per module of the
-``labelsmooth`` package (``labelsmooth.cli`` and ``labelsmooth.__main__`` are left out: they are
+``labelsmooth`` package (``labelsmooth.experiment.cli`` and ``labelsmooth.__main__`` are left out:
+they are
 command-line entry points). A module that cannot be imported because an optional third-party
 dependency is missing is skipped; any other import error fails.
 """
@@ -28,14 +29,14 @@ _PYTHON_FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re
 
 # A README block or module that uses one of these needs the optional dependency named.
 _OPTIONAL = {
-    "labelsmooth.plotting": "matplotlib",
+    "labelsmooth.experiment.plotting": "matplotlib",
     "matplotlib": "matplotlib",
     "import transformers": "transformers",
     "labelsmooth.integrations.transformers": "transformers",
     "lightning": "lightning",
 }
 
-_SKIP_MODULES = {"labelsmooth.cli", "labelsmooth.__main__"}
+_SKIP_MODULES = {"labelsmooth.experiment.cli", "labelsmooth.__main__"}
 _DOCTEST_FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 

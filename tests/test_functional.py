@@ -175,7 +175,7 @@ def test_auto_choice():
 
 def test_auto_prefers_fused_sooner_with_the_native_kernel():
     from labelsmooth._dispatch import AUTO_TORCH_MAX_NUMEL_NATIVE
-    from labelsmooth.ops.cpu_kernel import native_unavailable
+    from labelsmooth.ops.cpu.kernel import native_unavailable
 
     mid = torch.zeros(2, AUTO_TORCH_MAX_NUMEL_NATIVE // 2 + 1)  # between the two limits
     y = torch.zeros(2, dtype=torch.long)

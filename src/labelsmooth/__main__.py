@@ -1,5 +1,5 @@
 """``python -m labelsmooth``: the same as the ``labelsmooth`` command."""
 
-from labelsmooth.cli import main
+from labelsmooth.experiment.cli import main
 
 raise SystemExit(main())

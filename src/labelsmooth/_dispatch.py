@@ -118,13 +118,13 @@ def _load_fused() -> Callable[..., Any]:
 
 
 def _load_triton() -> Callable[..., Any]:
-    from labelsmooth.ops.triton import cross_entropy_triton
+    from labelsmooth.ops.triton.launch import cross_entropy_triton
 
     return cross_entropy_triton
 
 
 def _load_torch() -> Callable[..., Any]:
-    from labelsmooth.ops.builtin import cross_entropy_builtin
+    from labelsmooth.ops.pytorch_kernel import cross_entropy_builtin
 
     return cross_entropy_builtin
 
@@ -179,7 +179,7 @@ AUTO_TORCH_MAX_NUMEL_NATIVE = 1 << 16
 
 def _cpu_torch_limit(spec: Spec) -> int:
     if spec.dtype == torch.float32:
-        from labelsmooth.ops.cpu_kernel import native_unavailable
+        from labelsmooth.ops.cpu.kernel import native_unavailable
 
         if native_unavailable(torch.device("cpu")) is None:
             return AUTO_TORCH_MAX_NUMEL_NATIVE

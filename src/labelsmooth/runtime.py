@@ -19,7 +19,7 @@ Everything that outlives a single call lives here, behind a small documented API
   =====================  ==============================  ====================================
 
 * :func:`empty_cache` and :func:`cached_bytes` — the gradient buffer cache, which behaves like
-  a caching allocator holding at most one buffer (see :mod:`labelsmooth.ops._cpu_runtime`).
+  a caching allocator holding at most one buffer (see :mod:`labelsmooth.ops.cpu.runtime`).
 
 Example:
     >>> import labelsmooth
@@ -105,13 +105,13 @@ def empty_cache() -> None:
 
     The memory returns to the system once no tensor still uses the buffer.
     """
-    from labelsmooth.ops import _cpu_runtime
+    from labelsmooth.ops.cpu import runtime as _cpu_runtime
 
     _cpu_runtime.empty_cache()
 
 
 def cached_bytes() -> int:
     """Bytes held by the gradient buffer cache right now (0 after :func:`empty_cache`)."""
-    from labelsmooth.ops import _cpu_runtime
+    from labelsmooth.ops.cpu import runtime as _cpu_runtime
 
     return _cpu_runtime.cached_bytes()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth
-from labelsmooth.ops import cpu_kernel
+from labelsmooth.ops.cpu import kernel as cpu_kernel
 
 INF, NAN = float("inf"), float("nan")
 

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth
-from labelsmooth.ops import _cpu_runtime, cpu_kernel, fused
+from labelsmooth.ops import fused
+from labelsmooth.ops.cpu import kernel as cpu_kernel
+from labelsmooth.ops.cpu import runtime as _cpu_runtime
 
 CONVENTIONS = ["uniform", "others", "unnormalized"]
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth
-from labelsmooth.ops import cpu_kernel
 from labelsmooth.ops import linear as L
+from labelsmooth.ops.cpu import kernel as cpu_kernel
 
 CONVENTIONS = ["uniform", "others", "unnormalized"]
 H, V = 24, 101  # V prime: never a multiple of anything
@@ -343,7 +343,7 @@ def test_triton_row_kernel(dtype, monkeypatch):
     """The chunk rows by the Triton kernel (the CUDA path; on CPU under the interpreter):
     a constant a_k (uniform prior) and a vector one (prior and class mask)."""
     pytest.importorskip("triton")
-    from labelsmooth.ops import _triton_kernels
+    from labelsmooth.ops.triton import kernels as _triton_kernels
 
     if _triton_kernels.INTERPRETED == CUDA:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set")

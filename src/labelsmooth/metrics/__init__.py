@@ -2,7 +2,7 @@
 and cluster tightness.
 
 Functions take probabilities (N, C) unless their name says logits; everything is computed in
-float64. Plots live in :mod:`labelsmooth.plotting` (needs the ``plot`` extra).
+float64. Plots live in :mod:`labelsmooth.experiment.plotting` (needs the ``plot`` extra).
 """
 
 from labelsmooth.metrics._functional import (

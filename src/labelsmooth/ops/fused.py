@@ -13,9 +13,9 @@ their version counter: every use of the logits after the loss reads the logits, 
 whose backward would run after this one (it saved the logits earlier) raises instead of
 reading the gradient. Extra memory is O(N); the price is a second read of the logits.
 
-Rows are done by the C kernel (:mod:`labelsmooth.ops.cpu_kernel`) for CPU float32, bfloat16
+Rows are done by the C kernel (:mod:`labelsmooth.ops.cpu.kernel`) for CPU float32, bfloat16
 and (through a float32 block buffer) float16 and N-D inputs, shared out to a pool of Python
-threads (:mod:`labelsmooth.ops._cpu_runtime`); otherwise (other devices, float64, the kernel
+threads (:mod:`labelsmooth.ops.cpu.runtime`); otherwise (other devices, float64, the kernel
 unavailable or switched off) by a handful of eager torch ops per block in the calling thread.
 """
 
@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 
-from labelsmooth.ops import _cpu_runtime, cpu_kernel, rowmath
+from labelsmooth.ops import rowmath
+from labelsmooth.ops.cpu import kernel as cpu_kernel
+from labelsmooth.ops.cpu import runtime as _cpu_runtime
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import RowStats
 

@@ -100,7 +100,7 @@ class LinearOptions:
 
 
 def _triton_rows(device: torch.device) -> bool:
-    """CUDA chunks go to the Triton row kernel (:mod:`labelsmooth.ops.triton`) when triton is
+    """CUDA chunks go to the Triton row kernel (:mod:`labelsmooth.ops.triton.launch`) when triton is
     installed; everything else to :func:`labelsmooth.ops.fused.row_statistics` (the C kernel
     on CPU, eager torch blocks elsewhere)."""
     return device.type == "cuda" and importlib.util.find_spec("triton") is not None
@@ -111,7 +111,7 @@ def device_row_statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None
     ``x``), the gradient g_p·p − g_a·a − g_y·onehot(y) written into it."""
     if not _triton_rows(x.device):
         return row_statistics(x, rows, grad)
-    from labelsmooth.ops import triton as T
+    from labelsmooth.ops.triton import launch as T
 
     # a constant a_k is a kernel float argument (float32): float64 takes the vector
     if rows.a0 is not None and x.dtype != torch.float64:

@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 
 from labelsmooth import _validate as V
-from labelsmooth.ops import _cpu_runtime, rowmath
+from labelsmooth.ops import rowmath
+from labelsmooth.ops.cpu import runtime as _cpu_runtime
 from labelsmooth.ops.fused import Rows
 from labelsmooth.ops.linear import device_row_statistics
 from labelsmooth.ops.reference import compute_dtype

@@ -1,0 +1,228 @@
+"""What determines a training run: :class:`TrainConfig`, its value rules, and the "same run?" rule.
+
+The rules in :data:`FIELD_RULES` are the only statement of which values a field accepts: the
+dataclass checks them on construction and the ``labelsmooth`` command uses the same rules for
+its argparse ``type=`` functions, so the command refuses exactly what the library refuses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from labelsmooth._validate import CONVENTIONS
+from labelsmooth.experiment.data.text import TEXT_DATASETS
+
+__all__ = [
+    "TrainConfig",
+    "FieldRule",
+    "FIELD_RULES",
+    "MODELS",
+    "TASKS",
+    "LM_MODELS",
+    "RESUME_FREE_FIELDS",
+    "check_field",
+    "config_differences",
+]
+
+MODELS = ("resnet", "mlp", "transformer")
+#: What is learned: image classification or a character-level language model.
+TASKS = ("image", "lm")
+#: The models of ``task="lm"`` (every other model is an image model).
+LM_MODELS = ("transformer",)
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """Which values a field accepts: ``ok(value)``, described as ``text`` ("an integer >= 1")."""
+
+    text: str
+    ok: Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and not math.isnan(v)
+
+
+def _int_at_least(low: int, note: str = "") -> FieldRule:
+    return FieldRule(f"an integer >= {low}{note}", lambda v: _is_int(v) and v >= low)
+
+
+def _optional(rule: FieldRule, meaning: str) -> FieldRule:
+    return FieldRule(f"{rule.text} or None ({meaning})", lambda v: v is None or rule.ok(v))
+
+
+_FINITE_NON_NEGATIVE = FieldRule(
+    "a finite number >= 0", lambda v: _is_real(v) and math.isfinite(v) and v >= 0
+)
+_UNIT_INTERVAL_OPEN = FieldRule("a number in [0, 1)", lambda v: _is_real(v) and 0 <= v < 1)
+
+#: field name -> the values it accepts (every field of :class:`TrainConfig` has one).
+FIELD_RULES: dict[str, FieldRule] = {
+    "dataset": FieldRule("a non-empty string", lambda v: isinstance(v, str) and v != ""),
+    "model": FieldRule(f"one of {', '.join(MODELS)}", lambda v: v in MODELS),
+    "depth": FieldRule(
+        "an integer 6n+2 >= 8 (8, 14, 20, ...)",
+        lambda v: _is_int(v) and v >= 8 and (v - 2) % 6 == 0,
+    ),
+    "width": _int_at_least(1),
+    "label_smoothing": _UNIT_INTERVAL_OPEN,
+    "convention": FieldRule(f"one of {', '.join(CONVENTIONS)}", lambda v: v in CONVENTIONS),
+    "epochs": _int_at_least(1),
+    "batch_size": _int_at_least(1),
+    "lr": FieldRule("a finite number > 0", lambda v: _is_real(v) and math.isfinite(v) and v > 0),
+    "momentum": _UNIT_INTERVAL_OPEN,
+    "weight_decay": _FINITE_NON_NEGATIVE,
+    "warmup_epochs": _FINITE_NON_NEGATIVE,
+    "seed": _int_at_least(0),
+    "train_size": _optional(_int_at_least(1), "the whole training split"),
+    "val_size": _int_at_least(0, " (0: no validation split)"),
+    "data_seed": _int_at_least(0),
+    "augment_pad": _int_at_least(0),
+    "hflip": FieldRule("True, False or None", lambda v: v is None or isinstance(v, bool)),
+    "eval_batch_size": _int_at_least(1),
+    "num_threads": _int_at_least(1),
+    "n_bins": _int_at_least(1),
+    "data_dir": FieldRule("a path string or None", lambda v: v is None or isinstance(v, str)),
+    "epochs_stop": _optional(_int_at_least(1), "run every epoch"),
+    "task": FieldRule(f"one of {', '.join(TASKS)}", lambda v: v in TASKS),
+    "seq_len": _int_at_least(1),
+    "d_model": _int_at_least(1),
+    "n_layers": _int_at_least(1),
+    "n_heads": _int_at_least(1),
+}
+
+
+def check_field(name: str, value: Any) -> None:
+    """Raise ``ValueError("<name> must be <rule>, got <name>=<value>")`` if ``value`` is refused."""
+    rule = FIELD_RULES[name]
+    if not rule.ok(value):
+        raise ValueError(f"{name} must be {rule.text}, got {name}={value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (stored in checkpoints and results).
+
+    Every field is checked on construction against :data:`FIELD_RULES` (``ValueError`` naming
+    the field and the value).
+
+    Attributes:
+        dataset: ``"fashion-mnist"``, ``"mnist"``, ``"idx:DIR"`` or ``"npz:FILE"``.
+        model: Model family: ``"resnet"`` (CIFAR-style ResNet) or ``"mlp"`` (two hidden
+            ReLU layers of ``width`` units, :class:`labelsmooth.experiment.models.MLP`).
+        depth: ResNet depth ``6n + 2`` (8, 14, 20, ...); not used by ``"mlp"``.
+        width: Channels of the first ResNet stage (``(w, 2w, 4w)``), or the MLP's hidden
+            units, >= 1.
+        label_smoothing: ``eps`` in ``[0, 1)``.
+        convention: ``"uniform"``, ``"others"`` or ``"unnormalized"``.
+        epochs: Number of epochs, >= 1.
+        batch_size: Training batch size, >= 1.
+        lr: Peak learning rate (after warm-up, finite, > 0), cosine-annealed to 0 over all steps.
+        momentum: SGD momentum (Nesterov when > 0), in ``[0, 1)``.
+        weight_decay: L2 weight decay, >= 0.
+        warmup_epochs: Linear warm-up length in epochs (may be fractional), >= 0.
+        seed: Seed of initialisation, data order and augmentation, >= 0.
+        train_size: Stratified training subset size, >= 1 (``None``: all).
+        val_size: Held-out validation examples (carved from the training set if the source
+            has no validation split); 0: none carved (a source's own validation split, as
+            MNIST's, is kept whole).
+        data_seed: Seed of the subset and validation choice (the same for every run).
+        augment_pad: Random-crop padding in pixels (0: no crop).
+        hflip: Horizontal flips (``None``: the dataset's default: Fashion-MNIST yes, MNIST no).
+        eval_batch_size: Batch size for evaluation.
+        num_threads: Torch intra-op threads during training (fixed for determinism).
+        n_bins: ECE bins.
+        data_dir: Cache root for built-in datasets.
+        epochs_stop: Stop (with a checkpoint) after this many epochs; ``None``: run all.
+        task: ``"image"`` (the datasets above) or ``"lm"`` (``dataset="shakespeare"``,
+            ``model="transformer"``; then ``batch_size``, ``train_size``, ``val_size`` and
+            ``eval_batch_size`` count sequences, ``val_size`` those used to fit T, and
+            depth, width, augment_pad and hflip are unused).
+        seq_len: Language model: context length (tokens per sequence).
+        d_model: Language model: width.
+        n_layers: Language model: Transformer blocks.
+        n_heads: Language model: attention heads (dividing ``d_model``).
+    """
+
+    dataset: str = "fashion-mnist"
+    model: str = "resnet"
+    depth: int = 14
+    width: int = 8
+    label_smoothing: float = 0.0
+    convention: str = "uniform"
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.5
+    seed: int = 0
+    train_size: int | None = 10_000
+    val_size: int = 5_000
+    data_seed: int = 0
+    augment_pad: int = 2
+    hflip: bool | None = None
+    eval_batch_size: int = 1000
+    num_threads: int = 2
+    n_bins: int = 15
+    data_dir: str | None = None
+    epochs_stop: int | None = None
+    task: str = "image"
+    seq_len: int = 128
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check_field(f.name, getattr(self, f.name))
+        lm = self.task == "lm"
+        if lm != (self.model in LM_MODELS):
+            raise ValueError(
+                f"model={self.model!r} does not fit task={self.task!r} (task 'lm' takes "
+                f"model {', '.join(LM_MODELS)}; task 'image' the others)"
+            )
+        if lm != (self.dataset in TEXT_DATASETS):
+            raise ValueError(
+                f"dataset={self.dataset!r} does not fit task={self.task!r} (task 'lm' takes "
+                f"dataset {', '.join(TEXT_DATASETS)}; task 'image' the image datasets)"
+            )
+        if lm and self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model must be divisible by n_heads, got d_model={self.d_model}, "
+                f"n_heads={self.n_heads}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+#: Fields that may differ between an interrupted run and its continuation (or a finished run
+#: and its re-use): where the data cache lives and where to stop change nothing computed.
+RESUME_FREE_FIELDS = frozenset({"data_dir", "epochs_stop"})
+
+
+def config_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The "same run?" rule: how two configs (as dicts) differ, ignoring
+    :data:`RESUME_FREE_FIELDS`; an empty list means the same run. A field missing from one
+    side (a config saved before the field existed) counts as its :class:`TrainConfig` default.
+
+    Each difference reads ``"<field>: saved <value> vs now <value>"``.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    old = {**defaults, **saved}
+    new = {**defaults, **now}
+    return [
+        f"{k}: saved {old.get(k)!r} vs now {new.get(k)!r}"
+        for k in sorted(set(saved) | set(now))
+        if k not in RESUME_FREE_FIELDS and old.get(k) != new.get(k)
+    ]

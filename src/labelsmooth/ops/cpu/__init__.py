@@ -1,0 +1,1 @@
+"""The CPU backend: the C row kernel (source, build and trust), its launcher and the worker pool."""

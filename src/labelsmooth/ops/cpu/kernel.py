@@ -1,0 +1,689 @@
+"""Build, load and launch the native CPU row kernel (``kernels.c``).
+
+The fused path's eager blocks spend most of their time in separate torch ops (max, exp,
+sum, scale), each a sweep over the block with its own dispatch. The C kernel does the
+statistics and the gradient of a row in three sweeps while the row is in cache, with one
+exponential per element, which brings the fused forward + backward close to the cost of one
+read and one write of the logits.
+
+It is compiled on first use with the system C compiler (``$CC``, else ``cc``, ``gcc`` or
+``clang``) for this machine (``-march=native``; vectorization via ``-fopenmp-simd``, no
+OpenMP runtime), which takes about half a second, and cached on disk in
+``labelsmooth.runtime.config.kernel_cache_dir`` (default from ``$LABELSMOOTH_CACHE``, else
+``$XDG_CACHE_HOME/labelsmooth`` or ``~/.cache/labelsmooth``; read when the kernel is first
+needed), keyed by the source, the compiler, its flags and the CPU. It is loaded with
+:mod:`ctypes`, whose calls release the GIL, so the fused path's worker threads run it in
+parallel.
+
+With ``labelsmooth.runtime.config.native_kernel = False`` (``LABELSMOOTH_NATIVE=0`` at
+import) the fused path uses its eager torch blocks (same results within rounding) and
+:func:`native_unavailable` says so. When the kernel cannot be used for any other reason (no
+compiler, a failed or timed-out compile, no trusted folder) the fused path also uses the
+eager blocks, :func:`native_unavailable` gives the reason, and one :class:`RuntimeWarning`
+per process says so.
+
+Threat model
+------------
+Loading a shared library runs its code (constructors) in this process, so the cache is
+treated as an attack surface. **Who**: another local, non-root user who can write to shared
+places — ``/tmp``, a group- or world-writable folder someone set as the cache, a folder
+pre-created under the name we would use (``$TMPDIR/labelsmooth-<uid>``) — and who can
+compute the library's file name (it depends only on public facts). **Also**: accidents — a
+truncated or partly copied file (full disk, killed build), flipped bytes — which would make
+``dlopen`` die with SIGBUS/SIGSEGV. **Out of scope**: root and your own user (they can edit
+labelsmooth's Python files directly), the compiler and the package's own files (trusted as
+installed); the library is not secret (others may read it).
+
+What is checked, before anything in a folder is used:
+
+* **The folder** (its path resolved once; everything afterwards uses the real path): a
+  directory owned by you (or root), not writable by group or others; every folder above it,
+  and every folder and symbolic link on the path as given, owned by you or root and not
+  writable by group or others unless sticky (like ``/tmp``). So nobody else can replace the
+  folder, its contents, or where its path leads.
+* **The files** (the library ``cpu_kernels-<key>.so`` and its record ``<name>.sha256``): a
+  symbolic link is refused; opened with ``O_NOFOLLOW`` and checked on the open descriptor: a
+  regular file owned by you (or root), not writable by group or others.
+* **Integrity**: the SHA-256 of the library is written at build time to ``<name>.sha256``
+  (``sha256sum`` format, replaced atomically); immediately before every ``dlopen`` the file
+  is hashed and compared. A missing record, a short, empty or altered file is rebuilt and
+  atomically replaced, never loaded. A verified file that fails to load or lacks the
+  kernel's symbols is rebuilt once; if that does not help, the kernel is reported
+  unavailable.
+* **Builds**: one at a time per folder (an ``flock`` on ``.cpu_kernels.lock``), written to a
+  temporary ``.cpu_kernels-*.tmp`` in the same folder, made mode 0700, then renamed over the
+  target (atomic); temporary files older than five minutes are removed. ``$CC --version``
+  must answer within 5 s and the compile finish within 60 s, otherwise the compiler's whole
+  process group is killed and the reason recorded.
+* **Refusal**: a folder or file that fails a check is never used (nor deleted); one
+  :class:`RuntimeWarning` per process names it and the reason, and the kernel is built in the
+  private fallback ``tempfile.gettempdir()/labelsmooth-<uid>`` (created with mode 0700; if it
+  already exists it must pass the same checks and must not be a symbolic link). If that is
+  refused too, a fresh ``tempfile.mkdtemp()`` folder serves this process only and is removed
+  once the library is loaded (so a planted fallback costs a compile, never a load).
+
+What remains: between the hash check and ``dlopen`` the file could be swapped only by
+someone who can write the checked folder, i.e. you or root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import hmac
+import os
+import platform
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labelsmooth import runtime
+
+__all__ = ["native_unavailable", "native_dtypes", "rows", "kernel_path", "compiler_version"]
+
+_SOURCE = Path(__file__).with_name("kernels.c")
+_FLAGS = [
+    "-O3",
+    "-std=c99",
+    "-fPIC",
+    "-shared",
+    "-fopenmp-simd",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+]
+_ARCH_FLAGS = ["-march=native"]
+
+#: seconds for ``$CC --version`` to answer, and for one compile
+_PROBE_TIMEOUT_S = 5.0
+_COMPILE_TIMEOUT_S = 60.0
+#: a build's temporary file older than this is a leftover (a build takes at most 2 compiles)
+_STALE_TEMP_S = 300.0
+_TEMP_PREFIX, _TEMP_SUFFIX = ".cpu_kernels-", ".tmp"
+_LOCK_NAME = ".cpu_kernels.lock"
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+_lib: ctypes.CDLL | None = None
+_path: Path | None = None
+_failure: str | None = None
+_warned: set[str] = set()
+_state_lock = threading.Lock()
+
+
+class _Untrusted(Exception):
+    """A folder or file that someone other than you (or root) could have written."""
+
+
+class _BuildError(Exception):
+    """The kernel cannot be built or loaded; the message is the reason."""
+
+
+# --- the compiler -----------------------------------------------------------------------------
+
+
+def _compiler() -> str | None:
+    for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if cc and shutil.which(cc):
+            return cc
+    return None
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """Kill the process and everything it started (it leads its own process group)."""
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        proc.kill()
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()  # not read: a grandchild outside the group could hold it open
+
+
+def _run(cmd: list[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` for at most ``timeout`` seconds; on timeout kill its process group."""
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # its own process group, so that killing reaches all of it
+        )
+    except OSError as err:
+        raise _BuildError(f"{what} could not start: {err}") from None
+    try:
+        out, errout = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise _BuildError(f"{what} did not finish within {timeout:g} s and was killed") from None
+    except BaseException:  # KeyboardInterrupt: do not leave the compiler running
+        _kill(proc)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, errout)
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU's model and feature flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))]
+        return "\n".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+_versions: dict[str, str] = {}
+_version_errors: dict[str, str] = {}
+
+
+def _cc_version(cc: str) -> str:
+    """First line of ``cc --version`` (asked once per compiler, within _PROBE_TIMEOUT_S)."""
+    if cc not in _versions and cc not in _version_errors:
+        try:
+            out = _run(
+                [cc, "--version"], _PROBE_TIMEOUT_S, f"the C compiler probe `{cc} --version`"
+            )
+            _versions[cc] = (out.stdout.splitlines() or ["unknown version"])[0].strip()
+        except _BuildError as err:
+            _version_errors[cc] = str(err)
+    if cc in _version_errors:
+        raise _BuildError(_version_errors[cc])
+    return _versions[cc]
+
+
+def compiler_version() -> str:
+    """The compiler's version and the flags (for benchmark records)."""
+    cc = _compiler()
+    if cc is None:
+        return "no C compiler"
+    try:
+        version = _cc_version(cc)
+    except _BuildError as err:
+        return f"{cc}: {err}"
+    return f"{version} {' '.join(_FLAGS + _ARCH_FLAGS)}"
+
+
+def _library_name(cc: str) -> str:
+    """``cpu_kernels-<key>.so``, the key a hash of the source, compiler, flags and CPU."""
+    about = [cc, _cc_version(cc), " ".join(_FLAGS), _cpu_id(), platform.machine()]
+    digest = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), *(t.encode() for t in about)]))
+    return f"cpu_kernels-{digest.hexdigest()[:20]}.so"
+
+
+# --- what may be trusted ----------------------------------------------------------------------
+
+
+def _trusted_owners() -> tuple[int, int]:
+    return (os.getuid(), 0)  # root can replace any file anyway
+
+
+def _writers(st: os.stat_result) -> str:
+    return {0o020: "its group", 0o002: "others", 0o022: "its group and others"}[st.st_mode & 0o022]
+
+
+def _check_owner_and_mode(path: Path | str, st: os.stat_result) -> None:
+    if st.st_uid not in _trusted_owners():
+        raise _Untrusted(f"{path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()})")
+    if st.st_mode & 0o022:
+        mode = oct(stat.S_IMODE(st.st_mode))
+        raise _Untrusted(f"{path} is writable by {_writers(st)} (mode {mode})")
+
+
+def _check_folder(path: Path, *, allow_link: bool) -> Path:
+    """Check that only you (or root) can change the folder ``path`` names, and what is in it;
+    return its resolved path (use only that afterwards). Raises _Untrusted or OSError."""
+    given = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(given))
+    if not allow_link and given != real:
+        raise _Untrusted(f"{given} is (or passes through) a symbolic link")
+    # every folder above, on the path as given and on the real path; a symbolic link on the
+    # given path counts by its own owner (whoever owns it can point it elsewhere)
+    above: list[Path] = []
+    for p in [*reversed(given.parents), given, *reversed(real.parents)]:
+        if p not in above and p != real:
+            above.append(p)
+    for p in above:
+        st = os.lstat(p)
+        if st.st_uid not in _trusted_owners():
+            raise _Untrusted(
+                f"{p} (on the way to {real}) is owned by uid {st.st_uid}, not by you or root"
+            )
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            mode = oct(stat.S_IMODE(st.st_mode))
+            raise _Untrusted(
+                f"{p} (on the way to {real}) is writable by {_writers(st)} and not sticky "
+                f"(mode {mode})"
+            )
+    st = os.lstat(real)
+    if not stat.S_ISDIR(st.st_mode):
+        raise _Untrusted(f"{real} is not a directory")
+    _check_owner_and_mode(real, st)
+    return real
+
+
+def _read_checked(path: Path) -> bytes | None:
+    """The contents of a trusted regular file, None if there is none. Raises _Untrusted."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS | os.O_NONBLOCK)  # a planted FIFO must not block
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _Untrusted(f"{path} is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())  # the file actually opened, not whatever the name means now
+        if not stat.S_ISREG(st.st_mode):
+            raise _Untrusted(f"{path} is not a regular file")
+        _check_owner_and_mode(path, st)
+        return f.read()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _verified(target: Path) -> str | None:
+    """The library's SHA-256 if the file matches its record, else None (build it)."""
+    data = _read_checked(target)
+    record = _read_checked(_record(target))
+    if not data or record is None:
+        return None
+    fields = record.split()  # "<hex digest>  <name>", as sha256sum writes it
+    digest = _sha256(data)
+    return digest if fields and hmac.compare_digest(digest.encode(), fields[0]) else None
+
+
+def _record(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Delete leftovers of killed builds (ours, and the ``tmp*.so`` of earlier versions)."""
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            ours = name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)
+            if not (ours or (name.startswith("tmp") and name.endswith(".so"))):
+                continue
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TEMP_S:
+                    os.unlink(entry.path)
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Hold the folder's build lock (OSError if the folder is not writable)."""
+    import fcntl  # POSIX only; this module builds nothing elsewhere
+
+    fd = os.open(folder / _LOCK_NAME, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+    try:
+        wait = 2 * _COMPILE_TIMEOUT_S + _PROBE_TIMEOUT_S + 10
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise _BuildError(
+                        f"another process held {folder / _LOCK_NAME} for more than {wait:g} s"
+                    ) from None
+                time.sleep(0.05)
+            except OSError:  # no locks on this file system: builds may overlap, still verified
+                break
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _compile(cc: str, target: Path) -> str:
+    """Compile into a temporary file beside ``target``, record its hash, rename it."""
+    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        error = ""
+        for arch in (_ARCH_FLAGS, []):  # -march=native is not known to every compiler
+            cmd = [cc, *_FLAGS, *arch, "-o", tmp_name, str(_SOURCE), "-lm"]
+            proc = _run(cmd, _COMPILE_TIMEOUT_S, f"compiling {_SOURCE.name} with {cc}")
+            if proc.returncode == 0:
+                break
+            error = (proc.stderr or proc.stdout).strip()[-400:]
+        else:
+            raise _BuildError(f"{cc} failed to compile {_SOURCE.name}: {error}")
+        os.chmod(tmp, 0o700)  # the linker may have re-created it with the umask's mode
+        data = tmp.read_bytes()
+        if not data:
+            raise _BuildError(f"{cc} wrote an empty library")
+        digest = _sha256(data)
+        _write_atomic(_record(target), f"{digest}  {target.name}\n".encode())
+        os.replace(tmp, target)  # atomic: a reader sees the old file or the whole new one
+        return digest
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _find_or_build(cc: str, target: Path, *, rebuild: bool = False) -> str:
+    """Make ``target`` a verified build; return its SHA-256. Raises _Untrusted (refused
+    file), OSError (folder not writable) or _BuildError."""
+    folder = target.parent
+    _remove_stale_temps(folder)
+    if not rebuild and (digest := _verified(target)):
+        return digest
+    with _build_lock(folder):
+        if not rebuild and (digest := _verified(target)):  # built meanwhile by another process
+            return digest
+        return _compile(cc, target)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _dlclose(lib: ctypes.CDLL) -> None:
+    import _ctypes
+
+    close = getattr(_ctypes, "dlclose", None)
+    if close is not None:
+        close(lib._handle)
+
+
+def _dlopen_verified(target: Path, digest: str) -> tuple[ctypes.CDLL, dict[torch.dtype, Any]]:
+    """Hash the file, then load it; _BuildError if it changed, fails to load or lacks a
+    kernel."""
+    data = _read_checked(target)
+    if not data or not hmac.compare_digest(_sha256(data), digest):
+        raise _BuildError(f"{target} changed after it was verified")
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as err:
+        raise _BuildError(f"{target} could not be loaded: {err}") from None
+    missing = [name for name in _FUNCTIONS.values() if not hasattr(lib, name)]
+    if missing:
+        _dlclose(lib)  # otherwise dlopen would hand back this library for the rebuilt file
+        raise _BuildError(f"{target} lacks the kernel functions {missing}")
+    return lib, {dtype: getattr(lib, name) for dtype, name in _FUNCTIONS.items()}
+
+
+def _load_from(cc: str, target: Path) -> tuple[ctypes.CDLL, dict[torch.dtype, Any]]:
+    digest = _find_or_build(cc, target)
+    try:
+        return _dlopen_verified(target, digest)
+    except _BuildError:  # loads badly or lacks a kernel: rebuild once
+        digest = _find_or_build(cc, target, rebuild=True)
+        try:
+            return _dlopen_verified(target, digest)
+        except _BuildError as err:
+            raise _BuildError(f"{err} (also after rebuilding it)") from None
+
+
+def _stacklevel() -> int:
+    """The warning's stack level: the first frame outside labelsmooth and torch (autograd)."""
+    inside = (str(Path(__file__).resolve().parent.parent.parent), os.path.dirname(torch.__file__))
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        level, frame = level + 1, frame.f_back  # type: ignore[assignment]
+    return level
+
+
+def _warn_once(kind: str, message: str) -> None:
+    if kind not in _warned:
+        _warned.add(kind)
+        warnings.warn(message, RuntimeWarning, stacklevel=_stacklevel())
+
+
+def _warn_refused(refused: list[str], built_in: Path | None) -> None:
+    where = f"built in {built_in.parent} instead" if built_in else "not built"
+    _warn_once(
+        "cache",
+        "labelsmooth: refused for the native CPU kernel: " + "; ".join(refused) + ". Another "
+        f"user could have planted a library there, so it was not loaded (the kernel was {where}). "
+        "Make the folder and its files yours and not writable by group or others (chown, chmod "
+        "go-w), remove what you did not build, or set labelsmooth.runtime.config."
+        "kernel_cache_dir (LABELSMOOTH_CACHE) to a private folder.",
+    )
+
+
+def _open() -> tuple[ctypes.CDLL, dict[torch.dtype, Any], Path]:
+    """Find or build the library in the first usable trusted folder and load it."""
+    if os.name != "posix":
+        raise _BuildError("the native kernel is built and loaded on POSIX systems only")
+    cc = _compiler()
+    if cc is None:
+        raise _BuildError("no C compiler found ($CC, cc, gcc or clang on PATH)")
+    name = _library_name(cc)
+    refused: list[str] = []
+    unusable: list[str] = []
+    found: Path | None = None
+    try:
+        fallback = Path(tempfile.gettempdir()) / f"labelsmooth-{os.getuid()}"
+        configured = Path(runtime.config.kernel_cache_dir).expanduser()
+        for folder, shared in [(configured, False), (fallback, True)]:
+            try:
+                try:  # the configured folder may be new (~/.cache/labelsmooth); $TMPDIR exists
+                    folder.mkdir(mode=0o700, parents=not shared)
+                except FileExistsError:
+                    pass
+                # in a shared temporary folder the name itself must not lead elsewhere
+                real = _check_folder(folder, allow_link=not shared)
+                lib, kernels = _load_from(cc, real / name)
+                found = real / name
+                return lib, kernels, found
+            except _Untrusted as err:
+                refused.append(str(err))
+            except OSError as err:  # cannot create or write it (read-only home, full disk, ...)
+                unusable.append(f"{folder} is unusable: {err}")
+        # both refused or unusable: a folder for this process only, removed once loaded
+        try:
+            one_off = Path(tempfile.mkdtemp(prefix="labelsmooth-"))
+        except OSError as err:
+            unusable.append(f"no private temporary folder: {err}")
+            raise _BuildError("no folder to build in: " + "; ".join(refused + unusable)) from None
+        try:
+            real = _check_folder(one_off, allow_link=False)
+            lib, kernels = _load_from(cc, real / name)
+            found = real / name
+            return lib, kernels, found
+        except _Untrusted as err:
+            refused.append(str(err))
+        except OSError as err:
+            unusable.append(f"{one_off} is unusable: {err}")
+        finally:
+            shutil.rmtree(one_off, ignore_errors=True)
+        raise _BuildError("no trusted folder to build in: " + "; ".join(refused + unusable))
+    finally:
+        if refused:
+            _warn_refused(refused, found)
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _path, _failure
+    if _lib is not None or _failure is not None:
+        return _lib
+    with _state_lock:
+        if _lib is None and _failure is None:
+            try:
+                lib, kernels, path = _open()
+            except (_BuildError, OSError) as err:  # OSError: e.g. the source is unreadable
+                _failure = (str(err) if isinstance(err, _BuildError) else repr(err))[:1000]
+                _warn_once(
+                    "unavailable",
+                    f"labelsmooth: the native CPU kernel is unavailable ({_failure}). "
+                    "impl='fused' uses its eager torch blocks instead (same results, 2-4x "
+                    "slower). Fix the cause, or set labelsmooth.runtime.config.native_kernel "
+                    "= False (LABELSMOOTH_NATIVE=0) to choose them without this warning.",
+                )
+                return None
+            P, I = ctypes.c_void_p, ctypes.c_int64
+            for fn in kernels.values():
+                fn.argtypes = [I, I, P, I, P, I, P, P, P, ctypes.c_float, P, P, P, P, P, P, P]
+                fn.restype = None
+            _kernels.clear()
+            _kernels.update(kernels)
+            _lib, _path = lib, path
+    return _lib
+
+
+def _reset_for_tests() -> None:
+    """Forget the loaded library, the failure, the compiler probes and the warnings given, so
+    that the next call builds or loads again (tests only; a loaded library stays mapped)."""
+    global _lib, _path, _failure
+    with _state_lock:
+        _lib, _path, _failure = None, None, None
+        _kernels.clear()
+        _warned.clear()
+        _versions.clear()
+        _version_errors.clear()
+
+
+#: The C function for each logits dtype (gradient in the same dtype, arithmetic in float32).
+_FUNCTIONS = {torch.float32: "ls_rows_f32", torch.bfloat16: "ls_rows_bf16"}
+_kernels: dict[torch.dtype, Any] = {}
+
+
+def native_dtypes() -> tuple[torch.dtype, ...]:
+    """Logits dtypes the loaded kernel reads and writes directly (empty if not loaded or
+    disabled by ``labelsmooth.runtime.config.native_kernel``)."""
+    if not runtime.config.native_kernel:
+        return ()
+    return tuple(_kernels) if _load() is not None else ()
+
+
+def native_unavailable(device: torch.device) -> str | None:
+    """Why the native kernel cannot run on ``device``, or None if it can (builds it once)."""
+    if device.type != "cpu":
+        return f"the native kernel runs on CPU tensors, got device {device}"
+    if not runtime.config.native_kernel:
+        return "disabled: labelsmooth.runtime.config.native_kernel is False (LABELSMOOTH_NATIVE=0)"
+    if _load() is None:
+        return f"the native CPU kernel is unavailable: {_failure}"
+    return None
+
+
+def kernel_path() -> str | None:
+    """The loaded shared library's path (None if not loaded), for diagnostics. A library
+    built in a one-off folder (see the module docstring) has been deleted since loading."""
+    return None if _path is None else str(_path)
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def rows(
+    x: torch.Tensor,
+    g: torch.Tensor | None,
+    y: torch.Tensor,
+    a: torch.Tensor | None,
+    a0: float,
+    g_p: torch.Tensor,
+    g_a: torch.Tensor,
+    g_y: torch.Tensor,
+    m: torch.Tensor,
+    s: torch.Tensor,
+    x_y: torch.Tensor,
+    S: torch.Tensor,
+    work: torch.Tensor | None = None,
+    *,
+    targets_checked: bool = False,
+) -> None:
+    """Run the kernel on a (B, C) block: statistics into m, s, x_y, S (B,) and, if ``g`` is
+    given, the gradient into ``g`` (B, C, ``x``'s dtype), which may be ``x`` itself.
+
+    The statistics are relative to the row max (see ``kernels.c``): m = max_k x_k,
+    s = Σ_k exp(x_k − m), ``x_y`` receives d_y = x_y − m, and S = Σ_{a_k≠0} a_k (x_k − m).
+    A row with y = −1 is ignored: m = 0, s = 1, d_y = S = 0 and a zero gradient row.
+    ``x`` is float32 or bfloat16 (float16 callers convert to float32 first), rows with unit
+    stride; the coefficient and statistic vectors are float32, ``y`` int64. For a
+    gradient in a half dtype, ``work`` is a float32 scratch row of at least C elements
+    (allocated here if not given). ``a`` is (C,) or None when every a_k equals ``a0``.
+    Every argument is checked here (shapes, dtypes, strides, index range), because the C
+    code trusts them; ``targets_checked=True`` skips only the index range check (a torch op)
+    for a caller that checked the whole ``y`` once, e.g. before handing row ranges to worker
+    threads, which must not run torch ops (in a forked child they would fail).
+    """
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"the native CPU kernel is unavailable: {_failure}")
+    fn = _kernels.get(x.dtype)
+    if fn is None:
+        raise ValueError(f"rows: x must be one of {list(_kernels)}, got {x.dtype}")
+    B, C = x.shape
+    f32 = torch.float32
+    vecs = [("y", y, torch.int64), ("g_p", g_p, f32), ("g_a", g_a, f32), ("g_y", g_y, f32)]
+    vecs += [("m", m, f32), ("s", s, f32), ("x_y", x_y, f32), ("S", S, f32)]
+    for name, t, dt in vecs:
+        if t.shape != (B,) or t.dtype != dt or (B > 1 and t.stride(0) != 1) or t.is_cuda:
+            raise ValueError(f"rows: {name} must be a contiguous ({B},) {dt} CPU tensor")
+    for name, t2 in (("x", x), ("g", g)):
+        if t2 is not None and (
+            t2.shape != (B, C) or t2.dtype != x.dtype or t2.stride(1) != 1 or t2.is_cuda
+        ):
+            raise ValueError(
+                f"rows: {name} must be a ({B}, {C}) {x.dtype} CPU tensor with unit stride"
+            )  # noqa: E501
+    if a is not None and (a.shape != (C,) or a.dtype != f32 or a.stride(0) != 1):
+        raise ValueError(f"rows: a must be a contiguous ({C},) float32 tensor")
+    if g is not None and x.dtype != f32:
+        if work is None:
+            work = torch.empty(C, dtype=f32)
+        if work.dtype != f32 or work.numel() < C or not work.is_contiguous() or work.is_cuda:
+            raise ValueError(
+                f"rows: work must be a contiguous float32 CPU tensor of ≥ {C} elements"
+            )  # noqa: E501
+    else:
+        work = None
+    if B == 0:
+        return
+    if C == 0:
+        raise ValueError("rows: the logits have no classes")
+    if not targets_checked:
+        check_targets(y, C)
+    fn(  # -1: an ignored row (neutral statistics, zero gradient)
+
+        B, C, x.data_ptr(), x.stride(0), _ptr(g), 0 if g is None else g.stride(0), _ptr(work),
+        y.data_ptr(), _ptr(a), float(a0), g_p.data_ptr(), g_a.data_ptr(), g_y.data_ptr(),
+        m.data_ptr(), s.data_ptr(), x_y.data_ptr(), S.data_ptr(),
+    )  # fmt: skip
+
+
+def check_targets(y: torch.Tensor, C: int) -> None:
+    """Raise unless every entry of ``y`` lies in [-1, C) (-1: an ignored row)."""
+    if y.numel() == 0:
+        return
+    lo, hi = torch.aminmax(y)
+    lo_i, hi_i = int(lo), int(hi)
+    if lo_i < -1 or hi_i >= C:  # -1: an ignored row (neutral statistics, zero gradient)
+        raise ValueError(f"rows: target indices must be in [-1, {C}), got [{lo_i}, {hi_i}]")

@@ -1,0 +1,149 @@
+"""The benchmark harness: a tiny end-to-end run, where it writes, what its table and plot list.
+
+No timing is asserted (house rule 10); the one end-to-end run measures two variants at one
+small shape, everything else works on hand-made result rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from labelsmooth.experiment import bench as benchmark
+
+
+def _row(variant: str, time_s: float, mem: int | None, shape=(2, 3), dtype="float32") -> dict:
+    return {"variant": variant, "shape": list(shape), "dtype": dtype, "time_s": time_s,
+            "peak_above_inputs_bytes": mem, "logits_bytes": 24}  # fmt: skip
+
+
+def test_quick_run_writes_a_new_folder_in_the_current_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--quick", "--shapes", "64x101", "--dtypes", "float32", "--variants", "builtin",
+            "fused", "--threads", "1"]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    # the terminal table has column headers
+    assert printed[0].split() == ["shape", "dtype", "variant", "time", "(×", "built-in)",
+                                  "peak", "memory", "above", "inputs"]  # fmt: skip
+    assert printed[1].split()[:3] == ["64×101", "float32", "builtin"]
+    # the default output is a new folder under ./labelsmooth-bench, never benchmarks/results
+    (out,) = (tmp_path / "labelsmooth-bench").iterdir()
+    assert not (tmp_path / "benchmarks").exists()
+    data = json.loads((out / "cpu-quick.json").read_text())
+    assert [r["variant"] for r in data["results"]] == ["builtin", "fused"]
+    assert all("error" not in r for r in data["results"]), data["results"]
+    assert data["machine"]["torch"] and data["machine"]["c_compiler"]
+    table = (out / "cpu-quick.md").read_text()
+    assert "| 64×101 | float32 | fused |" in table
+    assert "`fused-inplace`" not in table and "Targets" not in table
+    if data["auto_runs"]:  # labelsmooth.chosen_impl is public: what auto runs is reported
+        assert data["auto_runs"][0]["impl"] in ("torch", "fused", "reference")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not (out / "cpu-quick.png").exists()
+    else:
+        assert (out / "cpu-quick.png").stat().st_size > 0
+    # a second run never writes over the first
+    assert benchmark.default_out() != out.relative_to(tmp_path)
+
+
+def test_default_out_is_new_and_not_the_committed_results(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = benchmark.default_out(now=0.0)
+    assert first.parts[0] == "labelsmooth-bench" and "benchmarks" not in first.parts
+    first.mkdir(parents=True)
+    assert benchmark.default_out(now=0.0) != first  # same second: a suffixed new folder
+
+
+def test_markdown_reports_ratio_to_builtin_and_lists_only_variants_that_ran() -> None:
+    info = benchmark.machine_info(2)
+    rows = [_row("builtin", 2.0, 60), _row("fused", 0.5, 24)]
+    md = benchmark.render_markdown(rows, info)
+    assert "500.0 ms (0.25×) | 1.00× logits" in md
+    assert "2000.0 ms (1.00×) | 2.50× logits" in md
+    assert "- `fused`:" in md and "- `builtin`:" in md
+    for absent in set(benchmark.VARIANTS) - {"builtin", "fused"}:
+        assert f"`{absent}`" not in md, absent
+    assert "Targets" not in md  # targets live in benchmarks/results/cpu-notes.md
+
+
+def test_markdown_says_what_auto_runs_and_keeps_the_notes() -> None:
+    info = benchmark.machine_info(2)
+    rows = [_row("builtin", 2.0, 60), {**_row("auto", 1.0, 24), "auto_runs": "torch"}]
+    auto = [
+        {"shape": [2, 3], "dtype": "float32", "impl": "torch", "measured_as": None},
+        {"shape": [8, 9], "dtype": "float32", "impl": "fused", "measured_as": "fused"},
+    ]
+    md = benchmark.render_markdown(rows, info, notes="## Targets\n\nhand-written", auto_runs=auto)
+    assert "| 2×3 | float32 | auto (runs torch) | 1000.0 ms (0.50×) |" in md
+    assert "- 2×3 float32: `torch` (its own `auto` row)" in md
+    assert "- 8×9 float32: `fused` (the same call as the `fused` row)" in md
+    assert md.rstrip().endswith("hand-written")
+
+
+def test_auto_is_measured_unless_it_repeats_a_measured_call() -> None:
+    assert benchmark._auto_alias("fused", ["builtin", "auto", "fused"]) == "fused"
+    assert benchmark._auto_alias("fused", ["builtin", "auto"]) is None  # fused not measured
+    assert benchmark._auto_alias("torch", ["builtin", "auto", "fused"]) is None  # + our checks
+    assert benchmark._auto_alias(None, ["builtin", "auto", "fused"]) is None  # no chosen_impl
+
+
+def test_plot_shows_only_variants_that_ran() -> None:
+    pytest.importorskip("matplotlib")
+    rows = [
+        _row("builtin", 2.0, 60),
+        _row("fused", 0.5, 24),
+        _row("roofline", 0.1, 0),
+        _row("builtin", 1.0, 10, shape=(4, 5)),
+        {"variant": "reference", "shape": [4, 5], "dtype": "float32", "error": "boom"},
+    ]
+    fig = benchmark.plot_figure(rows)
+    _, labels = fig.axes[0].get_legend_handles_labels()
+    assert labels == ["fused", "roofline"]  # not the baseline, not a variant that only failed
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["2×3\nfloat32", "4×5\nfloat32"]
+    heights = [b.get_height() for b in fig.axes[0].patches]
+    assert heights[0] == 0.25 and math.isnan(heights[1])  # fused: 2×3 measured, 4×5 not
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--repeats", "0"], r"argument --repeats: must be a positive integer, got '0'"),
+        (["--threads", "-1"], r"argument --threads: must be a positive integer, got '-1'"),
+        (["--shapes", "8x0"], r"argument --shapes: a shape is written NxC .*'8x0'"),
+        (["--variants", "compiled"], r"argument --variants: invalid choice: 'compiled'"),
+        (["--merge"], r"--merge needs --out"),
+    ],
+)
+def test_bad_arguments_one_line_exit_2_before_any_work(tmp_path, monkeypatch, capsys, argv, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labelsmooth: error: bench: ") and err.count("\n") == 1, err
+    assert re.search(match, err), err
+    assert os.listdir(tmp_path) == []  # nothing created
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("")
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main(["--out", str(target / "sub")])
+    assert exc.value.code == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_harness_uses_only_public_api() -> None:
+    source = Path(benchmark.__file__).read_text()
+    # no private module or name (labelsmooth._dispatch, labelsmooth.ops, from ... import _x)
+    assert not re.search(r"labelsmooth\._(?!_version__)|labelsmooth\.ops|import _", source)
