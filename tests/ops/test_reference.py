@@ -136,3 +136,72 @@ def test_minimum_of_uniform_smoothing_is_at_p_equal_q():
     loss.backward()
     torch.testing.assert_close(x.grad, torch.zeros_like(x), atol=1e-12, rtol=0)
     torch.testing.assert_close(loss, -torch.xlogy(q, q).sum())
+
+
+# Gradients with respect to ``prior`` (and ``weight``) where part of the smoothed target is 0:
+# the math is finite (finite differences are), so the backward must be too. Each case puts a
+# zero into q a different way: an ignored row (q = 0 across the row, Σq = 0), a class_mask
+# (q_k = 0 on the masked classes, with -inf logits there), ε = 0 (q = one-hot), soft targets
+# with zeros on masked classes, and "others" with a single allowed class (nothing to spread
+# the ε mass over).
+ZERO_TARGET_CASES = ["ignored_row", "class_mask", "eps_zero", "soft_masked", "single_allowed"]
+
+
+def _zero_target_case(case: str, convention: str):
+    g = torch.Generator().manual_seed(3)
+    c = 5
+    x = torch.randn(4, c, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3])
+    kw: dict = dict(label_smoothing=0.2, convention=convention)
+    if case == "ignored_row":
+        y[2] = -100
+        x[2] = float("nan")  # an ignored row's logits are never read
+    elif case == "class_mask":
+        kw["class_mask"] = torch.tensor([True, True, False, True, True])
+        y = torch.tensor([0, 1, 4, 3])
+        x[:, 2] = float("-inf")
+    elif case == "eps_zero":
+        kw["label_smoothing"] = 0.0
+    elif case == "soft_masked":
+        kw["class_mask"] = torch.tensor([True, True, False, True, True])
+        kw["convention"] = "uniform"
+        t = torch.rand(4, c, generator=g, dtype=torch.float64)
+        t[:, 2] = 0
+        y = t / t.sum(-1, keepdim=True)
+        x[:, 2] = float("-inf")
+    elif case == "single_allowed":
+        kw["class_mask"] = torch.tensor([False, False, True, False, False])
+        y = torch.tensor([2, 2, 2, 2])
+        x[:, [0, 1, 3, 4]] = float("-inf")
+    return x, y, kw
+
+
+@pytest.mark.parametrize("case", ZERO_TARGET_CASES)
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("kl", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_prior_and_weight_gradients_are_finite_where_the_target_has_zeros(
+    case, convention, kl, reduction
+):
+    x, y, kw = _zero_target_case(case, convention)
+    g = torch.Generator().manual_seed(4)
+    prior = (torch.rand(5, generator=g, dtype=torch.float64) + 0.1).requires_grad_(True)
+    weight = (torch.rand(5, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    logits = x.clone().requires_grad_(True)
+
+    def f(inp, p, w):
+        loss = labelsmooth.cross_entropy(
+            inp, y, w, reduction=reduction, prior=p, kl=kl, impl="reference", **kw
+        )
+        return loss if reduction != "none" else (loss * torch.arange(1.0, 5.0)).sum()
+
+    f(logits, prior, weight).backward()
+    for name, t in (("prior", prior), ("weight", weight), ("logits", logits)):
+        assert t.grad is not None, name
+        assert bool(torch.isfinite(t.grad).all()), (name, t.grad)
+    if case == "eps_zero":  # the prior has no effect at ε = 0
+        assert torch.equal(prior.grad, torch.zeros_like(prior))
+    if case == "ignored_row":
+        assert torch.equal(logits.grad[2], torch.zeros(5, dtype=torch.float64))
+    # finite differences agree (the -inf / NaN logits are constants here)
+    assert torch.autograd.gradcheck(lambda p, w: f(x, p, w), (prior, weight))

@@ -94,9 +94,11 @@ def smoothed_target(
     elif convention == "others":
         others = u * (1 - onehot)  # (M, C): the prior on every non-target class
         mass = others.sum(-1, keepdim=True)  # 1 - u_y
-        q = (1 - eps) * onehot + eps * others / mass.clamp_min(torch.finfo(u.dtype).tiny)
-        # No other allowed class to receive the ε mass: the target keeps it all.
-        q = torch.where(mass > 0, q, onehot)
+        # No other allowed class to receive the ε mass: the target keeps it all. The divisor
+        # is replaced (a select) where it is 0, so that no 0/0 reaches the backward either.
+        has_others = mass > 0
+        q = (1 - eps) * onehot + eps * others / torch.where(has_others, mass, 1)
+        q = torch.where(has_others, q, onehot)
     elif convention == "unnormalized":
         q = (1 - eps) * onehot + eps * u * (1 - onehot)
     else:
@@ -167,14 +169,26 @@ def cross_entropy_reference(
             target.reshape(-1), num_classes, label_smoothing, u, convention, ignore_index
         )
 
-    # classes without target mass add exactly 0, even where log p = -inf (0·(-inf) is NaN)
-    loss = -torch.where(q != 0, w * q * logp, 0).sum(-1)  # (M,)
+    # Classes without target mass add exactly 0, even where log p = -inf (0·(-inf) is NaN).
+    # The rule for every term below: where q_k = 0 the term is a constant 0, so its gradient
+    # with respect to q (and through q to ``prior``, ``weight`` or soft targets) is 0 too. A
+    # select of the *result* alone is not enough: the backward of q·log p at log p = -inf, or
+    # of q·log q at q = 0 (log 0 = -inf), multiplies that infinity by the zero incoming
+    # gradient and gives NaN. So the operands are replaced first (q by 1, log p by 0) where
+    # q_k = 0, and the results selected after ("the double select").
+    has_mass = q != 0  # (M, C)
+    logp_safe = torch.where(has_mass, logp, 0)
+    loss = -torch.where(has_mass, w * q * logp_safe, 0).sum(-1)  # (M,)
     if kl:
         # KL(q̂ || p) with q̂ = q / Σq: Σ_k w_k q_k log(q_k / Σq). For the normalized conventions
         # Σq = 1 and this is CE − H(q); for "unnormalized" it keeps the loss zero at its
-        # optimum p = q̂ (where CE − H(q) alone would be negative).
-        mass = q.sum(-1, keepdim=True)
-        loss = loss + (w * (torch.xlogy(q, q) - torch.xlogy(q, mass))).sum(-1)
+        # optimum p = q̂ (where CE − H(q) alone would be negative). An ignored row has q = 0
+        # everywhere and Σq = 0: every term is 0 (and so is its gradient).
+        q_safe = torch.where(has_mass, q, 1)
+        mass = q.sum(-1, keepdim=True)  # (M, 1)
+        mass_safe = torch.where(mass > 0, mass, 1)
+        log_ratio = torch.log(q_safe) - torch.log(mass_safe)  # (M, C), finite
+        loss = loss + torch.where(has_mass, w * q * log_ratio, 0).sum(-1)
 
     out_shape = target.shape[:1] + target.shape[2:] if soft else target.shape
     out = _reduce(loss, target, w, ignore_index, reduction, soft).to(input.dtype)
