@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from labelsmooth.runtime import config
+from labelsmooth._config import config
 
 __all__ = ["run_parallel", "empty_like_gradient", "empty_cache", "cached_bytes"]
 
