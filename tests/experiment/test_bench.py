@@ -28,10 +28,11 @@ def test_quick_run_writes_a_new_folder_in_the_current_directory(tmp_path, monkey
             "fused", "--threads", "1"]  # fmt: skip
     assert benchmark.main(argv) == 0
     printed = capsys.readouterr().out.splitlines()
-    # the terminal table has column headers
-    assert printed[0].split() == ["shape", "dtype", "variant", "time", "(×", "built-in)",
-                                  "peak", "memory", "above", "inputs"]  # fmt: skip
-    assert printed[1].split()[:3] == ["64×101", "float32", "builtin"]
+    # a smoke test says so first, then the terminal table with its column headers
+    assert printed[0] == benchmark.QUICK_CAVEAT
+    assert printed[1].split() == ["shape", "dtype", "variant", "time", "(median)", "memory"]
+    assert printed[2].split()[:3] == ["64×101", "float32", "builtin"]
+    assert "×" not in "".join(line.split("float32", 1)[1] for line in printed[2:4])  # no ratios
     # the default output is a new folder under ./labelsmooth-bench, never benchmarks/results
     (out,) = (tmp_path / "labelsmooth-bench").iterdir()
     assert not (tmp_path / "benchmarks").exists()
@@ -39,19 +40,68 @@ def test_quick_run_writes_a_new_folder_in_the_current_directory(tmp_path, monkey
     assert [r["variant"] for r in data["results"]] == ["builtin", "fused"]
     assert all("error" not in r for r in data["results"]), data["results"]
     assert data["machine"]["torch"] and data["machine"]["c_compiler"]
+    assert data["smoke_test"] is True
     table = (out / "cpu-quick.md").read_text()
-    assert "| 64×101 | float32 | fused |" in table
+    assert table.startswith("# CPU benchmark smoke test (`--quick`): not a measurement")
+    assert benchmark.QUICK_CAVEAT in table
+    assert re.search(r"\| 64×101 \| float32 \| fused \| \d+\.\d{3} ms \| not measured \|", table)
     assert "`fused-inplace`" not in table and "Targets" not in table
     if data["auto_runs"]:  # labelsmooth.chosen_impl is public: what auto runs is reported
         assert data["auto_runs"][0]["impl"] in ("torch", "fused", "reference")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert not (out / "cpu-quick.png").exists()
-    else:
-        assert (out / "cpu-quick.png").stat().st_size > 0
+    assert not (out / "cpu-quick.png").exists()  # the plot shows ratios; a smoke test has none
     # a second run never writes over the first
     assert benchmark.default_out() != out.relative_to(tmp_path)
+
+
+def test_quick_grid_is_small_runs_in_process_and_skips_compilation(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def fake(variant, n, c, dtype, repeats, threads):  # noqa: ANN001, ANN202
+        calls.append((variant, (n, c), dtype, repeats))
+        return {**_row(variant, 1e-4, None, shape=(n, c), dtype=dtype), "times_s": [1e-4]}
+
+    def no_subprocess(*args):  # noqa: ANN002, ANN202
+        raise AssertionError("--quick must not start a process per variant")
+
+    monkeypatch.setattr(benchmark, "_in_process", fake)
+    monkeypatch.setattr(benchmark, "_subprocess", no_subprocess)
+    assert benchmark.main(["--quick", "--threads", "1"]) == 0
+    variants = [v for v in benchmark.VARIANTS if v != "compiled-builtin"]
+    grid = [(s, d) for s in benchmark.QUICK_SHAPES for d in benchmark.DTYPES]
+    assert [(shape, dtype) for _, shape, dtype, _ in calls[:: len(variants)]] == grid
+    assert len(calls) == len(grid) * len(variants) == 2 * 2 * 8
+    assert {v for v, *_ in calls} == set(variants)
+    assert {r for *_, r in calls} == {benchmark.QUICK_REPEATS}
+    out = capsys.readouterr().out
+    assert out.startswith(benchmark.QUICK_CAVEAT) and "smoke test only" in out
+    assert "SMOKE TEST" in benchmark.QUICK_CAVEAT and "not a measurement" in benchmark.QUICK_CAVEAT
+
+
+def test_ratio_is_a_dash_where_the_spread_exceeds_its_distance_from_one() -> None:
+    base = {"variant": "builtin", "time_s": 1.0, "times_s": [0.8, 1.0, 1.0, 1.2]}  # IQR 0.1
+    steady = [0.5, 0.5, 0.5, 0.5]
+    assert benchmark.ratio_or_dash({"time_s": 0.5, "times_s": steady}, base) == "0.50×"
+    # 1.05 is 0.05 from 1, the spreads add up to 0.1 + 0: not measured which side of 1 it is
+    assert benchmark.ratio_or_dash({"time_s": 1.05, "times_s": [1.05] * 4}, base) == "—"
+    noisy = {"time_s": 0.5, "times_s": [0.1, 0.3, 0.5, 0.9, 1.4]}  # IQR / median = 1.2
+    assert benchmark.ratio_or_dash(noisy, base) == "—"
+    assert benchmark.ratio_or_dash(base, base) == "1.00×"  # the reference itself
+    md = benchmark.render_markdown(
+        [{**_row("builtin", 1.0, 24), **base}, {**_row("fused", 1.05, 24), "times_s": [1.05] * 4}],
+        benchmark.machine_info(2),
+    )
+    assert "| 2×3 | float32 | fused | 1050.0 ms (—) |" in md
+
+
+def test_markdown_records_the_load_average_or_says_it_was_not() -> None:
+    info = benchmark.machine_info(2)
+    rows = [_row("builtin", 2.0, 60)]
+    with_load = benchmark.render_markdown(rows, {**info, "load_average": [1.5, 2.25, 3.0]})
+    assert "load average 1.50 / 2.25 / 3.00 (1, 5, 15 min)" in with_load
+    assert "load average not recorded" in benchmark.render_markdown(
+        rows, {**info, "load_average": None}
+    )
 
 
 def test_default_out_is_new_and_not_the_committed_results(tmp_path, monkeypatch) -> None:

@@ -12,8 +12,17 @@ shared machines, ratios much less). Memory is the peak resident set above the in
 Run ``labelsmooth bench``; it writes ``cpu.md``, ``cpu.json`` and ``cpu.png`` into a new folder
 ``./labelsmooth-bench/<UTC date and time>/`` unless ``--out DIR`` names one (the project's
 committed tables are regenerated with ``--out benchmarks/results``, whose hand-written
-``cpu-notes.md``, with the performance targets, is appended to the table). ``--quick`` runs a
-tiny grid for smoke tests. The harness uses only labelsmooth's public API.
+``cpu-notes.md``, with the performance targets, is appended to the table). The harness uses
+only labelsmooth's public API.
+
+A ratio is printed only where the timing can carry it: when the relative spread of the timed
+rounds (interquartile range over median, of the variant and the built-in added) is at least
+the ratio's distance from 1, the table shows "—" instead (see :func:`ratio_or_dash`).
+
+``--quick`` is a **smoke test**, not a measurement: every variant but ``compiled-builtin``
+(whose compilation alone takes longer than the whole run) runs at two tiny shapes in this one
+process, a few rounds each, to show that each path runs; it prints times without ratios,
+measures no memory, and writes ``cpu-quick.*`` labelled as a smoke test.
 """
 
 from __future__ import annotations
@@ -34,7 +43,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["VARIANTS", "SHAPES", "DEFAULT_OUT", "run_one", "render_markdown", "plot", "main"]
+__all__ = [
+    "VARIANTS",
+    "SHAPES",
+    "QUICK_SHAPES",
+    "QUICK_CAVEAT",
+    "DEFAULT_OUT",
+    "run_one",
+    "ratio_or_dash",
+    "render_markdown",
+    "plot",
+    "main",
+]
 
 EPS = 0.1
 #: name -> description. "builtin" is the baseline every ratio refers to.
@@ -53,6 +73,17 @@ VARIANTS = {
 }
 SHAPES = [(256, 1000), (4096, 32000), (8192, 32000), (4096, 128256)]
 QUICK_SHAPES = [(64, 100), (32, 1031)]
+#: the variants --quick leaves out unless named (torch.compile takes 10-20 s to compile)
+_QUICK_SKIP = ("compiled-builtin",)
+#: timed rounds per variant with --quick (each a fraction of a millisecond)
+QUICK_REPEATS = 5
+#: printed above the terminal table and the markdown table of --quick
+QUICK_CAVEAT = (
+    "SMOKE TEST (--quick): each variant ran a few rounds at tiny shapes in one process, to "
+    "show that it runs. These times are dominated by per-call overhead and noise; they are not "
+    "a measurement, so no ratios and no memory are reported. Run `labelsmooth bench` (or "
+    "`make bench`) for numbers."
+)
 DTYPES = ["float32", "bfloat16"]
 #: the default output folder (relative to the current directory); each run makes a new one
 DEFAULT_OUT = Path("labelsmooth-bench")
@@ -276,26 +307,72 @@ def machine_info(threads: int) -> dict:
         "c_compiler": _compiler(),
         "platform": platform.platform(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": _load_average(),
     }
+
+
+def _load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages, where the system reports them."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _ok(r: dict | None) -> bool:
     return r is not None and "error" not in r and r.get("time_s") is not None
 
 
-def _fmt_time(r: dict, base: dict | None) -> str:
+def _relative_spread(r: dict) -> float:
+    """Interquartile range of the timed rounds over their median (0 with fewer than 2)."""
+    times = [t for t in r.get("times_s") or () if t is not None]
+    if len(times) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    median = statistics.median(times)
+    return (q3 - q1) / median if median > 0 else float("inf")
+
+
+def ratio_or_dash(r: dict, base: dict) -> str:
+    """``r``'s time over the built-in's as ``"0.25×"``, or ``"—"`` where noise decides it.
+
+    The ratio's relative uncertainty is taken as the sum of both rows' relative spreads
+    (interquartile range over median of their timed rounds); when that is at least the
+    ratio's distance from 1, whether the variant is faster or slower than the built-in is
+    not measured, and no number is shown. The built-in's own row is always ``"1.00×"``.
+
+    Example:
+        >>> base = {"time_s": 2.0, "times_s": [1.9, 2.0, 2.1]}
+        >>> ratio_or_dash({"time_s": 0.5, "times_s": [0.5, 0.5, 0.5]}, base)
+        '0.25×'
+        >>> ratio_or_dash({"time_s": 2.1, "times_s": [1.0, 2.1, 3.0]}, base)
+        '—'
+    """
+    ratio = r["time_s"] / base["time_s"]
+    if r is base or r.get("variant") == "builtin":
+        return f"{ratio:.2f}×"
+    if _relative_spread(r) + _relative_spread(base) >= abs(ratio - 1.0):
+        return "—"
+    return f"{ratio:.2f}×"
+
+
+def _fmt_time(r: dict, base: dict | None, quick: bool = False) -> str:
     if "error" in r:
         return "error"
     if not _ok(r):
         return "n/a"
+    if quick:
+        return f"{r['time_s'] * 1e3:.3f} ms"
     if not _ok(base):
         return f"{r['time_s'] * 1e3:.1f} ms (–)"
-    return f"{r['time_s'] * 1e3:.1f} ms ({r['time_s'] / base['time_s']:.2f}×)"  # type: ignore[index]
+    return f"{r['time_s'] * 1e3:.1f} ms ({ratio_or_dash(r, base)})"  # type: ignore[arg-type]
 
 
-def _fmt_memory(r: dict) -> str:
+def _fmt_memory(r: dict, quick: bool = False) -> str:
     if "error" in r:
         return "error"
+    if quick:
+        return "not measured"
     mem = r.get("peak_above_inputs_bytes")
     return "n/a" if mem is None else f"{mem / r['logits_bytes']:.2f}× logits"
 
@@ -319,6 +396,7 @@ def render_markdown(
     info: dict,
     notes: str = "",
     auto_runs: Sequence[dict] = (),
+    quick: bool = False,
 ) -> str:
     """The results table: per shape and dtype, each measured variant's time (ratio) and memory.
 
@@ -327,6 +405,8 @@ def render_markdown(
         info: :func:`machine_info`.
         notes: hand-written text appended at the end (the targets live there).
         auto_runs: per group, what ``impl="auto"`` runs and which row measured it.
+        quick: the rows come from ``--quick``: a smoke-test title and caveat, times without
+            ratios, no memory column values.
     """
     native = info.get("native_kernel")
     native_text = (
@@ -335,21 +415,44 @@ def render_markdown(
         else f"labelsmooth {info.get('labelsmooth', '?')} with native_kernel={native} "
         f"(C compiler: {info.get('c_compiler', '?')}); "
     )
-    lines = [
-        "# CPU benchmark: label-smoothed cross-entropy, forward + backward",
-        "",
+    load = info.get("load_average")
+    load_text = (
+        "load average not recorded"
+        if not load
+        else "load average " + " / ".join(f"{v:.2f}" for v in load) + " (1, 5, 15 min) at the end"
+    )
+    machine = (
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} threads; "
         f"Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}; "
-        f"{info['platform']}; {native_text}measured {info['date']}.",
-        "",
-        "Time: median of the timed runs after a warm-up, with the ratio to the built-in "
-        "measured in the same invocation. Memory: peak resident memory above the inputs during "
-        "one forward + backward (fresh process per variant), as a multiple of the logits' "
-        "size. ε = 0.1, uniform smoothing, mean reduction.",
-        "",
-        "| shape | dtype | variant | time (× built-in) | peak memory above inputs |",
-        "|---|---|---|---|---|",
-    ]
+        f"{info['platform']}; {native_text}measured {info['date']}; {load_text}."
+    )
+    if quick:
+        lines = [
+            "# CPU benchmark smoke test (`--quick`): not a measurement",
+            "",
+            QUICK_CAVEAT,
+            "",
+            machine,
+            "",
+            "| shape | dtype | variant | time (median of the rounds) | memory |",
+            "|---|---|---|---|---|",
+        ]
+    else:
+        lines = [
+            "# CPU benchmark: label-smoothed cross-entropy, forward + backward",
+            "",
+            machine,
+            "",
+            "Time: median of the timed runs after a warm-up, with the ratio to the built-in "
+            'measured in the same invocation; "—" where the rounds\' spread (interquartile '
+            "range over median, of the variant and the built-in added) is at least the "
+            "ratio's distance from 1. Memory: peak resident memory above the inputs during "
+            "one forward + backward (fresh process per variant), as a multiple of the logits' "
+            "size. ε = 0.1, uniform smoothing, mean reduction.",
+            "",
+            "| shape | dtype | variant | time (× built-in) | peak memory above inputs |",
+            "|---|---|---|---|---|",
+        ]
     keyed = {(tuple(r["shape"]), r["dtype"], r["variant"]): r for r in results}
     for r in results:
         base = keyed.get((tuple(r["shape"]), r["dtype"], "builtin"))
@@ -357,9 +460,8 @@ def render_markdown(
         name = r["variant"]
         if name == "auto" and r.get("auto_runs"):
             name = f"auto (runs {r['auto_runs']})"
-        lines.append(
-            f"| {n}×{c} | {r['dtype']} | {name} | {_fmt_time(r, base)} | {_fmt_memory(r)} |"
-        )
+        time_cell, memory_cell = _fmt_time(r, base, quick), _fmt_memory(r, quick)
+        lines.append(f"| {n}×{c} | {r['dtype']} | {name} | {time_cell} | {memory_cell} |")
     if auto_runs:
         lines += ["", 'What `impl="auto"` runs (`labelsmooth.chosen_impl`):', ""]
         for a in auto_runs:
@@ -463,21 +565,23 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=("VARIANT", "NxC", "DTYPE", "REPEATS", "THREADS", "MEASURE"),
                    help=argparse.SUPPRESS)  # fmt: skip
     p.add_argument("--quick", action="store_true",
-                   help="tiny grid for smoke tests: shapes "
-                   f"{' '.join(f'{n}x{c}' for n, c in QUICK_SHAPES)} and 2 repeats, unless "
-                   "--shapes / --repeats are given; writes cpu-quick.*")  # fmt: skip
+                   help="a smoke test, not a measurement: shapes "
+                   f"{' '.join(f'{n}x{c}' for n, c in QUICK_SHAPES)}, {QUICK_REPEATS} rounds, "
+                   "every variant but compiled-builtin, all in this process; times without "
+                   "ratios, no memory; writes cpu-quick.*")  # fmt: skip
     p.add_argument("--shapes", nargs="+", type=_shape, metavar="NxC",
                    help="shapes as NxC (default: "
                    f"{' '.join(f'{n}x{c}' for n, c in SHAPES)})")  # fmt: skip
     p.add_argument("--dtypes", nargs="+", default=DTYPES, choices=DTYPES,
                    help=f"logits dtypes (default: {' '.join(DTYPES)})")  # fmt: skip
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+    p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
                    metavar="VARIANT",
-                   help=f"which variants (default: all of {', '.join(VARIANTS)}); builtin is "
-                   "always measured, every ratio refers to it")  # fmt: skip
+                   help=f"which variants (default: all of {', '.join(VARIANTS)}; with --quick "
+                   f"all but {', '.join(_QUICK_SKIP)}); builtin is always measured, every "
+                   "ratio refers to it")  # fmt: skip
     p.add_argument("--repeats", type=_positive_int, default=None,
-                   help="timed runs per variant, median reported (default: 5; 2 with --quick; "
-                   "more for millisecond-scale shapes)")  # fmt: skip
+                   help=f"timed runs per variant, median reported (default: 5; {QUICK_REPEATS} "
+                   "with --quick; 20 times more for millisecond-scale shapes)")  # fmt: skip
     p.add_argument("--threads", type=_positive_int, default=2,
                    help="torch threads per run (default: 2)")  # fmt: skip
     p.add_argument("--merge", action="store_true",
@@ -522,14 +626,28 @@ def _auto_alias(auto_runs: str | None, variants: Sequence[str]) -> str | None:
     return alias if alias in variants else None
 
 
-def _print_row(r: dict, base: dict | None) -> None:
+def _print_row(r: dict, base: dict | None, quick: bool = False) -> None:
     n, c = r["shape"]
     runs = r.get("auto_runs") if r["variant"] == "auto" else None
     name = r["variant"] + (f" (runs {runs})" if runs else "")
-    print(
-        f"{f'{n}×{c}':>14} {r['dtype']:<9} {name:<24} {_fmt_time(r, base):>24}  {_fmt_memory(r)}",
-        flush=True,
-    )
+    time_cell, memory_cell = _fmt_time(r, base, quick), _fmt_memory(r, quick)
+    print(f"{f'{n}×{c}':>14} {r['dtype']:<9} {name:<24} {time_cell:>24}  {memory_cell}", flush=True)
+
+
+def _in_process(variant: str, n: int, c: int, dtype: str, repeats: int, threads: int) -> dict:
+    """Time one variant in this process (``--quick``), leaving the process as it was."""
+    import torch
+
+    import labelsmooth
+
+    native, torch_threads = labelsmooth.runtime.config.native_kernel, torch.get_num_threads()
+    try:
+        return run_one(variant, n, c, dtype, repeats, threads, measure="time")
+    except Exception as e:  # noqa: BLE001 - reported in the table, as a subprocess's failure is
+        return {"variant": variant, "shape": [n, c], "dtype": dtype, "error": repr(e)[-400:]}
+    finally:
+        labelsmooth.runtime.config.native_kernel = native
+        torch.set_num_threads(torch_threads)
 
 
 def _merge(old: dict, results: list[dict]) -> list[dict]:
@@ -561,14 +679,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--merge needs --out: the folder whose cpu.json the new groups are merged into")
     out: Path = args.out if args.out is not None else default_out()
     _check_out(p, out)
-    shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
-    repeats = args.repeats or (2 if args.quick else 5)
-    variants = ["builtin"] + [v for v in args.variants if v != "builtin"]
+    quick: bool = args.quick
+    shapes = args.shapes or (QUICK_SHAPES if quick else SHAPES)
+    repeats = args.repeats or (QUICK_REPEATS if quick else 5)
+    chosen = args.variants or [v for v in VARIANTS if not (quick and v in _QUICK_SKIP)]
+    variants = ["builtin"] + [v for v in chosen if v != "builtin"]
 
     results: list[dict[str, Any]] = []
     auto_runs: list[dict[str, Any]] = []
-    print(f"{'shape':>14} {'dtype':<9} {'variant':<24} {'time (× built-in)':>24}  "
-          "peak memory above inputs", flush=True)  # fmt: skip
+    if quick:
+        print(QUICK_CAVEAT, flush=True)
+    time_header = "time (median)" if quick else "time (× built-in)"
+    memory_header = "memory" if quick else "peak memory above inputs"
+    print(f"{'shape':>14} {'dtype':<9} {'variant':<24} {time_header:>24}  {memory_header}",
+          flush=True)  # fmt: skip
     for n, c in shapes:
         for dtype in args.dtypes:
             base: dict | None = None
@@ -584,19 +708,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"{f'{n}×{c}':>14} {dtype:<9} {'auto':<24} "
                               f"{f'runs {runs}: see the {alias} row':>24}", flush=True)  # fmt: skip
                         continue
-                # millisecond-scale steps need many samples for a stable median
-                reps = repeats if n * c <= 8192 * 32000 else max(2, repeats // 2)
-                reps = reps * 20 if n * c < 1 << 20 else reps
-                r = _subprocess(variant, n, c, dtype, reps, args.threads)
+                if quick:  # a smoke test: this process, the rounds as given
+                    r = _in_process(variant, n, c, dtype, repeats, args.threads)
+                else:
+                    # millisecond-scale steps need many samples for a stable median
+                    reps = repeats if n * c <= 8192 * 32000 else max(2, repeats // 2)
+                    reps = reps * 20 if n * c < 1 << 20 else reps
+                    r = _subprocess(variant, n, c, dtype, reps, args.threads)
                 if variant not in ("builtin", "auto"):
                     r.pop("auto_runs", None)  # recorded once per group, with the baseline
                 results.append(r)
                 if variant == "builtin":
                     base = r
-                _print_row(r, base)
+                _print_row(r, base, quick)
     info = machine_info(args.threads)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "cpu-quick" if args.quick else "cpu"
+    stem = "cpu-quick" if quick else "cpu"
     json_path = out / f"{stem}.json"
     if args.merge and json_path.exists():
         old = json.loads(json_path.read_text())
@@ -607,19 +734,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         ] + auto_runs
         info["date"] = f"{old['machine']['date']}; re-measured groups {info['date']}"
     json_path.write_text(
-        json.dumps({"machine": info, "results": results, "auto_runs": auto_runs}, indent=1)
+        json.dumps(
+            {"machine": info, "smoke_test": quick, "results": results, "auto_runs": auto_runs},
+            indent=1,
+        )
     )
     # hand-written analysis (and the targets) kept across regenerations
     notes_path = out / f"{stem}-notes.md"
     notes = notes_path.read_text() if notes_path.exists() else ""
-    (out / f"{stem}.md").write_text(render_markdown(results, info, notes, auto_runs))
+    (out / f"{stem}.md").write_text(render_markdown(results, info, notes, auto_runs, quick))
     written = [f"{stem}.md", f"{stem}.json"]
     try:
-        plot(results, out / f"{stem}.png")
-        written.append(f"{stem}.png")
+        if not quick:  # the plot shows ratios, which a smoke test does not have
+            plot(results, out / f"{stem}.png")
+            written.append(f"{stem}.png")
     except ImportError:
         print("matplotlib is not installed (pip install 'labelsmooth[plot]'): no plot written")
     print(f"wrote {', '.join(written)} into {out}/")
+    if quick:
+        print("smoke test only: every variant ran; see the caveat above before reading a time")
     return 0
 
 
