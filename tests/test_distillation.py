@@ -89,3 +89,59 @@ def test_shape_errors() -> None:
         labelsmooth.distillation_loss(zs, zt, y[:3])
     with pytest.raises(TypeError, match="target"):
         labelsmooth.distillation_loss(zs, zt, y.float())
+
+
+PADDING = [float("nan"), float("-inf"), float("inf")]
+
+
+@pytest.mark.parametrize("fill", PADDING, ids=["nan", "-inf", "+inf"])
+@pytest.mark.parametrize("where", ["student", "teacher", "both"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_non_finite_padding_in_ignored_rows_is_never_read(
+    fill: float, where: str, reduction: str
+) -> None:
+    zs, zt, y = _data(c=6)
+    y[[1, 4]] = -100
+    bad_s, bad_t = zs.clone(), zt.clone()
+    if where in ("student", "both"):
+        bad_s[[1, 4]] = fill
+    if where in ("teacher", "both"):
+        bad_t[[1, 4]] = fill
+    kw = dict(temperature=2.0, alpha=0.7, reduction=reduction, label_smoothing=0.1)
+    clean_s = zs.clone().requires_grad_(True)
+    padded_s = bad_s.clone().requires_grad_(True)
+    clean = labelsmooth.distillation_loss(clean_s, zt, y, **kw)
+    padded = labelsmooth.distillation_loss(padded_s, bad_t, y, **kw)
+    torch.testing.assert_close(padded, clean)
+    (clean.sum() if reduction == "none" else clean).backward()
+    (padded.sum() if reduction == "none" else padded).backward()
+    assert padded_s.grad is not None and clean_s.grad is not None
+    assert bool(torch.isfinite(padded_s.grad).all())
+    assert not padded_s.grad[[1, 4]].any()  # exactly zero on the padding
+    torch.testing.assert_close(padded_s.grad, clean_s.grad)
+    truth = distillation_loss_reference(bad_s.double(), bad_t.double(), y, 2.0, 0.7,
+                                        -100, reduction, 0.1)  # fmt: skip
+    torch.testing.assert_close(padded.double(), truth, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fill", PADDING, ids=["nan", "-inf", "+inf"])
+def test_a_counted_teacher_row_without_a_softmax_names_teacher_logits(fill: float) -> None:
+    zs, zt, y = _data()
+    zt[3] = fill
+    with pytest.raises(ValueError, match=r"teacher_logits .*row 3") as info:
+        labelsmooth.distillation_loss(zs, zt, y)
+    assert "soft target" not in str(info.value) and "kl=True" not in str(info.value)
+
+
+def test_teacher_minus_inf_on_some_classes_of_a_counted_row() -> None:
+    # p_t = 0 on those classes: they add nothing to the KL term (0 · log 0 = 0)
+    zs, zt, y = _data(c=5)
+    zt[0, [1, 3]] = float("-inf")
+    y[0] = 0
+    s = zs.clone().requires_grad_(True)
+    got = labelsmooth.distillation_loss(s, zt, y, temperature=2.0, alpha=0.8)
+    got.backward()
+    truth = distillation_loss_reference(zs.double(), zt.double(), y, 2.0, 0.8)
+    assert bool(torch.isfinite(got)) and s.grad is not None
+    assert bool(torch.isfinite(s.grad).all())
+    torch.testing.assert_close(got.double(), truth, rtol=1e-5, atol=1e-6)

@@ -64,6 +64,10 @@ def distillation_loss(
     The teacher is a constant: ``teacher_logits`` are detached (no gradient flows to the
     teacher). Rows whose target is ``ignore_index`` contribute 0 to both terms and are left
     out of the mean; if every row is ignored, ``"mean"`` gives 0 (with zero gradients).
+    Ignored rows are never read: padding that holds NaN or -inf, in the student or the
+    teacher, gives the same loss and an exactly zero gradient on those rows. A row that is
+    counted needs a teacher row with a finite softmax (at least one finite logit, no NaN or
+    +inf); otherwise a ``ValueError`` names ``teacher_logits``.
 
     Args:
         student_logits: (N, C) student logits, floating point.
@@ -80,7 +84,8 @@ def distillation_loss(
         The loss in the student logits' dtype: (N,) for ``"none"``, else a scalar.
 
     Raises:
-        ValueError / TypeError: bad shapes, dtypes or option values (naming the argument).
+        ValueError / TypeError: bad shapes, dtypes or option values (naming the argument);
+            a counted row whose teacher logits have no finite softmax.
 
     Example:
         >>> import torch, labelsmooth
@@ -119,11 +124,25 @@ def distillation_loss(
     check_choice("reduction", reduction, REDUCTIONS)
     eps = check_label_smoothing(label_smoothing)
 
-    z_s = student_logits  # (N, C)
     valid = target != ignore_index  # (N,)
+    # Ignored rows are padding: whatever they hold (NaN, all -inf) is replaced by 0 before any
+    # math, by a select (a product with 0 would keep a NaN, and the backward of a softmax over a
+    # NaN row is NaN even when the row's loss is then selected away). So an ignored student
+    # row gets an exact zero gradient and an ignored teacher row never reaches a check.
+    keep = valid[:, None]  # (N, 1)
+    z_s = torch.where(keep, student_logits, 0)  # (N, C)
     with torch.no_grad():
         cdt = torch.float64 if z_s.dtype == torch.float64 else torch.float32
-        p_t = torch.softmax(teacher_logits.detach().to(cdt) / temperature, dim=1)
+        z_t = torch.where(keep, teacher_logits.detach(), 0).to(cdt)  # (N, C)
+        p_t = torch.softmax(z_t / temperature, dim=1)
+        bad = valid & ~torch.isfinite(p_t).all(dim=1)  # (N,)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                "teacher_logits must have a finite softmax in every row that is not ignored "
+                f"(NaN, +inf or all -inf give none), got row {row} = "
+                f"{teacher_logits[row].tolist()[:8]}"
+            )
         p_t = p_t.to(z_s.dtype)  # soft targets in the student's dtype, (N, C)
     # soft term: KL(p_t || softmax(z_s / T)) per row (soft targets have no ignore_index)
     soft = cross_entropy(z_s / temperature, p_t, reduction="none", kl=True)  # (N,)

@@ -244,14 +244,18 @@ def distillation_loss_reference(
     Per row: ``alpha * T**2 * sum_k p_t,k (log p_t,k - log p_s,k) + (1 - alpha) * CE_eps``
     with ``p_t = softmax(z_t / T)`` (a constant), ``p_s = softmax(z_s / T)`` and ``CE_eps``
     PyTorch's label-smoothed cross-entropy of the unsoftened student logits. Ignored rows
-    contribute 0 and are left out of the mean (0 when every row is ignored).
+    contribute 0 and are left out of the mean (0 when every row is ignored); their logits (in
+    the student and the teacher) are replaced by 0 before any math, so padding that holds NaN
+    or -inf changes nothing and gets a zero gradient.
     """
     cdt = compute_dtype(student_logits.dtype)
-    z_s = student_logits.to(cdt)  # (N, C)
-    log_pt = torch.log_softmax(teacher_logits.detach().to(cdt) / temperature, dim=1)  # (N, C)
-    log_ps = torch.log_softmax(z_s / temperature, dim=1)  # (N, C)
-    kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # (N,)
     valid = target != ignore_index  # (N,)
+    z_s = torch.where(valid[:, None], student_logits.to(cdt), 0)  # (N, C)
+    z_t = torch.where(valid[:, None], teacher_logits.detach().to(cdt), 0)  # (N, C)
+    log_pt = torch.log_softmax(z_t / temperature, dim=1)  # (N, C)
+    log_ps = torch.log_softmax(z_s / temperature, dim=1)  # (N, C)
+    # p_t log p_t is 0 where p_t = 0 (a -inf teacher logit): xlogy, not p·log p = 0·(-inf)
+    kl = (torch.xlogy(log_pt.exp(), log_pt.exp()) - log_pt.exp() * log_ps).sum(1)  # (N,)
     ce = F.cross_entropy(
         z_s,
         torch.where(valid, target, 0),
