@@ -335,11 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     loads = (load_before, _loadavg())
     info["loadavg_before_after"] = list(loads)
 
-    from labelsmooth.experiment.train._files import write_json, write_text
-
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "frameworks.json", {"machine": info, "results": results})
-    write_text(out / "frameworks.md", render_markdown(results, info, loads))
+    report = {"machine": info, "results": results}
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    (out / "frameworks.json").write_text(text, encoding="utf-8")
+    (out / "frameworks.md").write_text(render_markdown(results, info, loads), encoding="utf-8")
     print(f"wrote frameworks.md, frameworks.json into {out}/")
     return 0
 
