@@ -224,8 +224,10 @@ def _reduce(
         y = target.reshape(-1)
         valid = y != ignore_index
         denom = (w[torch.where(valid, y, 0)] * valid).sum()
-        # All targets ignored: 0 with zero gradients, where torch returns NaN.
-        denom = torch.where(valid.any(), denom, torch.ones_like(denom))
+        # All targets ignored: 0 with zero gradients, where torch returns NaN; counted
+        # targets whose weights sum to 0: NaN, as torch (0/0).
+        nan = torch.full_like(denom, float("nan"))
+        denom = torch.where(valid.any(), torch.where(denom == 0, nan, denom), 1)
     return total / denom
 
 
