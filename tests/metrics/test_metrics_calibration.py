@@ -146,6 +146,44 @@ def test_ece_matches_numpy_reference(n_bins: int, norm: str, binning: str) -> No
     assert got.item() == pytest.approx(want, rel=1e-12, abs=1e-14)
 
 
+def test_reliability_bins_match_numpy_reference() -> None:
+    probs, target, _ = random_probs(211, 5, seed=3)
+    bins = lm.reliability_bins(probs, target, n_bins=7)
+    conf = probs.numpy().max(axis=1)
+    hit = probs.numpy().argmax(axis=1) == target.numpy()
+    want = np.zeros((3, 7))
+    for m in range(7):  # ((m)/7, (m+1)/7], 0 in the first bin
+        members = (conf > m / 7) & (conf <= (m + 1) / 7)
+        want[:, m] = members.sum(), conf[members].sum(), hit[members].sum()
+    assert bins.shape == (3, 7) and bins.dtype == torch.float64
+    np.testing.assert_allclose(bins.numpy(), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("binning", ["uniform", "quantile"])
+@pytest.mark.parametrize("norm", NORMS)
+def test_calibration_error_from_bins_equals_the_direct_metric(norm: str, binning: str) -> None:
+    probs, target, _ = random_probs(300, 4, seed=5)
+    target[::7] = -100
+    bins = lm.reliability_bins(probs, target, 9, binning=binning, ignore_index=-100)
+    want = expected_calibration_error(probs, target, 9, norm, binning, ignore_index=-100)
+    assert torch.equal(lm.calibration_error_from_bins(bins, norm), want)
+
+
+def test_uniform_reliability_bins_of_two_halves_add_up() -> None:
+    probs, target, _ = random_probs(100, 3, seed=6)
+    whole = lm.reliability_bins(probs, target, 10)
+    halves = lm.reliability_bins(probs[:40], target[:40], 10) + lm.reliability_bins(
+        probs[40:], target[40:], 10
+    )
+    torch.testing.assert_close(halves, whole, rtol=1e-12, atol=0.0)
+
+
+def test_reliability_bins_of_nothing_are_zero_and_give_nan() -> None:
+    bins = lm.reliability_bins(torch.empty(0, 3), torch.empty(0, dtype=torch.long), 4)
+    assert torch.equal(bins, torch.zeros(3, 4, dtype=torch.float64))
+    assert lm.calibration_error_from_bins(bins).isnan()
+
+
 @pytest.mark.parametrize("norm", NORMS)
 def test_classwise_matches_numpy_reference(norm: str) -> None:
     probs, target, _ = random_probs(300, 5, seed=1)
@@ -465,6 +503,10 @@ Y = torch.tensor([0, 1])
         (lambda: negative_log_likelihood_from_logits(P, Y[:1]), r"target must have shape \(2,\)"),
         (lambda: lm.evaluate_calibration(P, Y, temperature=0.0), r"temperature .*0\.0"),
         (lambda: lm.evaluate_calibration(P, Y, topk=(0,)), r"topk must be .*\(0,\)"),
+        (lambda: lm.reliability_bins(P, Y, n_bins=0), r"n_bins must be .*n_bins=0"),
+        (lambda: lm.reliability_bins(P, Y, binning="log"), r"binning must be .*'log'"),
+        (lambda: lm.calibration_error_from_bins(P), r"bins must be a \(3, \.\.\., M\)"),
+        (lambda: lm.calibration_error_from_bins(torch.ones(3, 2), "l3"), r"norm must be .*'l3'"),
     ],
 )
 def test_bad_input_raises_clear_value_error(call, match: str) -> None:
@@ -473,9 +515,17 @@ def test_bad_input_raises_clear_value_error(call, match: str) -> None:
 
 
 def test_docstring_examples_run() -> None:
-    from labelsmooth.metrics import _functional, meter, projection, temperature
+    from labelsmooth.metrics import (
+        calibration,
+        classification,
+        meter,
+        panel,
+        projection,
+        scoring,
+        temperature,
+    )
 
-    for mod in (_functional, meter, projection, temperature):
+    for mod in (calibration, classification, scoring, panel, meter, projection, temperature):
         result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0, mod.__name__
         assert result.attempted > 0, mod.__name__

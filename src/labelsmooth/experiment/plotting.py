@@ -15,12 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from labelsmooth.metrics._functional import (
-    _calibration_error_compute,
-    _check_n_bins,
-    _prepare_probs,
-    _top_label_update,
-)
+from labelsmooth.metrics import calibration_error_from_bins, reliability_bins
 from labelsmooth.metrics.projection import penultimate_projection
 
 if TYPE_CHECKING:
@@ -107,11 +102,8 @@ def reliability_diagram(
         >>> len(fig.axes)
         2
     """
-    _check_n_bins(n_bins)
-    probs, target = _prepare_probs(probs, target, ignore_index)
-    with torch.no_grad():
-        sums = _top_label_update(probs, target, n_bins)  # (3, M): count, Σ conf, Σ correct
-        ece = float(_calibration_error_compute(sums, "l1"))
+    sums = reliability_bins(probs, target, n_bins, ignore_index=ignore_index)  # (3, M)
+    ece = float(calibration_error_from_bins(sums, "l1"))  # sums: count, Σ conf, Σ correct
     count, conf_sum, hit_sum = (s.tolist() for s in sums)
     total = max(sum(count), 1.0)
     acc = [h / n if n else 0.0 for h, n in zip(hit_sum, count)]

@@ -2,7 +2,8 @@
 
 The meter holds only sums, never the probabilities: O(n_bins + K) numbers for the top-label
 binned metrics, NLL, Brier score and K top-k accuracies (plus C·n_bins with ``classwise=True``).
-All the arithmetic is in :mod:`labelsmooth.metrics._functional`; this class only adds states.
+All the arithmetic is in :mod:`labelsmooth.metrics.panel` (which calls the helpers of every
+metric family); this class only adds states.
 """
 
 from __future__ import annotations
@@ -13,15 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from labelsmooth.metrics._functional import (
-    _check_ignore_index,
-    _check_n_bins,
-    _check_temperature,
-    _check_topk,
-    _panel_compute,
-    _panel_update,
-    _prepare_logits,
-)
+from labelsmooth.metrics._checks import _prepare_logits
+from labelsmooth.metrics.panel import _panel_arg_validation, _panel_compute, _panel_update
 
 __all__ = ["CalibrationMeter"]
 
@@ -78,13 +72,11 @@ class CalibrationMeter:
             raise ValueError(
                 f"num_classes must be a positive integer, got num_classes={num_classes!r}"
             )
-        _check_n_bins(n_bins)
-        _check_ignore_index(ignore_index)
-        _check_temperature(temperature)
+        ks = _panel_arg_validation(n_bins, ignore_index, temperature, topk)
         self.num_classes = num_classes
         self.n_bins = n_bins
         self.ignore_index = ignore_index
-        self.topk = tuple(k for k in _check_topk(topk) if k <= num_classes)
+        self.topk = tuple(k for k in ks if k <= num_classes)
         self.temperature = float(temperature)
         self.classwise = classwise
         self.state: dict[str, Tensor] = {}

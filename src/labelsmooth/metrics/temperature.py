@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from labelsmooth.metrics._functional import _prepare_logits
+from labelsmooth.metrics._checks import _prepare_logits
 
 __all__ = ["fit_temperature"]
 
