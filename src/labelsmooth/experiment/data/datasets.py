@@ -23,7 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labelsmooth.experiment.data._fetch import BUILTIN_DATASETS, DataUnavailableError, load_builtin
+from labelsmooth.experiment.data._common import DataUnavailableError
+from labelsmooth.experiment.data._fetch import load_builtin
+from labelsmooth.experiment.data._pins import BUILTIN_DATASETS
 from labelsmooth.experiment.data.formats import read_idx_dir, read_npz
 
 __all__ = [
@@ -165,8 +167,7 @@ def load_dataset(
 
     Built-in datasets are verified against their pinned SHA-256 sums on every load; a missing
     or corrupted cached file is fetched again (see :mod:`labelsmooth.experiment.data._fetch`).
-    MNIST's
-    validation split is the last 10,000 of its 60,000 training images (the split of the
+    MNIST's validation split is the last 10,000 of its 60,000 training images (the split of the
     widely used ``mnist.pkl.gz``), so ``train`` has 50,000 examples; Fashion-MNIST has no
     validation split of its own.
 

