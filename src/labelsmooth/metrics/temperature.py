@@ -90,36 +90,64 @@ def fit_temperature(
     if y.numel() == 0:
         raise ValueError("fit_temperature needs at least one non-ignored target, got none")
     device = torch.device("cpu") if z.device.type == "mps" else z.device  # MPS has no float64
-    z = z.detach().to(device=device, dtype=torch.float64)  # (N, C)
-    y = y.to(device)
-    z = z - z.amax(1, keepdim=True)  # row max 0 (finite: checked above); -inf stays -inf
-    is_masked = z == float("-inf")  # (N, C)
-    z_y = z.gather(1, y.unsqueeze(1)).squeeze(1)  # (N,)
-    masked: Tensor | None = None
-    if bool(is_masked.any()):
-        if bool((z_y == float("-inf")).any()):
-            row = int((z_y == float("-inf")).nonzero()[0, 0])
-            raise ValueError(
-                "logits must be finite at the target class (a -inf target logit makes the NLL "
-                "infinite at every temperature), got -inf at the target of non-ignored entry "
-                f"{row}"
-            )
-        masked = is_masked
-        lowest = z.masked_fill(masked, float("inf")).amin(1)  # smallest finite logit, (N,)
-        z = z.masked_fill(masked, 0.0)  # see _nll
-    else:
-        lowest = z.amin(1)
+    z, y, masked = _shifted_logits(z.detach().to(device=device, dtype=torch.float64), y.to(device))
+    lowest = z.amin(1) if masked is None else z.masked_fill(masked, float("inf")).amin(1)  # (N,)
     if z.shape[1] == 1 or bool((lowest == 0).all()):
         return 1.0  # every row constant over its finite classes: the NLL does not depend on T
     # best non-target class (masked ones excluded), (N,)
     others = z if masked is None else z.masked_fill(masked, float("-inf"))
     others = others.scatter(1, y.unsqueeze(1), float("-inf")).amax(1)
-    if bool((z_y >= others).all()):
+    if bool((z.gather(1, y.unsqueeze(1)).squeeze(1) >= others).all()):
         # every target is a top prediction: d NLL / d(1/T) = mean(E_p[z] - z_y) < 0 for all T,
         # the NLL falls all the way to T -> 0 (numerically flat long before), so take the bound
         return T_MIN
 
     lo, hi = math.log(T_MIN), math.log(T_MAX)
+    value = _minimize_log_temperature(z, y, masked, max_iter, lo, hi)
+    if not math.isfinite(value):
+        # the line search ran into overflow: the minimum is at one of the ends
+        with torch.no_grad():
+            ends = [
+                float(_nll(z, y, masked, torch.tensor(e, dtype=torch.float64, device=device)))
+                for e in (lo, hi)
+            ]
+        value = lo if ends[0] <= ends[1] else hi
+    if value <= lo:
+        return T_MIN
+    if value >= hi:
+        return T_MAX
+    return math.exp(value)
+
+
+def _shifted_logits(z: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Shift each row of float64 ``z`` (N, C) to a maximum of 0 and find the masked classes.
+
+    Returns ``z`` with 0 at the masked (-inf) classes (see :func:`_nll`), ``y`` and the
+    (N, C) mask, or None when no class is masked. A -inf target logit raises.
+    """
+    z = z - z.amax(1, keepdim=True)  # row max 0 (finite: checked by _prepare_logits)
+    is_masked = z == float("-inf")  # (N, C); -inf stays -inf
+    if not bool(is_masked.any()):
+        return z, y, None
+    z_y = z.gather(1, y.unsqueeze(1)).squeeze(1)  # (N,)
+    if bool((z_y == float("-inf")).any()):
+        row = int((z_y == float("-inf")).nonzero()[0, 0])
+        raise ValueError(
+            "logits must be finite at the target class (a -inf target logit makes the NLL "
+            "infinite at every temperature), got -inf at the target of non-ignored entry "
+            f"{row}"
+        )
+    return z.masked_fill(is_masked, 0.0), y, is_masked
+
+
+def _minimize_log_temperature(
+    z: Tensor, y: Tensor, masked: Tensor | None, max_iter: int, lo: float, hi: float
+) -> float:
+    """log T minimizing :func:`_nll` by L-BFGS from log T = 0 (may be non-finite on overflow).
+
+    Stops after ``max_iter`` iterations, when log T no longer moves, or once it is well past
+    one of the bounds ``lo``, ``hi`` (the caller clamps).
+    """
     # callers often sit under no_grad / inference_mode (evaluation code): switch both off here,
     # and copy inference tensors (they cannot be saved for backward)
     with torch.inference_mode(False), torch.enable_grad():
@@ -129,7 +157,7 @@ def fit_temperature(
             y = y.clone()
         if masked is not None and masked.is_inference():
             masked = masked.clone()
-        log_t = torch.zeros((), dtype=torch.float64, device=device, requires_grad=True)
+        log_t = torch.zeros((), dtype=torch.float64, device=z.device, requires_grad=True)
         chunk = min(max_iter, 10)
         opt = torch.optim.LBFGS(
             [log_t],
@@ -156,18 +184,4 @@ def fit_temperature(
             value = float(log_t.detach())
             if not lo - 1.0 < value < hi + 1.0 or abs(value - previous) <= 1e-12:
                 break
-
-    value = float(log_t.detach())
-    if not math.isfinite(value):
-        # the line search ran into overflow: the minimum is at one of the ends
-        with torch.no_grad():
-            ends = [
-                float(_nll(z, y, masked, torch.tensor(e, dtype=torch.float64, device=device)))
-                for e in (lo, hi)
-            ]
-        value = lo if ends[0] <= ends[1] else hi
-    if value <= lo:
-        return T_MIN
-    if value >= hi:
-        return T_MAX
-    return math.exp(value)
+    return float(log_t.detach())
