@@ -176,3 +176,111 @@ def test_errors_name_the_argument():
         loss(torch.zeros(2, 4, 5, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="target"):  # labelsmooth's own check: a label ≥ V
         loss(logits, torch.full((2, 4), 7))
+
+
+# The count the Trainer hands over (num_items_in_batch): checked, and 0 is a padding-only step.
+def _lm_batch(all_padding: bool = False):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 11, generator=g)
+    labels = torch.randint(0, 11, (2, 5), generator=g)
+    labels[1, 3:] = -100
+    if all_padding:
+        labels[:] = -100
+    return logits, labels
+
+
+@pytest.mark.parametrize("count", [0, torch.tensor(0), torch.tensor([0]), 0.0])
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_a_count_of_zero_on_a_padding_only_step_gives_zero_loss_and_gradients(count, validate_args):
+    logits, labels = _lm_batch(all_padding=True)
+    logits[0, 0, :] = 1e4  # large logits: padding holds anything, its gradient stays 0
+    logits.requires_grad_(True)
+    loss = LabelSmoothingLoss(0.1, validate_args=validate_args)(
+        {"logits": logits}, labels, num_items_in_batch=count
+    )
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert logits.grad is not None and not logits.grad.any()
+
+
+@pytest.mark.parametrize(
+    "count,shown",
+    [
+        (True, "got True"),
+        (False, "got False"),
+        (-3, "got -3"),
+        (-0.5, "got -0.5"),
+        (float("nan"), "got nan"),
+        (float("inf"), "got inf"),
+        ("12", "got '12'"),
+        ([12], r"got \[12\]"),
+        (torch.tensor(True), "dtype torch.bool"),
+        (torch.tensor([3, 4]), r"shape \(2,\)"),
+        (torch.tensor(-2), r"got tensor\(-2\)"),
+        (torch.tensor(float("nan")), r"got tensor\(nan\)"),
+    ],
+)
+def test_a_bad_count_is_a_value_error_naming_num_items_in_batch(count, shown):
+    logits, labels = _lm_batch()
+    with pytest.raises(ValueError, match=rf"num_items_in_batch must be a count.*{shown}"):
+        LabelSmoothingLoss(0.1)({"logits": logits}, labels, num_items_in_batch=count)
+
+
+@pytest.mark.parametrize(
+    "count",
+    [12, 12.0, torch.tensor(12), torch.tensor([12]), torch.tensor(12.0), torch.tensor([[12]])],
+)
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_good_counts_divide_the_sum(count, validate_args):
+    logits, labels = _lm_batch()
+    f = LabelSmoothingLoss(0.1, validate_args=validate_args)
+    mean = f({"logits": logits}, labels)  # 6 predicted tokens
+    summed = f({"logits": logits}, labels, num_items_in_batch=count)
+    assert summed.dtype == torch.float32 and summed.shape == ()
+    torch.testing.assert_close(summed * 12, mean * 6)
+
+
+def test_a_fractional_count_as_transformers_divides_it_between_ranks():
+    # Transformers divides its count by the ranks that share a batch (tp/cp/sp): 7 / 2 = 3.5
+    logits, labels = _lm_batch()
+    f = LabelSmoothingLoss(0.1)
+    total = f({"logits": logits}, labels, num_items_in_batch=1)
+    half = f({"logits": logits}, labels, num_items_in_batch=torch.tensor(7) / 2)
+    torch.testing.assert_close(half * 3.5, total)
+
+
+def test_trainer_on_padding_only_batches_keeps_the_model_finite(tmp_path):
+    """Transformers hands num_items_in_batch = 0 for a step of padding only."""
+    transformers = pytest.importorskip("transformers")
+    transformers.set_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=1, n_head=2,
+        bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1,
+    )  # fmt: skip
+    model = transformers.GPT2LMHeadModel(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = _dataset(n=8)
+    for r in rows:
+        r["labels"] = torch.full_like(r["labels"], -100)
+    counts, returned = [], []
+    base = LabelSmoothingLoss(0.1)
+
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        counts.append(num_items_in_batch)
+        loss = base(outputs, labels, num_items_in_batch=num_items_in_batch)
+        returned.append(float(loss.detach()))  # the Trainer's log hides NaN (nan_inf_filter)
+        return loss
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2,
+        learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none",
+        use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+    )  # fmt: skip
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows,
+                                   compute_loss_func=loss_func)  # fmt: skip
+    trainer.train()
+    assert counts and all(c is not None and int(c) == 0 for c in counts)
+    assert returned == [0.0] * len(counts)
+    for k, v in model.state_dict().items():
+        assert bool(torch.isfinite(v).all()), k
+        torch.testing.assert_close(v, before[k], msg=k)  # zero gradients: AdamW moves nothing

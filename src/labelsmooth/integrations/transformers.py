@@ -18,11 +18,14 @@ module only does what Transformers' own losses do around it:
   gradient-accumulation step, a tensor or an int) the loss is the sum over this micro-batch
   divided by it (a tensor count is first moved to the loss's device), so that the gradients
   of the accumulated micro-batches add up to one step over the whole batch; without it, the
-  mean over this micro-batch's non-ignored labels. In both cases the sum is accumulated and
-  returned in float32 (``ForCausalLMLoss`` upcasts the logits to float32; here the per-token
-  losses are computed from the logits as they are, with float32 accumulation inside
-  labelsmooth, and only the N per-token values are upcast, so no float32 copy of bf16 logits
-  is made).
+  mean over this micro-batch's non-ignored labels. The count is checked
+  (:func:`check_count`): a ``bool``, a negative, NaN or infinite count raises a ``ValueError``
+  naming ``num_items_in_batch``; a count of 0 (a step of padding only, which Transformers
+  passes then) gives a loss of 0 with zero gradients, not NaN. In both cases the sum is
+  accumulated and returned in float32 (``ForCausalLMLoss`` upcasts the logits to float32;
+  here the per-token losses are computed from the logits as they are, with float32
+  accumulation inside labelsmooth, and only the N per-token values are upcast, so no float32
+  copy of bf16 logits is made).
 
 Per token, with the uniform convention and no prior or mask, the loss is
 :math:`(1-\\varepsilon)(-\\log p_y) + \\varepsilon\\,\\mathrm{mean}_k(-\\log p_k)`, the same
@@ -47,6 +50,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -59,6 +64,8 @@ from labelsmooth.functional import cross_entropy
 __all__ = [
     "TASKS",
     "LabelSmoothingLoss",
+    "check_count",
+    "count_divisor",
     "class_mask_from_ids",
     "class_mask_from_tokenizer",
     "nll_logging_callback",
@@ -182,9 +189,8 @@ class LabelSmoothingLoss:
             # fixed_cross_entropy's "mean"; an all-ignored batch gives 0 (labelsmooth's rule)
             return total / counted.sum().clamp_min(1)
         # fixed_cross_entropy: sum, then divide by the count of the whole accumulation step
-        if torch.is_tensor(num_items_in_batch):
-            num_items_in_batch = num_items_in_batch.to(total.device)
-        return total / num_items_in_batch
+        count = check_count("num_items_in_batch", num_items_in_batch, validate=self.validate_args)
+        return total / count_divisor(count, total.device)
 
     def _accumulate_nll(self, nll_sum: torch.Tensor, count: torch.Tensor) -> None:
         if self._nll_sum is None or self._nll_count is None:
@@ -202,6 +208,73 @@ class LabelSmoothingLoss:
         total, count = float(self._nll_sum), int(self._nll_count)
         self._nll_sum = self._nll_count = None
         return total / count if count > 0 else None
+
+
+def check_count(name: str, value: object, *, validate: bool = True) -> float | torch.Tensor:
+    """Check a count that a sum of losses is divided by (a framework's count of items).
+
+    One rule for a Python number and a tensor: a count is a finite number ≥ 0, given as an
+    ``int``, a ``float`` or a one-element tensor of an integer or floating dtype. A ``bool``
+    (``True`` is a flag, not a count of 1), a negative, NaN or infinite value, a string, or a
+    tensor of another dtype or size raises a ``ValueError`` naming ``name`` and the value. A
+    fractional value is accepted: Transformers itself divides its token count by the number of
+    ranks that see the same batch (tensor, context and sequence parallelism), so a count of 7
+    shared by 2 ranks arrives as 3.5.
+
+    A count of 0 is valid: Transformers passes 0 for a gradient-accumulation step that holds
+    nothing but padding. Divided by :func:`count_divisor`, the sum (0 there: every label
+    ignored) gives a loss of 0 with zero gradients, never 0/0 = NaN.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the count.
+        validate: also check a tensor's value (one synchronization); with False only its
+            dtype and size are checked (a Python number is always checked).
+
+    Returns:
+        The count: a Python float, or the tensor as given.
+
+    Example:
+        >>> check_count("num_items_in_batch", 12)
+        12.0
+        >>> check_count("num_items_in_batch", torch.tensor(0))  # padding only: loss 0
+        tensor(0)
+        >>> try:
+        ...     check_count("num_items_in_batch", True)
+        ... except ValueError as e:
+        ...     print(e)
+        num_items_in_batch must be a count (a number >= 0 or a one-element tensor), got True
+    """
+    rule = "a count (a number >= 0 or a one-element tensor)"
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex() or value.numel() != 1:
+            raise ValueError(
+                f"{name} must be {rule}, got a tensor of dtype {value.dtype} and shape "
+                f"{tuple(value.shape)}"
+            )
+        if not validate:
+            return value
+        number = float(value.reshape(()))  # one synchronization
+        shown = f"tensor({number:g})"
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    else:
+        number, shown = float(value), repr(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{name} must be {rule}, got {shown}")
+    return value if isinstance(value, torch.Tensor) else number
+
+
+def count_divisor(count: float | torch.Tensor, device: torch.device) -> float | torch.Tensor:
+    """A checked count as a divisor: 0 divides by 1 (the sum is 0 then: padding only).
+
+    A tensor count is moved to ``device`` and made 0-d; the select happens on the device, so
+    it costs no synchronization.
+    """
+    if isinstance(count, torch.Tensor):
+        count = count.reshape(()).to(device)
+        return torch.where(count > 0, count, torch.ones_like(count))
+    return count if count > 0 else 1.0
 
 
 def _logits_of(outputs: Any) -> torch.Tensor:
