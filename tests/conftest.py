@@ -1,4 +1,16 @@
-"""Test-wide settings: 2 torch threads, no internet, a synthetic IDX dataset writer.
+"""Test-wide settings and shared fixtures: 2 torch threads, no internet, the conventions, the
+row-kernel switch, the tolerance rule, a synthetic IDX dataset writer.
+
+Shared fixtures (use them instead of a local copy):
+
+* ``convention`` — parametrized over every smoothing convention (:data:`CONVENTIONS`); a test
+  that takes it runs once per convention. ``conventions`` is the tuple itself.
+* ``row_kernel`` — parametrized "native" (the C row kernel; skipped where it cannot be built)
+  and "eager" (``labelsmooth.runtime.config.native_kernel = False``: eager torch blocks). Take
+  it as an argument, or run a whole module twice with
+  ``pytestmark = pytest.mark.usefixtures("row_kernel")``.
+* ``near_truth`` — the house tolerance rule, ``|impl − truth| ≤ 2·|torch_same_dtype − truth| +
+  atol``, with the truth in higher precision: ``near_truth(got, truth, same_dtype, atol=...)``.
 
 ``_no_internet`` (autouse, session scope, so it is in place before any other fixture and for
 every test): name lookups of anything but the local host fail with ``socket.gaierror``, and
@@ -15,6 +27,7 @@ import errno
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -88,6 +101,85 @@ def _no_internet():
         mp.setattr(socket.socket, "connect", connect)
         mp.setattr(socket.socket, "connect_ex", connect_ex)
         yield
+
+
+#: Every smoothing convention of the library (the ``convention`` fixture's parameters;
+#: ``tests/test_validate.py`` checks that it equals the library's own list).
+CONVENTIONS = ("uniform", "others", "unnormalized")
+
+
+@pytest.fixture(params=CONVENTIONS)
+def convention(request) -> str:
+    """Each smoothing convention in turn."""
+    return request.param
+
+
+@pytest.fixture
+def conventions() -> tuple[str, ...]:
+    """All the smoothing conventions, for a test that loops over them itself."""
+    return CONVENTIONS
+
+
+@pytest.fixture(params=["native", "eager"])
+def row_kernel(request, monkeypatch) -> str:
+    """Rows by the C kernel ("native", skipped where it cannot run) or by eager torch blocks."""
+    if request.param == "eager":
+        import labelsmooth.runtime
+
+        monkeypatch.setattr(labelsmooth.runtime.config, "native_kernel", False)
+    else:
+        from labelsmooth.ops.cpu import kernel as cpu_kernel
+
+        reason = cpu_kernel.native_unavailable(torch.device("cpu"))
+        if reason is not None:
+            pytest.skip(reason)
+    return request.param
+
+
+def check_near_truth(
+    got: torch.Tensor | float,
+    truth: torch.Tensor | float,
+    same_dtype: torch.Tensor | float,
+    *,
+    atol: float = 0.0,
+    floor: float = 0.0,
+    elementwise: bool = True,
+) -> None:
+    """House rule 2: ``|got − truth| ≤ 2·max(|same_dtype − truth|, floor) + atol``.
+
+    Args:
+        got: the result under test (any dtype; compared in float64).
+        truth: the same quantity computed in higher precision (float64).
+        same_dtype: what torch's own op gives in ``got``'s dtype (its error sets the bar).
+        atol: absolute slack (for results where torch happens to be exact).
+        floor: a lower bound on torch's error (for dtypes whose rounding torch hides).
+        elementwise: compare entry by entry (default) or the largest errors of each.
+
+    Raises:
+        AssertionError: naming the worst entry, its errors and the bound.
+    """
+    g, t, r = (torch.as_tensor(v).detach().to(torch.float64) for v in (got, truth, same_dtype))
+    err, ref_err = (g - t).abs(), (r - t).abs().clamp(min=floor)
+    same = (g == t) | (g.isnan() & t.isnan())  # equal infinities, or NaN where the truth is NaN
+    if not elementwise:
+        err, ref_err, same = err.max(), ref_err.max(), same.all()
+    err, ref_err, same = torch.broadcast_tensors(err, ref_err, same)
+    bound = 2 * ref_err + atol
+    ok = (err <= bound) | same
+    if not bool(ok.all()):
+        worst = int(torch.argmax(torch.where(ok, -torch.inf, err - bound).nan_to_num(torch.inf)))
+        raise AssertionError(
+            f"not within 2*|same_dtype - truth| + atol of the truth: {int((~ok).sum())} "
+            f"entries; worst at flat index {worst}: error {float(err.reshape(-1)[worst]):.3e} > "
+            f"bound {float(bound.reshape(-1)[worst]):.3e} (same-dtype error "
+            f"{float(ref_err.reshape(-1)[worst]):.3e}, atol {atol:g})"
+        )
+
+
+@pytest.fixture
+def near_truth() -> Callable[..., None]:
+    """The tolerance rule as a function: ``near_truth(got, truth, same_dtype, atol=1e-6)``."""
+    return check_near_truth
 
 
 def _write_synthetic_idx(directory, n_train, n_test, classes=5, seed=0):
