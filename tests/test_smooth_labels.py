@@ -66,3 +66,16 @@ def test_any_integer_target_dtype(dtype):
     target = torch.tensor([0, 2, 156])
     want = labelsmooth.smooth_labels(target, 200, 0.3)
     torch.testing.assert_close(labelsmooth.smooth_labels(target.to(dtype), 200, 0.3), want)
+
+
+def test_row_mass_and_target_share_for_every_convention(convention):
+    # q = a·onehot(y) + b·u: uniform a = 1 − ε, b = ε; others: ε spread over the C − 1 other
+    # classes; unnormalized: ε/C off the target, 1 − ε on it (total 1 − ε/C)
+    eps, c = 0.3, 7
+    q = labelsmooth.smooth_labels(torch.tensor([2, 5]), c, eps, convention=convention)
+    q = q.double()
+    want_mass = 1 - eps / c if convention == "unnormalized" else 1.0
+    want_target = {"uniform": 1 - eps + eps / c, "others": 1 - eps, "unnormalized": 1 - eps}
+    torch.testing.assert_close(q.sum(1), torch.full((2,), want_mass, dtype=torch.float64))
+    torch.testing.assert_close(q[0, 2].item(), want_target[convention], rtol=1e-6, atol=0.0)
+    assert bool((q.argmax(1) == torch.tensor([2, 5])).all())
