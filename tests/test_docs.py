@@ -1,9 +1,11 @@
-"""The documentation runs: every ```python block of README.md and every module's doctests.
+"""The documentation runs: every ```python block of README.md and docs/*.md, and every module's
+doctests.
 
-README blocks are executed as-is, each in a fresh namespace with the working directory set to a
-temporary folder. Doctests run with NORMALIZE_WHITESPACE | ELLIPSIS, one test per module of the
-``labelsmooth`` package (``labelsmooth.experiment.cli`` and ``labelsmooth.__main__`` are left out:
-they are
+Blocks are executed as-is, each in a fresh namespace with the working directory set to a
+temporary folder. A block directly under a ``<!-- not run: REASON -->`` line (a fragment, or one
+that needs a process group or trains for minutes) is not executed; the reason must be given.
+Doctests run with NORMALIZE_WHITESPACE | ELLIPSIS, one test per module of the ``labelsmooth``
+package (``labelsmooth.experiment.cli`` and ``labelsmooth.__main__`` are left out: they are
 command-line entry points). A module that cannot be imported because an optional third-party
 dependency is missing is skipped; any other import error fails.
 """
@@ -23,9 +25,11 @@ import labelsmooth
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 # ```python ... ``` fences at the start of a line; other languages (bash, text) are not run.
 _PYTHON_FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+_NOT_RUN = re.compile(r"^<!-- not run: (?P<reason>[^\n]*\S[^\n]*) -->[ \t]*\n\Z")
 
 # A README block or module that uses one of these needs the optional dependency named.
 _OPTIONAL = {
@@ -40,18 +44,24 @@ _SKIP_MODULES = {"labelsmooth.experiment.cli", "labelsmooth.__main__"}
 _DOCTEST_FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 
-def _readme_blocks() -> list[tuple[int, str]]:
-    """(first line number of the code in README.md, code) of every ```python block."""
-    text = README.read_text(encoding="utf-8")
-    return [(text.count("\n", 0, m.start(1)) + 1, m.group(1)) for m in _PYTHON_FENCE.finditer(text)]
+def _blocks(page: Path) -> list[tuple[int, str, bool]]:
+    """(first line number of the code, code, runs) of every ```python block of ``page``."""
+    text = page.read_text(encoding="utf-8")
+    found = []
+    for m in _PYTHON_FENCE.finditer(text):
+        line_start = text.rfind("\n", 0, max(0, m.start() - 1)) + 1
+        above = text[line_start : m.start()]
+        runs = not _NOT_RUN.match(above)
+        found.append((text.count("\n", 0, m.start(1)) + 1, m.group(1), runs))
+    return found
 
 
-def _block_id(index: int, lineno: int, code: str) -> str:
+def _block_id(page: Path, lineno: int, code: str) -> str:
     first = next((line.strip() for line in code.splitlines() if line.strip()), "<empty>")
-    return f"{index}-line{lineno}-{first[:50]}"
+    return f"{page.relative_to(ROOT)}:{lineno}-{first[:40]}"
 
 
-_BLOCKS = _readme_blocks()
+_BLOCKS = [(page, n, code) for page in PAGES for n, code, runs in _blocks(page) if runs]
 
 
 def _skip_without_optional(text: str) -> None:
@@ -61,18 +71,40 @@ def _skip_without_optional(text: str) -> None:
 
 
 def test_readme_has_python_blocks():
-    assert len(_BLOCKS) >= 3, "README.md should show runnable ```python examples"
+    readme = [b for b in _BLOCKS if b[0] == README]
+    assert len(readme) >= 3, "README.md should show runnable ```python examples"
+
+
+def test_every_not_run_marker_sits_above_a_python_block():
+    """A marker that lost its block (or a misspelt one) would silently stop nothing."""
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for m in re.finditer(r"^<!-- not run.*$", text, re.MULTILINE):
+            after = text[m.end() + 1 :]
+            lineno = text.count("\n", 0, m.start()) + 1
+            assert _NOT_RUN.match(m.group(0) + "\n"), f"{page.name}:{lineno}: no reason given"
+            assert after.startswith("```python"), f"{page.name}:{lineno}: no ```python block below"
+
+
+def test_readme_fits_on_a_page():
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 250
+
+
+def test_readme_lists_every_docs_page():
+    text = README.read_text(encoding="utf-8")
+    for page in PAGES[1:]:
+        assert f"(docs/{page.name})" in text, f"README.md does not link docs/{page.name}"
 
 
 @pytest.mark.parametrize(
-    "lineno, code", _BLOCKS, ids=[_block_id(i, n, code) for i, (n, code) in enumerate(_BLOCKS)]
+    "page, lineno, code", _BLOCKS, ids=[_block_id(p, n, code) for p, n, code in _BLOCKS]
 )
-def test_readme_python_block(lineno, code, tmp_path, monkeypatch):
+def test_docs_python_block(page, lineno, code, tmp_path, monkeypatch):
     _skip_without_optional(code)
     monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": "__readme__"}
-    # padded so that tracebacks show README.md's own line numbers
-    exec(compile("\n" * (lineno - 1) + code, str(README), "exec"), namespace)
+    namespace = {"__name__": "__docs__"}
+    # padded so that tracebacks show the page's own line numbers
+    exec(compile("\n" * (lineno - 1) + code, str(page), "exec"), namespace)
 
 
 def _module_names() -> list[str]:

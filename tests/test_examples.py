@@ -30,6 +30,15 @@ def test_calibration_example(capsys, tmp_path, monkeypatch):
     assert png.stat().st_size > 0
 
 
+def test_calibration_example_is_seeded(capsys):
+    """Every number it prints is the same on every run (one seeded generator, no global RNG)."""
+    printed = []
+    for _ in range(2):
+        runpy.run_path(str(EXAMPLES / "calibration.py"), run_name="__main__")
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and "ECE" in printed[0]
+
+
 def test_custom_task_example(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["custom_task.py", str(tmp_path)])
     runpy.run_path(str(EXAMPLES / "custom_task.py"), run_name="__main__")
