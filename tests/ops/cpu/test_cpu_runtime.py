@@ -144,3 +144,99 @@ def test_forked_child_can_use_the_fused_path():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
     )
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+class _LockThatLetsAnotherCallIn:
+    """Stands in for the runtime's lock: on the first release by the main call (after it has
+    picked its pool, before it submits), another thread runs a call with a different thread
+    count to completion. That is the window in which a call of the old runtime shut down the
+    pool the first call was about to use."""
+
+    def __init__(self, intruder) -> None:
+        self._lock = threading.Lock()
+        self._intruder = intruder
+        self._owner = threading.get_ident()
+        self.fired = False
+
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+        if not self.fired and threading.get_ident() == self._owner:
+            self.fired = True
+            t = threading.Thread(target=self._intruder)
+            t.start()
+            t.join()
+
+
+def test_a_call_with_another_thread_count_never_shuts_down_a_pool_in_use(monkeypatch):
+    done: list[int] = []
+    errors: list[BaseException] = []
+
+    def intruder() -> None:
+        try:
+            _cpu_runtime.run_parallel(lambda k: done.append(-1), 4, 3)  # 3 threads: a new pool
+        except BaseException as e:  # pragma: no cover - the failure being tested
+            errors.append(e)
+
+    monkeypatch.setattr(_cpu_runtime, "_pool", None)
+    lock = _LockThatLetsAnotherCallIn(intruder)
+    monkeypatch.setattr(_cpu_runtime, "_lock", lock)
+    _cpu_runtime.run_parallel(done.append, 8, 2)  # 2 threads: picks a pool, then submits
+    assert lock.fired and not errors
+    assert sorted(k for k in done if k >= 0) == list(range(8)) and done.count(-1) == 4
+    # the intruder's pool took over for later calls; nobody holds it now
+    current = _cpu_runtime._pool
+    assert current is not None and current.threads == 3 and current.users == 0
+    current.executor.shutdown(wait=True)
+
+
+def test_fused_calls_survive_another_thread_changing_torch_threads():
+    # Threads run impl="fused" while another thread keeps changing torch.set_num_threads
+    # (which changes the pool size the next call asks for). In a subprocess: this process's
+    # thread count stays as conftest set it (forked tests depend on it).
+    if cpu_kernel.native_unavailable(torch.device("cpu")):
+        pytest.skip("no native kernel: no pool")
+    script = textwrap.dedent(
+        """
+        import threading, torch, labelsmooth
+        torch.manual_seed(0)
+        x = torch.randn(256, 4096)
+        y = torch.randint(0, 4096, (256,))
+        truth = labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="reference")
+        errors, stop = [], threading.Event()
+
+        def caller():
+            try:
+                for _ in range(60):
+                    got = labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="fused")
+                    torch.testing.assert_close(got, truth)
+            except BaseException as e:
+                errors.append(repr(e))
+
+        def changer():
+            k = 0
+            while not stop.is_set():
+                torch.set_num_threads(2 + k % 3)
+                k += 1
+
+        callers = [threading.Thread(target=caller) for _ in range(3)]
+        ch = threading.Thread(target=changer)
+        ch.start()
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+        stop.set()
+        ch.join()
+        assert not errors, errors[:3]
+        print("ok")
+        """
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert out.returncode == 0 and "ok" in out.stdout, (out.stdout[-500:], out.stderr[-2000:])

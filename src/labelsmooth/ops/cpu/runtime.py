@@ -7,7 +7,11 @@ Both are process-level state, so both are explicit here (switches in
   C kernel through :mod:`ctypes` (which releases the GIL), never a torch op, so torch's
   thread count is never touched: other threads' torch calls keep theirs. The pool is
   created on first use with ``torch.get_num_threads()`` workers and rebuilt in a forked child
-  (``os.register_at_fork``), whose copy of the parent's pool has no threads.
+  (``os.register_at_fork``), whose copy of the parent's pool has no threads. When the thread
+  count a call asks for changes (another thread called ``torch.set_num_threads``), a pool of
+  the new size takes over for later calls; the old one is shut down only once the last call
+  still using it has returned (each call holds a reference while it submits and waits), so a
+  change of torch's settings in one thread never breaks a call running in another.
 * **The gradient buffer cache** works like a caching allocator holding at most one
   buffer. A fresh multi-GB buffer from ``torch.empty`` is backed by 4 KiB pages, and
   touching each for the first time (a page fault) costs more than computing the gradient,
@@ -43,7 +47,18 @@ __all__ = ["run_parallel", "empty_like_gradient", "empty_cache", "cached_bytes"]
 HUGEPAGE_MIN_BYTES = 1 << 26
 
 _lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+
+
+class _Pool:
+    """A worker pool and the number of calls using it (both guarded by ``_lock``)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="labelsmooth")
+        self.users = 0
+
+
+_pool: _Pool | None = None  # the pool new calls get; older ones live while a call uses them
 
 
 def _after_fork_in_child() -> None:
@@ -69,14 +84,24 @@ def run_parallel(work: Callable[[int], None], n: int, threads: int) -> None:
             work(k)
         return
     with _lock:
-        if _pool is None or _pool._max_workers != threads:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(threads, thread_name_prefix="labelsmooth")
+        if _pool is None or _pool.threads != threads:
+            old = _pool
+            _pool = _Pool(threads)
+            if old is not None and old.users == 0:
+                old.executor.shutdown(wait=False)  # else its last user shuts it down
         pool = _pool
-    # a few units per thread, handed out dynamically, balance a busy core
-    for f in [pool.submit(work, k) for k in range(n)]:
-        f.result()
+        pool.users += 1
+    try:
+        # a few units per thread, handed out dynamically, balance a busy core
+        futures = [pool.executor.submit(work, k) for k in range(n)]
+        for f in futures:
+            f.result()
+    finally:
+        with _lock:
+            pool.users -= 1
+            retired = pool is not _pool and pool.users == 0
+        if retired:  # replaced while this call used it, and this was its last user
+            pool.executor.shutdown(wait=False)
 
 
 _cache: mmap.mmap | None = None
