@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 
 import pytest
@@ -125,3 +126,35 @@ def test_no_progress_output_when_off(server, tmp_path, capsys):
     url = server.route("f.gz", DATA)
     _get([url], tmp_path / "f.gz", progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_partial_file_another_process_is_writing_is_left_alone(server, tmp_path):
+    """Two fetches of one file into one cache: the second never writes into the first's
+    ``.part`` (it downloads into its own uniquely named file and renames only that)."""
+    import fcntl
+
+    url = server.route("f.gz", DATA)
+    part = tmp_path / "f.gz.part"
+    part.write_bytes(DATA[:1000])
+    with open(part, "r+b") as other:  # what a concurrent download holds
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        inode = os.stat(part).st_ino
+        assert _get([url], tmp_path / "f.gz") == url
+        assert (tmp_path / "f.gz").read_bytes() == DATA
+        assert part.read_bytes() == DATA[:1000] and os.stat(part).st_ino == inode
+    assert server.ranges("f.gz") == [None]  # the other's bytes were not resumed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.gz", "f.gz.part"]
+
+
+def test_failed_download_leaves_no_unique_partial_file(server, tmp_path):
+    import fcntl
+
+    url = server.route("f.gz", b"x" * len(DATA))  # wrong bytes: refused
+    part = tmp_path / "f.gz.part"
+    part.write_bytes(b"")
+    with open(part, "r+b") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DownloadError, match="does not match"):
+            _get([url], tmp_path / "f.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.gz.part"]

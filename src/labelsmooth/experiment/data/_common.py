@@ -31,6 +31,7 @@ __all__ = [
     "Log",
     "NotRegularFileError",
     "Tried",
+    "create_regular",
     "describe_kind",
     "how_to",
     "open_regular",
@@ -64,6 +65,9 @@ class BadFile(Exception):
 
 class NotRegularFileError(OSError):
     """A path the data layer was asked to read is a FIFO, directory, device, socket or link."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
 
 
 def say(log: Log, msg: str) -> None:
@@ -129,6 +133,35 @@ def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = True) 
             errno.EINVAL, f"{describe_kind(mode)}, not a regular file", os.fspath(path)
         )
     return os.fdopen(fd, "rb")
+
+
+def create_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for binary writing (created or truncated) only if it is or becomes a
+    regular file: a FIFO there fails at once instead of waiting for a reader, a directory,
+    device or socket is refused, untouched.
+
+    Raises:
+        NotRegularFileError: If something other than a regular file is there.
+        OSError: If it cannot be created.
+    """
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise NotRegularFileError(
+            errno.EINVAL, f"{describe_kind(st.st_mode)}, not a regular file", os.fspath(path)
+        )
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o666)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # replaced between the check and the open
+        os.close(fd)
+        raise NotRegularFileError(
+            errno.EINVAL, f"{describe_kind(mode)}, not a regular file", os.fspath(path)
+        )
+    os.ftruncate(fd, 0)
+    return os.fdopen(fd, "wb")
 
 
 # --------------------------------------------------------------------------- sources

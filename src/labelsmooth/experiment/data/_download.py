@@ -8,9 +8,15 @@ Standard library only (:mod:`urllib.request`). One file is tried at each URL in 
   it from the beginning);
 * a **failed mirror** (HTTP 4xx, no connection at all: refused, unknown host, TLS failure,
   connect timeout; a file longer than pinned, a SHA-256 mismatch) moves on to the next URL at
-  once, deleting the partial file;
+  once, emptying the partial file;
 * the file is accepted only when its size and SHA-256 equal the pinned values, and only then
-  renamed to its final name (the partial file is ``<name>.part`` beside it).
+  renamed to its final name.
+
+The partial file is ``<name>.part`` beside it, locked (``flock``) while this process writes
+it, so an interrupted download resumes on the next run. A second process fetching the same
+file at the same time, or a ``.part`` that is not a regular file (a FIFO would block the
+open), gets its own exclusively created ``.<name>.<random>.part`` instead (not resumed,
+removed when the download fails): two processes never write into one file.
 
 Progress goes to stderr: a ``tqdm`` bar when tqdm is installed (the ``experiment`` extra),
 else one line rewritten in place.
@@ -21,15 +27,22 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import stat
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from labelsmooth.experiment.data._common import open_regular
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: every download gets its own partial file, never resumed
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["UNREACHABLE", "DownloadError", "download", "sha256_file"]
 
@@ -61,10 +74,16 @@ class _MirrorFailed(Exception):
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a regular file (read in 1 MiB blocks; a FIFO or device is refused)."""
-    h = hashlib.sha256()
     with open_regular(path) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+        return _sha256_open(f)
+
+
+def _sha256_open(f: BinaryIO) -> str:
+    """Hex SHA-256 of an open file's whole content."""
+    f.seek(0)
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -137,15 +156,16 @@ def _describe(e: BaseException) -> str:
 
 
 def _attempt(
-    url: str, part: Path, size: int, timeout: float, new_bar: Callable[[int], _Progress]
+    url: str, part: BinaryIO, size: int, timeout: float, new_bar: Callable[[int], _Progress]
 ) -> None:
-    """Transfer (the rest of) ``url`` into ``part``; return when ``part`` has ``size`` bytes.
+    """Transfer (the rest of) ``url`` into the open partial file; return when it has ``size``
+    bytes.
 
     ``new_bar(initial)`` makes the progress bar once the server has answered.
     """
-    offset = part.stat().st_size if part.exists() else 0
+    offset = os.fstat(part.fileno()).st_size
     if offset > size:  # not a prefix of the pinned file
-        part.unlink()
+        part.truncate(0)
         offset = 0
     if offset == size:
         return
@@ -157,7 +177,7 @@ def _attempt(
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # our partial file does not fit: start again
-            part.unlink()
+            part.truncate(0)
             raise _Transient("HTTP 416 to a resume request; restarting") from e
         if e.code >= 500 or e.code in (408, 429):
             raise _Transient(_describe(e)) from e
@@ -167,7 +187,6 @@ def _attempt(
     except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
         raise _Transient(_describe(e)) from e
     with response:
-        mode = "wb"
         if offset and response.status == 206:
             first = response.headers.get("Content-Range", "").partition(" ")[2].partition("-")[0]
             if first != str(offset):
@@ -175,18 +194,19 @@ def _attempt(
                     f"asked for bytes {offset}-, got Content-Range "
                     f"{response.headers.get('Content-Range')!r}"
                 )
-            mode = "ab"
         elif response.status != 200:
             raise _MirrorFailed(f"unexpected HTTP status {response.status}")
         else:
             offset = 0  # the server sent the whole file
+        part.truncate(offset)
+        part.seek(offset)
         bar = new_bar(offset)
         try:
-            with open(part, mode) as f:
-                _copy_body(response, f, size, offset, bar)
+            _copy_body(response, part, size, offset, bar)
         finally:
+            part.flush()
             bar.close()
-    got = part.stat().st_size
+    got = os.fstat(part.fileno()).st_size
     if got < size:
         raise _Transient(f"connection closed after {got} of {size} bytes")
 
@@ -245,42 +265,79 @@ def download(
         DownloadError: If no URL gave the file; it lists each URL with its last failure.
     """
     dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if progress is None else progress
     failures: list[tuple[str, str]] = []
-    for url in urls:
-        reason = ""
-        resumed_stale = part.exists() and part.stat().st_size > 0
-        for i in range(max(1, attempts)):
-            if i:
-                time.sleep(min(RETRY_DELAY * 2 ** (i - 1), 10.0))
-            try:
-                _attempt(url, part, size, timeout, lambda n: _Progress(dest.name, size, n, show))
-            except _Transient as e:
-                reason = str(e)
-                if log is not None:
-                    log(f"{dest.name}: {url}: {reason}; retrying")
-                continue
-            except _MirrorFailed as e:
-                reason = str(e)
-                part.unlink(missing_ok=True)
+    f, part = _claim_partial(dest)
+    with f:
+        for url in urls:
+            reason = ""
+            resumed_stale = os.fstat(f.fileno()).st_size > 0
+            for i in range(max(1, attempts)):
+                if i:
+                    time.sleep(min(RETRY_DELAY * 2 ** (i - 1), 10.0))
+                try:
+                    _attempt(url, f, size, timeout, lambda n: _Progress(dest.name, size, n, show))
+                except _Transient as e:
+                    reason = str(e)
+                    if log is not None:
+                        log(f"{dest.name}: {url}: {reason}; retrying")
+                    continue
+                except _MirrorFailed as e:
+                    reason = str(e)
+                    f.truncate(0)
+                    break
+                got = _sha256_open(f)
+                if got == sha256:
+                    os.replace(part, dest)  # still holding the lock: nobody writes into it
+                    return url
+                f.truncate(0)
+                reason = f"SHA-256 {got} does not match the pinned {sha256}"
+                if resumed_stale:  # the old partial file may have come from elsewhere: once more
+                    resumed_stale = False
+                    continue
                 break
-            got = sha256_file(part)
-            if got == sha256:
-                os.replace(part, dest)
-                return url
-            part.unlink()
-            reason = f"SHA-256 {got} does not match the pinned {sha256}"
-            if resumed_stale:  # the old partial file may have come from elsewhere: once more
-                resumed_stale = False
-                continue
-            break
-        else:
-            reason = f"gave up after {max(1, attempts)} attempts ({reason})"
-        failures.append((url, reason))
-        if on_failure is not None:
-            on_failure(url, reason)
-        if log is not None:
-            log(f"{dest.name}: {url}: {reason}")
+            else:
+                reason = f"gave up after {max(1, attempts)} attempts ({reason})"
+            failures.append((url, reason))
+            if on_failure is not None:
+                on_failure(url, reason)
+            if log is not None:
+                log(f"{dest.name}: {url}: {reason}")
+        if os.fstat(f.fileno()).st_size == 0 or not part.name.endswith(dest.name + ".part"):
+            part.unlink(missing_ok=True)  # nothing to resume (or a one-off name): tidy up
     raise DownloadError(dest.name, failures)
+
+
+def _claim_partial(dest: Path) -> tuple[BinaryIO, Path]:
+    """The partial file of ``dest``, opened read-write and locked by this process.
+
+    ``<dest>.part`` is used (and an earlier run's leftover resumed) when it is a regular file
+    that this process can lock (``flock``). When another process holds it (the same file
+    fetched into the same cache at once), or something other than a regular file stands
+    there (a FIFO is never opened for writing, which would block), a fresh partial file with
+    a unique name is created exclusively instead, never resumed: two processes never write
+    into one file, and each renames only its own verified file into place.
+    """
+    part = dest.with_name(dest.name + ".part")
+    try:
+        regular = stat.S_ISREG(os.lstat(part).st_mode)
+    except FileNotFoundError:
+        regular = True  # created below
+    if regular and fcntl is not None:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(part, flags | getattr(os, "O_NONBLOCK", 0), 0o644)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            st = os.fstat(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if stat.S_ISREG(st.st_mode) and os.lstat(part).st_ino == st.st_ino:
+                    return os.fdopen(fd, "r+b"), part
+            except OSError:  # locked by another process, or renamed away meanwhile
+                pass
+            os.close(fd)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    return os.fdopen(fd, "r+b"), Path(name)

@@ -21,9 +21,16 @@ import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+
+from labelsmooth.experiment.data._common import (
+    NotRegularFileError,
+    create_regular,
+    open_regular,
+    present,
+)
 
 __all__ = [
     "IDX_FILES",
@@ -57,9 +64,20 @@ IDX_FILES = {
 }
 
 
+def _create(path: Path) -> BinaryIO:
+    """Open a destination for writing; a FIFO, directory or device there is a ValueError."""
+    try:
+        return create_regular(path)
+    except NotRegularFileError as e:
+        raise ValueError(str(e)) from None
+
+
 def _read_bytes(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open_regular(path) as f:  # a FIFO or device is refused, never read (or waited on)
+            raw = f.read()
+    except NotRegularFileError as e:
+        raise ValueError(str(e)) from None
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
@@ -78,7 +96,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         The array, in native byte order, with the shape stored in the header.
 
     Raises:
-        ValueError: If the header is malformed or the payload has the wrong size.
+        ValueError: If the header is malformed, the payload has the wrong size, or ``path``
+            is not a regular file (or a link to one).
     """
     p = Path(path)
     return parse_idx(_read_bytes(p), str(p))
@@ -138,10 +157,11 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
     payload = idx_bytes(array)
     p = Path(path)
     if p.name.endswith(".gz"):
-        with open(p, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+        with _create(p) as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
             gz.write(payload)
     else:
-        p.write_bytes(payload)
+        with _create(p) as f:
+            f.write(payload)
 
 
 def _find_idx(directory: Path, split: str, kind: str) -> Path:
@@ -154,7 +174,7 @@ def _find_idx(directory: Path, split: str, kind: str) -> Path:
         for name in (stem, dotted):
             candidates += [name + ".gz", name]
     for name in candidates:
-        if (directory / name).is_file():
+        if present(directory / name):  # a FIFO there is found, then refused by name
             return directory / name
     raise FileNotFoundError(
         f"{directory}: missing {canonical}.gz (or {canonical}); an IDX dataset directory needs "
@@ -217,15 +237,20 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
     Raises:
         FileNotFoundError: If the file is missing.
-        ValueError: If a required array is missing or lengths disagree.
+        ValueError: If it is not a regular file (or a link to one), a required array is
+            missing or lengths disagree.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"NPZ dataset file {p} does not exist")
     try:
-        with np.load(p, allow_pickle=False) as z:
+        f = open_regular(p)  # a FIFO or device is refused, never read (or waited on)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"NPZ dataset file {p} does not exist") from None
+    except NotRegularFileError as e:
+        raise ValueError(str(e)) from None
+    try:
+        with f, np.load(f, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"{p}: cannot read as .npz ({e})") from e
     for split in ("train", "test", "val"):
         if split != "val" or "x_val" in out or "y_val" in out:
@@ -245,6 +270,6 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) ->
         arrays: ``x_train, y_train, x_test, y_test`` and optionally ``x_val, y_val,
             class_names``.
     """
-    with open(path, "wb") as f:
+    with _create(Path(path)) as f:
         savez: Any = np.savez  # numpy's stubs do not type **arrays
         savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
