@@ -1,13 +1,12 @@
-"""Tasks: what is learned (data, model, loss, metrics), separate from how (the training loop).
+"""The image-classification task (``task="image"``): a small ResNet or MLP on Fashion-MNIST,
+MNIST or your IDX/NPZ images, label-smoothed cross-entropy, calibration metrics.
 
-:func:`labelsmooth.experiment.train.train` owns the optimiser, learning-rate schedule, random state,
-checkpoints and Ctrl-C; it asks a :class:`Task` for everything that depends on the problem.
-:class:`ImageClassification` is the task of the experiments (a small ResNet or MLP on
-Fashion-MNIST, MNIST or your IDX/NPZ images, label-smoothed cross-entropy, calibration
-metrics); :class:`Distillation` trains a student against a fixed teacher. A new task —
-a language model, say — implements the same six methods; a data-parallel run wraps a task
-(its shard of the batches, the model wrapped for gradient all-reduce, metrics all-reduced with
-:meth:`~labelsmooth.metrics.CalibrationMeter.all_reduce`) without changing the loop.
+What is learned, read top to bottom: the data (:func:`prepare_data`), the models
+(:func:`build_model`), one run (:class:`ImageClassification`: batches, loss, test metrics), and
+the declaration that registers it (:data:`SPEC`: models, regimes, report columns). The
+regimes are the experiments' two presets: ``"fitted"`` (an MLP fitted to its training subset,
+an overconfident baseline) and ``"short"`` (a 5-epoch ResNet, already calibrated). What a
+finished run records and the plots live in :mod:`labelsmooth.experiment.tasks.image_report`.
 """
 
 from __future__ import annotations
@@ -16,13 +15,14 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 import labelsmooth
+from labelsmooth.experiment.config import TrainConfig
 from labelsmooth.experiment.data import (
+    BUILTIN_DATASETS,
     DatasetSplits,
     ImageDataset,
     iterate_batches,
@@ -31,61 +31,21 @@ from labelsmooth.experiment.data import (
     with_val,
 )
 from labelsmooth.experiment.models import mlp, resnet
-from labelsmooth.experiment.train.config import TrainConfig
+from labelsmooth.experiment.tasks import image_metrics
+from labelsmooth.experiment.tasks.image_metrics import evaluate
+from labelsmooth.experiment.tasks.registry import Grid, ModelSpec, TaskSpec, register_task
 
 __all__ = [
-    "Task",
     "ImageClassification",
-    "Distillation",
     "prepare_data",
     "build_model",
-    "predict",
-    "evaluate",
+    "SHORT_TRAIN",
+    "FITTED_TRAIN",
+    "REGIMES",
+    "accepts_dataset",
+    "MODEL_SPECS",
+    "SPEC",
 ]
-
-
-class Task(Protocol):
-    """What the training loop needs from a task."""
-
-    def num_batches(self) -> int:
-        """Optimiser steps per epoch."""
-        ...
-
-    def build_model(self) -> nn.Module:
-        """A freshly initialised model (the loop seeds the global generators first)."""
-        ...
-
-    def train_batches(
-        self, generator: torch.Generator, start: int, resume_state: torch.Tensor | None
-    ) -> Iterator[Any]:
-        """One epoch's training batches from batch ``start`` on.
-
-        All of the epoch's randomness (order, augmentation) is drawn from ``generator``, which
-        the loop seeds from ``(seed, epoch)``. When resuming mid-epoch, ``resume_state`` is the
-        generator's state saved at that point: draw the epoch's order first, then restore it.
-        """
-        ...
-
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
-        """The batch's mean training loss (a scalar to backpropagate) and its example count."""
-        ...
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Test metrics of ``model``, recorded in every epoch's history row.
-
-        Data-parallel runs (:mod:`labelsmooth.experiment.train.distributed`) call
-        ``evaluate(model, rank=r, world_size=w)`` when the method accepts those keywords: then
-        evaluate only the r-th of w shards of the test data and sum the metric state over the
-        ranks (:meth:`~labelsmooth.metrics.CalibrationMeter.all_reduce`) before computing, so
-        every rank returns the metrics of the whole test set. Without them, every rank
-        evaluates all of it. A batch that is not a tensor or a tuple, list or dict of tensors
-        of one leading size needs a ``shard_batch(batch, rank, world_size)`` method too.
-        """
-        ...
-
-    def describe(self, metrics: dict[str, float]) -> str:
-        """The metrics as a short log text (names and units)."""
-        ...
 
 
 # --------------------------------------------------------------------------- image classification
@@ -94,7 +54,8 @@ class Task(Protocol):
 def prepare_data(
     config: TrainConfig, *, log: Callable[[str], None] | None = print
 ) -> DatasetSplits:
-    """Load the dataset, hold out the validation split, then subset the training split.
+    """Load the dataset, hold out the validation split, then subset the training split (and
+    the test split when ``config.test_size`` is set, for quick runs).
 
     Both choices depend only on ``config.data_seed``, so every run of a comparison sees the
     same examples.
@@ -103,7 +64,9 @@ def prepare_data(
     if config.val_size > 0:
         splits = with_val(splits, config.val_size, config.data_seed)
     return dataclasses.replace(
-        splits, train=subset(splits.train, config.train_size, config.data_seed)
+        splits,
+        train=subset(splits.train, config.train_size, config.data_seed),
+        test=subset(splits.test, config.test_size, config.data_seed),
     )
 
 
@@ -118,53 +81,7 @@ def build_model(
     if config.model == "mlp":
         h, w = image_size
         return mlp(in_channels * h * w, (config.width, config.width), num_classes=num_classes)
-    raise ValueError(f"unknown model {config.model!r} (available: resnet, mlp)")
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, data: ImageDataset, *, mean: float, std: float, batch_size: int = 1000
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``(N, C)`` and penultimate features ``(N, D)`` of a split (model in eval mode)."""
-    was_training = model.training
-    model.eval()
-    logits, feats = [], []
-    for x, _ in iterate_batches(data, batch_size, mean=mean, std=std):
-        f = model.forward_features(x)  # type: ignore[operator]  # (B, D)
-        feats.append(f)
-        logits.append(model.fc(f))  # type: ignore[operator]  # (B, C)
-    model.train(was_training)
-    return torch.cat(logits), torch.cat(feats)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    data: ImageDataset,
-    *,
-    mean: float,
-    std: float,
-    num_classes: int,
-    n_bins: int = 15,
-    batch_size: int = 1000,
-    all_reduce: bool = False,
-) -> dict[str, float]:
-    """Top-1/top-5 accuracy, NLL, ECE, ... of ``model`` on a split (fractions, not %).
-
-    With ``all_reduce=True`` the calibration state is summed over the ranks of the process
-    group before computing: each rank passes its shard and gets the metrics of all shards.
-    """
-    from labelsmooth.metrics import CalibrationMeter
-
-    was_training = model.training
-    model.eval()
-    meter = CalibrationMeter(num_classes, n_bins=n_bins)
-    for x, y in iterate_batches(data, batch_size, mean=mean, std=std):
-        meter.update(model(x), y)
-    model.train(was_training)
-    if all_reduce:
-        meter.all_reduce()
-    return {k: float(v) for k, v in meter.compute().items()}
+    raise ValueError(f"model={config.model!r} does not fit task='image' (available: resnet, mlp)")
 
 
 @dataclass
@@ -255,61 +172,75 @@ class ImageClassification:
         )
 
 
-@dataclass
-class Distillation:
-    """Knowledge distillation of a fixed teacher into the model of ``image.config``
-    (:class:`Task`).
+# --------------------------------------------------------------------------- the declaration
 
-    Batches, model, evaluation and log text are those of the image task; the loss is
-    :func:`labelsmooth.distillation_loss` of the student's logits against the teacher's
-    (computed on the same, possibly augmented, batch in eval mode, without gradients).
+#: The short regime: ResNet-14, width 8, 10k training images, 5 epochs, weight decay and
+#: augmentation (a baseline that is already calibrated; smoothing makes it underconfident).
+SHORT_TRAIN = TrainConfig()
+#: The fitted regime: a fully connected 784-1200-1200-10 net (Hinton et al.'s distillation
+#: teacher) on the same 10k images for 20 epochs, no weight decay, no augmentation, no
+#: dropout: it fits its training subset (train top-1 about 99 %) and is overconfident.
+FITTED_TRAIN = TrainConfig(
+    model="mlp",
+    width=1200,
+    epochs=20,
+    lr=0.05,
+    weight_decay=0.0,
+    warmup_epochs=0.0,
+    augment_pad=0,
+    hflip=False,
+)
+#: Regime name -> per-run settings; the first (fitted) is every command's default.
+REGIMES: dict[str, TrainConfig] = {"fitted": FITTED_TRAIN, "short": SHORT_TRAIN}
 
-    Args:
-        image: The student's image task (its config's ``label_smoothing`` is the hard term's ε).
-        teacher: The trained teacher (kept in eval mode, never updated).
-        temperature: Distillation temperature T > 0.
-        alpha: Weight of the soft (teacher) term, in [0, 1].
-    """
 
-    image: ImageClassification
-    teacher: nn.Module
-    temperature: float
-    alpha: float
+def accepts_dataset(dataset: str) -> bool:
+    """A built-in image dataset, ``idx:DIR`` or ``npz:FILE``."""
+    kind, sep, path = dataset.partition(":")
+    return dataset in BUILTIN_DATASETS or (bool(sep) and kind in ("idx", "npz") and bool(path))
 
-    def __post_init__(self) -> None:
-        self.teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
 
-    def num_batches(self) -> int:
-        return self.image.num_batches()
+def _fallbacks(dataset: str) -> list[str]:
+    """Another built-in dataset when a built-in one cannot be fetched."""
+    return [d for d in BUILTIN_DATASETS if d != dataset] if dataset in BUILTIN_DATASETS else []
 
-    def build_model(self) -> nn.Module:
-        return self.image.build_model()
 
-    def train_batches(
-        self, generator: torch.Generator, start: int, resume_state: torch.Tensor | None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.image.train_batches(generator, start, resume_state)
+def _load(config: TrainConfig, log: Callable[[str], None] | None = print) -> DatasetSplits:
+    return prepare_data(config, log=log)
 
-    def loss(
-        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, int]:
-        x, y = batch  # (B, C, H, W), (B,)
-        with torch.no_grad():
-            teacher_logits = self.teacher(x)  # (B, classes)
-        loss = labelsmooth.distillation_loss(
-            model(x),
-            teacher_logits,
-            y,
-            temperature=self.temperature,
-            alpha=self.alpha,
-            label_smoothing=self.image.config.label_smoothing,
-        )
-        return loss, int(y.shape[0])
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return self.image.evaluate(model)
+def _write_plots(*args: object, **kwargs: object) -> None:
+    from labelsmooth.experiment.tasks.image_plots import write_plots  # matplotlib, when asked
 
-    def describe(self, metrics: dict[str, float]) -> str:
-        return self.image.describe(metrics)
+    write_plots(*args, **kwargs)  # type: ignore[arg-type]
+
+
+#: The image task's models: their fields and their own defaults (the MLP's width is the
+#: fitted regime's, not the ResNet's 8).
+MODEL_SPECS = (
+    ModelSpec("resnet", ("depth", "width"), {"depth": 14, "width": 8}, image_metrics.model_title),
+    ModelSpec("mlp", ("width",), {"width": 1200}, image_metrics.model_title),
+)
+
+#: The declaration of ``task="image"``.
+SPEC = register_task(
+    TaskSpec(
+        name="image",
+        help="image classification (a ResNet or an MLP)",
+        models=MODEL_SPECS,
+        datasets=(*BUILTIN_DATASETS, "idx:DIR", "npz:FILE"),
+        accepts=accepts_dataset,
+        regimes=REGIMES,
+        load_data=_load,
+        make_task=lambda config, data: ImageClassification(config, data),
+        summarize_run=image_metrics.summarize_run,
+        metrics=image_metrics.METRICS,
+        columns=image_metrics.COLUMNS,
+        table_header=image_metrics.table_header,
+        grid=Grid("fashion-mnist", (0.0, 0.05, 0.1), ("uniform",), (0, 1, 2)),
+        fallbacks=_fallbacks,
+        data_fields=("data_dir", "hflip", "val_size", "data_seed", "train_size", "test_size"),
+        write_plots=_write_plots,
+        display_name=image_metrics.display_name,
+    )
+)

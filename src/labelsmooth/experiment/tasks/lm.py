@@ -24,19 +24,19 @@ What is learned, read top to bottom:
   (:func:`~labelsmooth.metrics.fit_temperature`) and the test NLL and ECE after dividing the
   logits by T.
 
-Progress bars, checkpoints, resume and ``result.json`` come from the loop
-(:func:`labelsmooth.experiment.train.train`), as for the image task.
+Its options (``TrainConfig.options``: ``seq_len``, ``d_model``, ``n_layers``, ``n_heads``,
+with the flags ``--seq-len``, ``--d-model``, ``--layers``, ``--heads``), its one regime and its
+report columns are declared in :data:`SPEC`. Progress bars, checkpoints, resume and
+``result.json`` come from the loop (:func:`labelsmooth.experiment.train.train`), and the
+comparison (``compare --task lm``) from :func:`labelsmooth.experiment.train.compare.run_compare`,
+as for the image task.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
 import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,13 +45,28 @@ import torch
 from torch import nn
 
 import labelsmooth
-from labelsmooth.experiment.data import PAD, TextCorpus, load_shakespeare, pack_sequences, pad_batch
+from labelsmooth.experiment.config import FieldRule, TrainConfig
+from labelsmooth.experiment.data import (
+    PAD,
+    TEXT_DATASETS,
+    TextCorpus,
+    load_shakespeare,
+    pack_sequences,
+    pad_batch,
+)
 from labelsmooth.experiment.models import TransformerLM
-from labelsmooth.experiment.train._files import write_csv, write_json, write_text
-from labelsmooth.experiment.train.config import TrainConfig, config_differences
-from labelsmooth.experiment.train.trainer import train
+from labelsmooth.experiment.report import count
+from labelsmooth.experiment.tasks.registry import (
+    Column,
+    Grid,
+    Metric,
+    ModelSpec,
+    TaskOption,
+    TaskSpec,
+    register_task,
+)
 
-__all__ = ["TextSplits", "LanguageModel", "prepare_text", "evaluate_lm", "run_compare_lm"]
+__all__ = ["TextSplits", "LanguageModel", "prepare_text", "evaluate_lm", "LM_TRAIN", "SPEC"]
 
 
 @dataclass(frozen=True)
@@ -89,15 +104,17 @@ def prepare_text(
     if corpus is None:
         corpus = load_shakespeare(config.data_dir, log=log)
 
+    seq_len = SPEC.option(config, "seq_len")
+
     def pack(plays: dict[str, str]) -> list[torch.Tensor]:
-        return pack_sequences(list(plays.values()), corpus.encode, config.seq_len)
+        return pack_sequences(list(plays.values()), corpus.encode, seq_len)
 
     train, val, test = pack(corpus.train), pack(corpus.val), pack(corpus.test)
     if config.train_size is not None and config.train_size < len(train):
         g = torch.Generator().manual_seed(config.data_seed)
         keep = torch.randperm(len(train), generator=g)[: config.train_size].sort().values
         train = [train[int(i)] for i in keep]
-    return TextSplits(corpus, train, val[: config.val_size], test)
+    return TextSplits(corpus, train, val[: config.val_size], test[: config.test_size])
 
 
 def _batches(seqs: list[torch.Tensor], size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -243,13 +260,13 @@ class LanguageModel:
         return math.ceil(len(self.data.train) / self.config.batch_size)
 
     def build_model(self) -> nn.Module:
-        c = self.config
+        option = lambda key: SPEC.option(self.config, key)  # noqa: E731
         return TransformerLM(
             self.data.vocab_size,
-            d_model=c.d_model,
-            n_layers=c.n_layers,
-            n_heads=c.n_heads,
-            max_len=c.seq_len,
+            d_model=option("d_model"),
+            n_layers=option("n_layers"),
+            n_heads=option("n_heads"),
+            max_len=option("seq_len"),
             padding_idx=PAD,
         )
 
@@ -301,178 +318,126 @@ class LanguageModel:
         )
 
 
-# --------------------------------------------------------------------------- comparison
+# --------------------------------------------------------------------------- the declaration
+
+#: The one regime of the language model: the TrainConfig defaults on Shakespeare.
+LM_TRAIN = TrainConfig(task="lm", model="transformer", dataset="shakespeare")
 
 
-#: ``labelsmooth compare --task lm``: ε 0 (baseline) and 0.1, uniform convention, seeds 0 and 1.
-DEFAULT_LM_EPSILONS = (0.0, 0.1)
-DEFAULT_LM_SEEDS = (0, 1)
-#: Summary columns: (record key in ``metrics``, scale to the shown unit, header).
+def _summarize_run(task: Any, result: Any, arrays_path: Path | None) -> dict[str, Any]:
+    """What a finished LM run adds to its comparison record (the last evaluation's metrics,
+    temperature fitted on the validation plays included)."""
+    m, data = result.metrics, task.data
+    return {
+        "metrics": m,
+        "temperature": m["temperature"],
+        "metrics_after_temperature": {"nll": m["nll_T"], "ece": m["ece_T"]},
+        "sizes": {
+            "train_sequences": len(data.train),
+            "train_tokens": sum(int(s.numel()) - 1 for s in data.train),
+            "val_sequences": len(data.val),
+            "test_sequences": len(data.test),
+            "test_tokens": int(m["tokens"]),
+        },
+    }
+
+
+def _metric(key: str, scale: float, label: str) -> Metric:
+    return Metric(lambda r: float(r["metrics"].get(key, math.nan)), scale, label)
+
+
+#: Summary metrics (averaged over seeds).
+_METRICS = {
+    "perplexity": _metric("perplexity", 1.0, "test perplexity"),
+    "nll": _metric("nll", 1.0, "test NLL (nats/char)"),
+    "top1": _metric("top1", 100.0, "test top-1 (%)"),
+    "ece": _metric("ece", 100.0, "test ECE (%)"),
+    "T": Metric(lambda r: float(r["temperature"]), 1.0, "fitted temperature T"),
+    "ece_T": _metric("ece_T", 100.0, "test ECE after T (%)"),
+    "nll_T": _metric("nll_T", 1.0, "test NLL after T"),
+    "loss_smoothed": _metric("loss_smoothed", 1.0, "test smoothed loss"),
+    "seconds": Metric(lambda r: float(r["seconds"]), 1.0, "training time (s)"),
+}
 _COLUMNS = (
-    ("perplexity", 1.0, "test perplexity"),
-    ("nll", 1.0, "test NLL (nats/char)"),
-    ("top1", 100.0, "top-1 (%)"),
-    ("ece", 100.0, "ECE (%)"),
-    ("temperature", 1.0, "fitted T"),
-    ("ece_T", 100.0, "ECE after T (%)"),
-    ("nll_T", 1.0, "NLL after T"),
-    ("loss_smoothed", 1.0, "test smoothed loss"),
+    Column("test perplexity", "perplexity", 4),
+    Column("test NLL (nats/char)", "nll", 4),
+    Column("top-1 (%)", "top1", 2),
+    Column("ECE (%)", "ece", 2),
+    Column("fitted T", "T", 4),
+    Column("ECE after T (%)", "ece_T", 2),
+    Column("NLL after T", "nll_T", 4),
+    Column("test smoothed loss", "loss_smoothed", 4),
 )
 
 
-def _run_name(eps: float, convention: str, seed: int) -> str:
-    tag = "baseline" if eps == 0 else f"ls{eps:g}-{convention}"
-    return f"shakespeare-{tag}-seed{seed}"
-
-
-def run_compare_lm(
-    base: TrainConfig,
-    out: str | os.PathLike[str] = "compare-results",
-    *,
-    epsilons: Sequence[float] = DEFAULT_LM_EPSILONS,
-    conventions: Sequence[str] = ("uniform",),
-    seeds: Sequence[int] = DEFAULT_LM_SEEDS,
-    corpus: TextCorpus | None = None,
-    resume: bool = False,
-    progress: bool | None = None,
-    log: Callable[[str], None] | None = print,
-) -> dict[str, Any]:
-    """Train the language model with every ε (each ε > 0 with every convention) and seed;
-    write ``runs/<run>.json`` (+ a resumable ``runs/<run>/checkpoint.pt``), ``results.csv``,
-    ``summary.json`` and ``results.md`` (mean ± std over seeds) to ``out``.
-
-    Args:
-        base: Settings of every run (``task="lm"``); ε, convention and seed are replaced.
-        out: Results folder.
-        epsilons: ε values; 0 is the baseline (run once per seed).
-        conventions: Conventions of every ε > 0.
-        seeds: Seeds, seed-major order (an interrupted grid has whole seeds done).
-        corpus: The corpus (default: the cached Shakespeare corpus, fetched if needed).
-        resume: Skip runs whose JSON exists (same run, completed); resume a run's checkpoint.
-        progress: tqdm bars (default: when stderr is a terminal).
-        log: Where messages go.
-
-    Returns:
-        ``{"records", "summary", "table", "seconds"}``.
-    """
-    say = log or (lambda _msg: None)
-    if base.task != "lm":
-        raise ValueError(f"run_compare_lm needs a task='lm' config, got task={base.task!r}")
-    t0 = time.perf_counter()
-    data = prepare_text(base, corpus=corpus, log=say)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    grid = [(0.0, "-") if e == 0 else (float(e), c) for e in epsilons for c in conventions]
-    grid = list(dict.fromkeys(grid))
-    runs = [(e, c, s) for s in dict.fromkeys(seeds) for e, c in grid]
-    n_tokens = sum(int(s.numel()) - 1 for s in data.train)
-    say(
-        f"== shakespeare: {len(runs)} runs; train {len(data.train)} sequences ({n_tokens} "
-        f"tokens), val {len(data.val)}, test {len(data.test)} sequences"
+def _table_header(
+    dataset: str, regime: str, rs: Sequence[Mapping[str, Any]], model: str, seconds: float
+) -> str:
+    first = rs[0]
+    cfg, sizes = first["config"], first["sizes"]
+    seeds = sorted({r["seed"] for r in rs})
+    return (
+        f"**Shakespeare (character level)**: {model}, {first['num_parameters']:,} parameters; "
+        f"{count(cfg['epochs'], 'epoch')} of {sizes['train_sequences']} sequences "
+        f"({sizes['train_tokens']:,} tokens), batch {cfg['batch_size']}, SGD lr {cfg['lr']:g}; "
+        f"test {sizes['test_tokens']:,} tokens of held-out plays; mean ± std over "
+        f"{count(len(seeds), 'seed')} ({', '.join(map(str, seeds))}); {count(len(rs), 'run')} × "
+        f"{statistics.fmean(r['seconds'] for r in rs):.0f} s; {seconds / 60:.1f} min for this "
+        "invocation."
     )
-    records = []
-    for i, (eps, conv, seed) in enumerate(runs):
-        name = _run_name(eps, conv, seed)
-        config = dataclasses.replace(
-            base, label_smoothing=eps, convention="uniform" if conv == "-" else conv, seed=seed
-        )
-        path = out_dir / "runs" / f"{name}.json"
-        if resume and path.is_file():
-            done = json.loads(path.read_text())
-            if done.get("completed") and not config_differences(done["config"], config.to_dict()):
-                say(f"[{name}] already done, skipped (--resume)")
-                records.append(done)
-                continue
-        run_dir = out_dir / "runs" / name
-        say(f"-- run {i + 1}/{len(runs)}: [{name}]")
-        result = train(
-            config,
-            out_dir=run_dir,
-            resume=resume and (run_dir / "checkpoint.pt").is_file(),
-            task=LanguageModel(config, data),
-            progress=progress,
-            log=log,
-        )
-        m = result.metrics
-        record = {
-            "name": name,
-            "dataset": "shakespeare",
-            "label_smoothing": eps,
-            "convention": conv,
-            "seed": seed,
-            "config": config.to_dict(),
-            "completed": result.completed,
-            "history": result.history,
-            "metrics": m,
-            "temperature": m["temperature"],
-            "metrics_after_temperature": {"nll": m["nll_T"], "ece": m["ece_T"]},
-            "seconds": result.seconds,
-            "num_parameters": sum(p.numel() for p in result.model.parameters()),
-            "sizes": {
-                "train_sequences": len(data.train),
-                "train_tokens": n_tokens,
-                "val_sequences": len(data.val),
-                "test_sequences": len(data.test),
-                "test_tokens": int(m["tokens"]),
-            },
-        }
-        write_json(path, record)
-        say(f"[{name}] {LanguageModel(config, data).describe(m)}  ({result.seconds:.0f} s)")
-        records.append(record)
-    seconds = time.perf_counter() - t0
-    summary = _summarize(records)
-    table = _table(summary, records, seconds)
-    write_csv(out_dir / "results.csv", [_flat(r) for r in records])
-    write_json(out_dir / "summary.json", {"rows": summary, "seconds": seconds})
-    write_text(out_dir / "results.md", table + "\n")
-    say("")
-    say(table)
-    say(f"results written to {out_dir}  ({seconds / 60:.1f} min)")
-    return {"records": records, "summary": summary, "table": table, "seconds": seconds}
 
 
-def _flat(r: dict[str, Any]) -> dict[str, Any]:
-    row = {k: r[k] for k in ("name", "label_smoothing", "convention", "seed", "seconds")}
-    row.update({k: r["metrics"][k] for k, _, _ in _COLUMNS})
-    return row
-
-
-def _summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std (ddof 1; 0 for one seed) of every column per (ε, convention)."""
-    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault((r["label_smoothing"], r["convention"]), []).append(r)
-    rows = []
-    for (eps, conv), rs in groups.items():
-        row: dict[str, Any] = {"label_smoothing": eps, "convention": conv, "seeds": len(rs)}
-        for key, scale, _ in (*_COLUMNS, ("seconds", 1.0, "")):
-            vals = [scale * float(r["metrics"].get(key, r.get(key))) for r in rs]
-            row[key] = statistics.fmean(vals)
-            row[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        rows.append(row)
-    return rows
-
-
-def _table(summary: list[dict[str, Any]], records: Sequence[dict[str, Any]], seconds: float) -> str:
-    c = TrainConfig(**records[0]["config"])
-    head = (
-        f"**Shakespeare (character level)**: Transformer {c.n_layers} layers × {c.d_model} "
-        f"wide, {c.n_heads} heads, context {c.seq_len}, "
-        f"{records[0]['num_parameters']:,} parameters; {c.epochs} epochs of "
-        f"{records[0]['sizes']['train_sequences']} sequences "
-        f"({records[0]['sizes']['train_tokens']:,} tokens), batch {c.batch_size}, SGD lr "
-        f"{c.lr:g}; test {records[0]['sizes']['test_tokens']:,} tokens of held-out plays; "
-        f"mean ± std over seeds; {seconds / 60:.1f} min for this invocation."
+def _transformer_name(config: Mapping[str, Any]) -> str:
+    o = {**{opt.key: opt.default for opt in _OPTIONS}, **config.get("options", {})}
+    return (
+        f"Transformer {o['n_layers']} layers × {o['d_model']} wide, {o['n_heads']} heads, "
+        f"context {o['seq_len']}"
     )
-    cols = ["trick", "seeds", *(h for _, _, h in _COLUMNS), "train s/run"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in summary:
-        eps, conv = row["label_smoothing"], row["convention"]
-        cells = ["baseline" if eps == 0 else f"LS ε={eps:g} ({conv})", str(row["seeds"])]
-        for key, _, _ in _COLUMNS:
-            digits = 2 if key in ("top1", "ece", "ece_T") else 4
-            std = f" ± {row[key + '_std']:.{digits}f}" if row["seeds"] > 1 else ""
-            cells.append(f"{row[key]:.{digits}f}{std}")
-        cells.append(f"{row['seconds']:.0f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n\n" + "\n".join(lines)
+
+
+def _check(config: TrainConfig) -> None:
+    d_model, heads = SPEC.option(config, "d_model"), SPEC.option(config, "n_heads")
+    if d_model % heads:
+        raise ValueError(
+            f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={heads}"
+        )
+
+
+_POSITIVE = FieldRule(
+    "an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1
+)
+
+
+_OPTIONS = (
+    TaskOption("seq_len", "--seq-len", int, _POSITIVE, 128,
+               "context length in characters", "L"),
+    TaskOption("d_model", "--d-model", int, _POSITIVE, 128,
+               "Transformer width", "D"),
+    TaskOption("n_layers", "--layers", int, _POSITIVE, 2,
+               "Transformer blocks", "N"),
+    TaskOption("n_heads", "--heads", int, _POSITIVE, 4,
+               "attention heads (dividing --d-model)", "H"),
+)  # fmt: skip
+
+#: The declaration of ``task="lm"``.
+SPEC = register_task(
+    TaskSpec(
+        name="lm",
+        help="character-level language model on --dataset shakespeare",
+        models=(ModelSpec("transformer", (), {}, _transformer_name),),
+        datasets=TEXT_DATASETS,
+        accepts=lambda dataset: dataset in TEXT_DATASETS,
+        regimes={"default": LM_TRAIN},
+        load_data=lambda config, log=print: prepare_text(config, log=log),
+        make_task=lambda config, data: LanguageModel(config, data),
+        summarize_run=_summarize_run,
+        metrics=_METRICS,
+        columns=_COLUMNS,
+        table_header=_table_header,
+        grid=Grid("shakespeare", (0.0, 0.1), ("uniform",), (0, 1)),
+        options=_OPTIONS,
+        check=_check,
+        data_fields=("data_dir", "train_size", "test_size", "val_size", "data_seed", "options"),
+        display_name=lambda dataset: "Shakespeare",
+    )
+)

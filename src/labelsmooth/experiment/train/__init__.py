@@ -1,23 +1,29 @@
-"""Training recipes: one run (:mod:`.trainer`), its tasks (:mod:`.task` for images, :mod:`.lm`
-for the Shakespeare language model), data-parallel runs (:mod:`.distributed`), checkpoints
-(:mod:`.checkpoint`), and the baseline-versus-smoothing comparison (:mod:`.compare`, tables
-and plots in :mod:`.report`)."""
+"""Training recipes, read top to bottom: one run (:mod:`.trainer`), data-parallel runs
+(:mod:`.distributed`), checkpoints (:mod:`.checkpoint`), and the baseline-versus-smoothing
+comparison and distillation (:mod:`.compare`; tables in :mod:`labelsmooth.experiment.report`).
 
+What is learned comes from a task of :mod:`labelsmooth.experiment.tasks`; the run's settings
+from :class:`~labelsmooth.experiment.config.TrainConfig`. The names below are re-exported for
+convenience.
+"""
+
+from labelsmooth.experiment.config import TrainConfig, config_differences
+from labelsmooth.experiment.tasks import (
+    Distillation,
+    ImageClassification,
+    LanguageModel,
+    Task,
+    build_model,
+    evaluate,
+    evaluate_lm,
+    predict,
+    prepare_data,
+    prepare_text,
+)
 from labelsmooth.experiment.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
-)
-from labelsmooth.experiment.train.config import TrainConfig, config_differences
-from labelsmooth.experiment.train.lm import LanguageModel, evaluate_lm, prepare_text, run_compare_lm
-from labelsmooth.experiment.train.task import (
-    Distillation,
-    ImageClassification,
-    Task,
-    build_model,
-    evaluate,
-    predict,
-    prepare_data,
 )
 from labelsmooth.experiment.train.trainer import Recipe, TrainingInterrupted, TrainResult, train
 
@@ -39,7 +45,6 @@ __all__ = [
     "predict",
     "prepare_data",
     "prepare_text",
-    "run_compare_lm",
     "save_checkpoint",
     "train",
 ]

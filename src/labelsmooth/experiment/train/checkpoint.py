@@ -1,7 +1,7 @@
 """Training checkpoints that detect their own corruption.
 
 File layout (one file, written atomically by
-:func:`~labelsmooth.experiment.train._files.atomic_write`)::
+:func:`~labelsmooth.experiment.files.atomic_write`)::
 
     labelsmooth-checkpoint 2\\n
     sha256 <64 hex digits> bytes <payload length>\\n
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelsmooth.experiment.train._files import atomic_write
+from labelsmooth.experiment.files import atomic_write
 
 __all__ = [
     "CheckpointError",

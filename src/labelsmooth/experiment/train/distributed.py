@@ -39,7 +39,6 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -50,6 +49,8 @@ from labelsmooth.experiment.data import epoch_generator
 
 __all__ = [
     "DataParallel",
+    "SingleProcess",
+    "processes_from_env",
     "world_size_from_env",
     "check_batch_size",
     "split_batch",
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-T = TypeVar("T")
+Value = TypeVar("Value")
 
 
 def world_size_from_env(environ: Mapping[str, str] | None = None) -> int:
@@ -325,7 +326,7 @@ class DataParallel:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
-    def rank0_first(self, fn: Callable[[], T]) -> T:
+    def rank0_first(self, fn: Callable[[], Value]) -> Value:
         """``fn()`` on rank 0, then on the others (say, a download into a shared cache).
 
         If rank 0 fails, the others raise too instead of waiting for it.
@@ -426,13 +427,66 @@ class DataParallel:
             return metrics
         return dict(task.evaluate(model))
 
-    @contextmanager
-    def closing(self) -> Any:
-        """Destroy the group when the block ends, normally or not."""
-        try:
-            yield self
-        finally:
-            self.close()
+
+class SingleProcess:
+    """The stand-in for :class:`DataParallel` when the recipe runs as one process: the same
+    hooks, each the identity (or the plain single-process computation), so that the recipe has
+    one code path.
+
+    Attributes:
+        rank: 0.
+        world_size: 1.
+    """
+
+    rank, local_rank, world_size = 0, 0, 1
+    is_writer = True
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def rank0_first(self, fn: Callable[[], Value]) -> Value:
+        """``fn()``."""
+        return fn()
+
+    def any(self, flag: bool) -> bool:
+        """``flag``."""
+        return flag
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The model as it is."""
+        return model
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model as it is (no gradient all-reduce)."""
+        return model
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        """The model as it is."""
+        return model
+
+    def shard(self, task: Any, batch: Any) -> Any:
+        """The whole batch."""
+        return batch
+
+    def check_batches(self, task: Any, seed: int) -> None:
+        """Nothing to check: one process takes every batch."""
+
+    def reduce_step(
+        self, loss: torch.Tensor, n: int, stop: bool
+    ) -> tuple[torch.Tensor, float, int, bool]:
+        """``(loss, loss·n, n, stop)``: the shape of :meth:`DataParallel.reduce_step`'s answer."""
+        return loss, float(loss.detach()) * n, n, stop
+
+    def evaluate(self, task: Any, model: nn.Module) -> dict[str, float]:
+        """The task's test metrics."""
+        return dict(task.evaluate(model))
+
+
+def processes_from_env(batch_size: int) -> DataParallel | SingleProcess:
+    """:meth:`DataParallel.from_env` under torchrun (``WORLD_SIZE`` > 1), else
+    :class:`SingleProcess`."""
+    parallel = DataParallel.from_env(batch_size)
+    return SingleProcess() if parallel is None else parallel
 
 
 def _accepts(fn: Callable[..., Any], *names: str) -> bool:

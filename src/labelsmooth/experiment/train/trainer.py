@@ -2,10 +2,10 @@
 
 :func:`train` is the whole recipe in a dozen lines; each stage is one short method of
 :class:`Recipe`. What is learned (data, model, loss, metrics) comes from a
-:class:`~labelsmooth.experiment.train.task.Task` (by default
-:class:`~labelsmooth.experiment.train.task.ImageClassification` with
-:func:`labelsmooth.cross_entropy`,
-``label_smoothing=eps``, ``convention=...``), so a new task plugs in without touching the loop.
+:class:`~labelsmooth.experiment.tasks.Task` (by default the one the registry builds for
+``config.task``: :class:`~labelsmooth.experiment.tasks.ImageClassification` with
+:func:`labelsmooth.cross_entropy`, ``label_smoothing=eps``, ``convention=...``, or the
+language model), so a new task plugs in without touching the loop.
 
 Determinism and resume:
 
@@ -23,7 +23,9 @@ Data-parallel: started by ``torchrun --nproc-per-node W`` (``WORLD_SIZE`` > 1), 
 runs in W processes through the hooks of
 :class:`~labelsmooth.experiment.train.distributed.DataParallel`:
 each rank's slice of every global batch, DistributedDataParallel, batch norm and loss over the
-global batch, metrics reduced over ranks, files and output from rank 0 only.
+global batch, metrics reduced over ranks, files and output from rank 0 only. One process runs
+the same hooks of :class:`~labelsmooth.experiment.train.distributed.SingleProcess` (each the
+identity), so the loop has one code path.
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from labelsmooth.experiment.data import DatasetSplits, epoch_generator
-from labelsmooth.experiment.train._files import write_json
+from labelsmooth.experiment.config import TrainConfig, config_differences
+from labelsmooth.experiment.data import epoch_generator
+from labelsmooth.experiment.files import write_json
+from labelsmooth.experiment.tasks import Task, get_task, resolve
 from labelsmooth.experiment.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -54,9 +58,7 @@ from labelsmooth.experiment.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from labelsmooth.experiment.train.config import TrainConfig, config_differences
-from labelsmooth.experiment.train.distributed import DataParallel
-from labelsmooth.experiment.train.task import ImageClassification, Task
+from labelsmooth.experiment.train.distributed import DataParallel, SingleProcess, processes_from_env
 
 __all__ = ["TrainResult", "TrainingInterrupted", "Recipe", "train"]
 
@@ -115,7 +117,7 @@ def train(
     *,
     out_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
-    data: DatasetSplits | None = None,
+    data: Any = None,
     task: Task | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = print,
@@ -128,10 +130,12 @@ def train(
         out_dir: Where ``checkpoint.pt`` (after every epoch) and ``result.json`` go; ``None``
             keeps everything in memory (no resume possible). Created at the first checkpoint.
         resume: Continue from ``out_dir/checkpoint.pt`` (its config must match ``config``).
-        data: Prepared splits for the default image task (loaded when ``None``).
-        task: The task (default: :class:`~labelsmooth.experiment.train.task.ImageClassification` of
-            ``config`` and ``data``, or :class:`~labelsmooth.experiment.train.lm.LanguageModel` when
-            ``config.task == "lm"``; under torchrun, rank 0 loads first).
+        data: Prepared data of ``config.task`` (the registry's ``load_data``; loaded when
+            ``None``): :class:`~labelsmooth.experiment.data.DatasetSplits` for images.
+        task: The task (default: the registry's task of ``config.task`` on ``data``,
+            :class:`~labelsmooth.experiment.tasks.ImageClassification` or
+            :class:`~labelsmooth.experiment.tasks.LanguageModel`; under torchrun, rank 0 loads
+            first).
         progress: tqdm bars (default: when stderr is a terminal and tqdm is installed).
         log: Where per-epoch lines go (``None``: silent).
         on_step: Called as ``on_step(epoch, step)`` after each optimiser step (testing hook).
@@ -146,39 +150,32 @@ def train(
     Raises:
         TrainingInterrupted: On Ctrl-C, after saving a checkpoint (when ``out_dir`` is set).
         CheckpointError: If ``resume`` and the checkpoint is missing, corrupted or differs.
-        ValueError: Under torchrun, if the world size does not divide ``config.batch_size``.
+        ValueError: If the task does not take ``config``'s model, dataset or options
+            (:func:`labelsmooth.experiment.tasks.resolve`); under torchrun, if the world size
+            does not divide ``config.batch_size``.
     """
     if task is not None and data is not None:
-        raise ValueError("pass either task or data (the data of the default image task), not both")
-    parallel = DataParallel.from_env(config.batch_size)  # None unless torchrun started W > 1
-    if parallel is not None and not parallel.is_writer:
+        raise ValueError("pass either task or data (the data of the default task), not both")
+    if task is None:  # a task given by the caller checks its own config
+        config = resolve(config)
+    processes = processes_from_env(config.batch_size)  # SingleProcess unless torchrun, W > 1
+    if not processes.is_writer:
         progress, log = False, None  # rank 0 alone logs and draws progress bars
     try:
         recipe = Recipe(
-            config, out_dir, progress=progress, log=log, on_step=on_step, parallel=parallel
+            config, out_dir, progress=progress, log=log, on_step=on_step, processes=processes
         )
         saved = recipe.load_resume_state() if resume else None  # before any data is loaded
-        task = task or recipe.first_on_rank0(lambda: _default_task(config, data, log))
+        task = task or processes.rank0_first(lambda: _default_task(config, data, log))
         return _run(recipe, task, saved)
     finally:
-        if parallel is not None:
-            parallel.close()  # also on errors
+        processes.close()  # also on errors
 
 
-def _default_task(
-    config: TrainConfig, data: DatasetSplits | None, log: Callable[[str], None] | None
-) -> Task:
-    """The task of ``config.task``: image classification (on ``data`` when given) or the
-    language model."""
-    if config.task == "lm":
-        if data is not None:
-            raise ValueError("data= holds image splits; task='lm' loads its corpus itself")
-        from labelsmooth.experiment.train.lm import LanguageModel  # lm imports this module
-
-        return LanguageModel.from_config(config, log=log)
-    if data is not None:
-        return ImageClassification(config, data)
-    return ImageClassification.from_config(config, log=log)
+def _default_task(config: TrainConfig, data: Any, log: Callable[[str], None] | None) -> Task:
+    """The registry's task of ``config.task`` on ``data`` (loaded when None)."""
+    spec = get_task(config.task)
+    return spec.make_task(config, spec.load_data(config, log=log) if data is None else data)
 
 
 def _run(recipe: Recipe, task: Task, saved: dict[str, Any] | None) -> TrainResult:
@@ -204,7 +201,7 @@ class Recipe:
         progress: tqdm bars (None: when stderr is a terminal).
         log: Where messages go (None: silent).
         on_step: Hook called after each optimiser step.
-        parallel: The data-parallel hooks under torchrun (None: one process).
+        processes: The data-parallel hooks under torchrun, or the single-process stand-in.
     """
 
     def __init__(
@@ -215,7 +212,7 @@ class Recipe:
         progress: bool | None,
         log: Callable[[str], None] | None,
         on_step: Callable[[int, int], None] | None,
-        parallel: DataParallel | None = None,
+        processes: DataParallel | SingleProcess | None = None,
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -230,21 +227,11 @@ class Recipe:
         self.resume_generator: torch.Tensor | None = None
         self.loss_sum, self.loss_count = 0.0, 0
         self.seconds_before, self.t0 = 0.0, time.perf_counter()
-        self.parallel = parallel
-
-    @property
-    def writer(self) -> bool:
-        """Whether this process writes files (single process, or rank 0)."""
-        return self.parallel is None or self.parallel.is_writer
-
-    def first_on_rank0(self, make: Callable[[], Task]) -> Task:
-        """``make()``; data-parallel: on rank 0 first (one download into a shared cache)."""
-        return make() if self.parallel is None else self.parallel.rank0_first(make)
+        self.processes = processes if processes is not None else SingleProcess()
 
     def stop_requested(self, stop: _StopFlag) -> bool:
         """Ctrl-C pressed (data-parallel: on any rank; every rank then stops at this point)."""
-        if self.parallel is not None:
-            stop.requested = self.parallel.any(stop.requested)
+        stop.requested = self.processes.any(stop.requested)
         return stop.requested
 
     def load_resume_state(self) -> dict[str, Any]:
@@ -269,15 +256,13 @@ class Recipe:
         self.task = task
         self.steps_per_epoch = task.num_batches()
         total = self.steps_per_epoch * c.epochs
-        if self.parallel is not None:  # before seeding: a peek at the last batch of epoch 1
-            self.parallel.check_batches(task, c.seed)  # refused now if the ranks cannot share it
+        # before seeding: a peek at the last batch of epoch 1, refused now if ranks cannot share it
+        self.processes.check_batches(task, c.seed)
         warmup = int(round(c.warmup_epochs * self.steps_per_epoch))
         torch.manual_seed(c.seed)
         random.seed(c.seed)
         np.random.seed(c.seed % 2**32)  # noqa: NPY002  (global state, saved in checkpoints)
-        self.model = task.build_model()
-        if self.parallel is not None:
-            self.model = self.parallel.prepare(self.model)  # batch norm over the global batch
+        self.model = self.processes.prepare(task.build_model())  # data-parallel: global batch norm
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=c.lr,
@@ -292,7 +277,7 @@ class Recipe:
             self._restore(saved)
         # What the task's loss runs: the model, or DistributedDataParallel(model) (which
         # averages gradients over ranks); checkpoints and evaluation use the model itself.
-        self.train_model = self.model if self.parallel is None else self.parallel.wrap(self.model)
+        self.train_model = self.processes.wrap(self.model)
         self.t0 = time.perf_counter()
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -347,19 +332,15 @@ class Recipe:
                 bar.close()
 
     def _step(self, batch: Any, stop: _StopFlag) -> None:
-        if self.parallel is None:
-            loss, n = self.task.loss(self.train_model, batch)
-            loss_sum, count = None, n
-        else:  # this rank's slice; loss scaled so that DDP's average is the global mean's grad
-            loss, n = self.task.loss(self.train_model, self.parallel.shard(self.task, batch))
-            loss, loss_sum, count, stop.requested = self.parallel.reduce_step(
-                loss, n, stop.requested
-            )
+        # this rank's slice; data-parallel: loss scaled so that DDP's average is the global
+        # mean's gradient (one process: the batch and the loss as they are)
+        loss, n = self.task.loss(self.train_model, self.processes.shard(self.task, batch))
+        loss, loss_sum, count, stop.requested = self.processes.reduce_step(loss, n, stop.requested)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        self.loss_sum += float(loss.detach()) * n if loss_sum is None else loss_sum
+        self.loss_sum += loss_sum
         self.loss_count += count
 
     # ----------------------------------------------------------------------- evaluate
@@ -381,15 +362,13 @@ class Recipe:
         )
 
     def _metrics(self) -> dict[str, float]:
-        if self.parallel is None:
-            return self.task.evaluate(self.model)
-        return self.parallel.evaluate(self.task, self.model)  # the same on every rank
+        return self.processes.evaluate(self.task, self.model)  # the same on every rank
 
     # ----------------------------------------------------------------------- checkpoint
 
     def checkpoint(self, epoch: int, step: int, gen: torch.Generator | None = None) -> None:
         """Save the run at (``epoch``, next ``step``) when there is an output folder (rank 0)."""
-        if self.checkpoint_path is None or not self.writer:
+        if self.checkpoint_path is None or not self.processes.is_writer:
             return
         state = {
             "config": self.config.to_dict(),
@@ -417,11 +396,10 @@ class Recipe:
             final = {k: v for k, v in self.history[-1].items() if k not in _LOOP_KEYS}
         else:  # resumed from a checkpoint before its first epoch ended, and stopped at once
             final = self._metrics()
-        if self.parallel is not None:
-            self.model = self.parallel.unwrap(self.model)  # plain batch norm again
+        self.model = self.processes.unwrap(self.model)  # data-parallel: plain batch norm again
         completed = len(self.history) >= self.config.epochs
         result = TrainResult(self.config, self.model, self.history, final, completed, seconds)
-        if self.out_dir is not None and self.writer:
+        if self.out_dir is not None and self.processes.is_writer:
             write_json(self.out_dir / RESULT_NAME, result.to_json())
         return result
 

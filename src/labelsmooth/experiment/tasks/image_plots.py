@@ -1,0 +1,179 @@
+"""The image task's plots of a comparison: training curves (every seed: mean line and ± std
+band), each metric against ε, reliability diagrams and penultimate-layer projections (first
+seed, named in the title), and ECE against ε for every regime side by side.
+
+Drawn by :mod:`labelsmooth.experiment.plotting` (matplotlib, imported only here and only when
+plots are asked for).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from labelsmooth.experiment.report import count, prefix, setting_name, slug
+from labelsmooth.experiment.tasks.image_metrics import (
+    METRICS,
+    display_name,
+    model_title,
+    projection_classes,
+)
+
+if TYPE_CHECKING:
+    from labelsmooth.experiment.data import DatasetSplits
+
+__all__ = ["write_plots"]
+
+
+def _regime(record: dict[str, Any]) -> str:
+    return str(record.get("regime", "short"))
+
+
+def write_plots(
+    resolved: Sequence[tuple[Any, DatasetSplits]],
+    records: Sequence[dict[str, Any]],
+    plot_dir: Path,
+    classes: tuple[int, int, int],
+) -> None:
+    """Every plot of every section into ``plot_dir`` (ImportError without matplotlib).
+
+    ``resolved`` pairs each :class:`~labelsmooth.experiment.train.compare.Section` with its
+    loaded data."""
+    import matplotlib  # noqa: F401  (ImportError -> the caller skips the plots)
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for section, data in resolved:
+        rs = [r for r in records if (_regime(r), r["dataset"]) == (section.regime, section.dataset)]
+        if not rs:
+            continue
+        name = prefix(section.dataset, section.regime)
+        _curves_plot(section.dataset, rs, plot_dir, name)
+        _epsilon_plots(section.dataset, rs, plot_dir, name)
+        first = [r for r in rs if r["seed"] == section.seeds[0]]
+        _first_seed_plots(section.dataset, first, data, plot_dir, classes, name)
+    for dataset in dict.fromkeys(s.dataset for s, _ in resolved):
+        _regimes_plot(dataset, [r for r in records if r["dataset"] == dataset], plot_dir)
+
+
+def _regimes_plot(dataset: str, rs: Sequence[dict[str, Any]], plot_dir: Path) -> None:
+    """ECE against ε (uniform convention) for every regime side by side, with the baseline's
+    ECE after temperature scaling as the reference line."""
+    from labelsmooth.experiment import plotting
+
+    panels: dict[str, Any] = {}
+    for regime in dict.fromkeys(_regime(r) for r in rs):
+        sel = [r for r in rs if _regime(r) == regime and r["convention"] in ("uniform", "-")]
+        eps = sorted({r["label_smoothing"] for r in sel})
+        if len(eps) < 2:
+            continue
+        model = model_title(sel[0]["config"])
+        epochs = count(int(sel[0]["config"]["epochs"]), "epoch")
+        panels[f"{regime} regime: {model}, {epochs}"] = (
+            eps,
+            [[100 * r["metrics"]["ece"] for r in sel if r["label_smoothing"] == e] for e in eps],
+            [100 * r["metrics_after_temperature"]["ece"] for r in sel if r["label_smoothing"] == 0],
+        )
+    if panels:
+        plotting.ece_by_regime(
+            panels,
+            title=f"{display_name(dataset)}: test ECE against label smoothing ε",
+            path=plot_dir / f"{slug(dataset)}-ece-vs-eps-by-regime.png",
+        )
+
+
+def _curves_plot(dataset: str, rs: Sequence[dict[str, Any]], plot_dir: Path, name: str) -> None:
+    from labelsmooth.experiment import plotting
+
+    runs: dict[str, list[list[dict[str, float]]]] = {}
+    for r in rs:
+        runs.setdefault(setting_name(r["label_smoothing"], r["convention"]), []).append(
+            r["history"]
+        )
+    seeds = sorted({r["seed"] for r in rs})
+    listed = ", ".join(map(str, seeds))
+    who = f"mean ± std over {len(seeds)} seeds ({listed})" if len(seeds) > 1 else f"seed {listed}"
+    plotting.training_curves(
+        runs,
+        keys=("loss", "top1", "nll", "ece"),
+        title=f"{display_name(dataset)}: {who}",
+        path=plot_dir / f"{name}-training-curves.png",
+    )
+
+
+def _epsilon_plots(dataset: str, rs: Sequence[dict[str, Any]], plot_dir: Path, name: str) -> None:
+    """Metric vs ε, one series per convention (the baseline is each series' ε = 0 point)."""
+    from labelsmooth.experiment import plotting
+
+    conventions = list(dict.fromkeys(r["convention"] for r in rs if r["convention"] != "-"))
+    for key, metric in METRICS.items():
+        get, scale, label = metric.get, metric.scale, metric.label
+        if key in ("seconds", "nll_T") or any(math.isnan(float(get(r))) for r in rs):
+            continue
+        fig = None
+        for i, conv in enumerate(conventions or ["-"]):
+            sel = [r for r in rs if r["convention"] in (conv, "-")]
+            eps = sorted({r["label_smoothing"] for r in sel})
+            vals = [[scale * float(get(r)) for r in sel if r["label_smoothing"] == e] for e in eps]
+            last = i == len(conventions or ["-"]) - 1
+            fig = plotting.metric_vs_epsilon(
+                eps,
+                vals,
+                metric=label,
+                label=conv if conv != "-" else None,
+                title=f"{display_name(dataset)} ({_regime(rs[0])} regime): {label}",
+                ax=fig.axes[0] if fig is not None else None,
+                path=plot_dir / f"{name}-{key}-vs-eps.png" if last else None,
+            )
+
+
+def _first_seed_plots(
+    dataset: str,
+    first: Sequence[dict[str, Any]],
+    data: DatasetSplits,
+    plot_dir: Path,
+    classes: tuple[int, int, int],
+    stem: str,
+) -> None:
+    """Reliability diagrams and penultimate-layer projections: baseline vs one smoothed run."""
+    from labelsmooth.experiment import plotting
+
+    smoothed = [r for r in first if r["label_smoothing"] > 0]
+    if not smoothed:
+        return
+    pick = min(
+        smoothed, key=lambda r: (abs(r["label_smoothing"] - 0.1), r["convention"] != "uniform")
+    )
+    cls = projection_classes(classes, data.num_classes)
+    for r in [x for x in first if x["label_smoothing"] == 0] + [pick]:
+        arrays_path = plot_dir.parent / "runs" / f"{r['name']}.npz"
+        if not arrays_path.is_file():
+            continue
+        with np.load(arrays_path) as z:
+            logits, feats, labels, weight = (
+                torch.from_numpy(z[k])
+                for k in ("test_logits", "test_features", "test_labels", "fc_weight")
+            )
+        tag = "baseline" if r["label_smoothing"] == 0 else f"ls{r['label_smoothing']:g}"
+        name = f"{setting_name(r['label_smoothing'], r['convention'])}, seed {r['seed']}"
+        plotting.reliability_diagram(
+            torch.softmax(logits.double(), dim=1),
+            labels,
+            n_bins=int(r["config"]["n_bins"]),
+            title=f"{display_name(dataset)} ({_regime(r)} regime), {name}",
+            path=plot_dir / f"{stem}-reliability-{tag}.png",
+        )
+        if len(cls) == 3:
+            plotting.penultimate_layer_plot(
+                feats,
+                labels,
+                weight,
+                cls,
+                class_names=[data.class_names[c] for c in cls],
+                title=f"{display_name(dataset)} ({_regime(r)}): penultimate layer\n{name}",
+                path=plot_dir / f"{stem}-penultimate-{tag}.png",
+            )
