@@ -10,7 +10,8 @@ Shared fixtures (use them instead of a local copy):
   it as an argument, or run a whole module twice with
   ``pytestmark = pytest.mark.usefixtures("row_kernel")``.
 * ``near_truth`` — the house tolerance rule, ``|impl − truth| ≤ 2·|torch_same_dtype − truth| +
-  atol``, with the truth in higher precision: ``near_truth(got, truth, same_dtype, atol=...)``.
+  atol`` (+ ``rtol·|truth|``), the truth in higher precision:
+  ``near_truth(got, truth, same_dtype, atol=1e-6)``.
 
 ``_no_internet`` (autouse, session scope, so it is in place before any other fixture and for
 every test): name lookups of anything but the local host fail with ``socket.gaierror``, and
@@ -142,16 +143,18 @@ def check_near_truth(
     same_dtype: torch.Tensor | float,
     *,
     atol: float = 0.0,
+    rtol: float = 0.0,
     floor: float = 0.0,
     elementwise: bool = True,
 ) -> None:
-    """House rule 2: ``|got − truth| ≤ 2·max(|same_dtype − truth|, floor) + atol``.
+    """House rule 2: ``|got − truth| ≤ 2·max(|same_dtype − truth|, floor) + atol + rtol·|truth|``.
 
     Args:
         got: the result under test (any dtype; compared in float64).
         truth: the same quantity computed in higher precision (float64).
         same_dtype: what torch's own op gives in ``got``'s dtype (its error sets the bar).
         atol: absolute slack (for results where torch happens to be exact).
+        rtol: slack relative to ``|truth|`` (to its largest entry with ``elementwise=False``).
         floor: a lower bound on torch's error (for dtypes whose rounding torch hides).
         elementwise: compare entry by entry (default) or the largest errors of each.
 
@@ -161,10 +164,11 @@ def check_near_truth(
     g, t, r = (torch.as_tensor(v).detach().to(torch.float64) for v in (got, truth, same_dtype))
     err, ref_err = (g - t).abs(), (r - t).abs().clamp(min=floor)
     same = (g == t) | (g.isnan() & t.isnan())  # equal infinities, or NaN where the truth is NaN
+    size = t.abs().nan_to_num(0.0)
     if not elementwise:
-        err, ref_err, same = err.max(), ref_err.max(), same.all()
-    err, ref_err, same = torch.broadcast_tensors(err, ref_err, same)
-    bound = 2 * ref_err + atol
+        err, ref_err, same, size = err.max(), ref_err.max(), same.all(), size.max()
+    err, ref_err, same, size = torch.broadcast_tensors(err, ref_err, same, size)
+    bound = 2 * ref_err + atol + rtol * size
     ok = (err <= bound) | same
     if not bool(ok.all()):
         worst = int(torch.argmax(torch.where(ok, -torch.inf, err - bound).nan_to_num(torch.inf)))
@@ -172,7 +176,7 @@ def check_near_truth(
             f"not within 2*|same_dtype - truth| + atol of the truth: {int((~ok).sum())} "
             f"entries; worst at flat index {worst}: error {float(err.reshape(-1)[worst]):.3e} > "
             f"bound {float(bound.reshape(-1)[worst]):.3e} (same-dtype error "
-            f"{float(ref_err.reshape(-1)[worst]):.3e}, atol {atol:g})"
+            f"{float(ref_err.reshape(-1)[worst]):.3e}, atol {atol:g}, rtol {rtol:g})"
         )
 
 

@@ -30,6 +30,9 @@ def test_near_truth_accepts_errors_within_the_rule(near_truth) -> None:
     near_truth(truth + 2**-20, truth, truth, atol=2**-20)  # torch exact: the atol is the bar
     near_truth(truth + 2**-20, truth, truth, floor=2**-21)
     near_truth(1.0 + 1e-9, 1.0, 1.0, atol=1e-8)  # plain floats
+    near_truth(truth + 2**-20 * truth.abs(), truth, truth, rtol=2**-20)  # relative slack
+    big = torch.tensor([1.0, 1024.0], dtype=torch.float64)
+    near_truth(big + 2**-10, big, big, rtol=2**-20, elementwise=False)  # 2^-20 of max |truth|
 
 
 def test_near_truth_rejects_and_names_the_worst_entry(near_truth) -> None:
@@ -41,3 +44,6 @@ def test_near_truth_rejects_and_names_the_worst_entry(near_truth) -> None:
         near_truth(got, truth, truth + 1e-4, elementwise=False)
     with pytest.raises(AssertionError):
         near_truth(float("nan"), 1.0, 1.0)
+    big = torch.tensor([1.0, 1024.0], dtype=torch.float64)
+    with pytest.raises(AssertionError, match="rtol 1e-06"):
+        near_truth(big + 2**-10, big, big, rtol=1e-6)  # 1e-6 of 1 < 2^-10
