@@ -9,14 +9,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from labelsmooth.experiment.train.config import TrainConfig
+from labelsmooth.experiment.train.lm import LanguageModel, evaluate_lm, prepare_text, run_compare_lm
 
 import labelsmooth
 from labelsmooth.experiment.data import PAD
 from labelsmooth.experiment.data.text import corpus_from_plays
 from labelsmooth.experiment.models import TransformerLM
 from labelsmooth.experiment.train import train
-from labelsmooth.experiment.train.config import TrainConfig
-from labelsmooth.experiment.train.lm import LanguageModel, evaluate_lm, prepare_text, run_compare_lm
 
 LINE = "To be, or not to be: that is the question.\n"
 PLAYS = {

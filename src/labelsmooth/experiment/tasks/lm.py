@@ -399,7 +399,8 @@ def _check(config: TrainConfig) -> None:
     d_model, heads = SPEC.option(config, "d_model"), SPEC.option(config, "n_heads")
     if d_model % heads:
         raise ValueError(
-            f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={heads}"
+            f"n_heads must divide d_model, got n_heads={heads}, which does not divide "
+            f"d_model={d_model}"
         )
 
 
