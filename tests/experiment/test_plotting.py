@@ -67,7 +67,9 @@ def test_penultimate_layer_plot(tmp_path: Path) -> None:
     legend = fig.axes[0].get_legend()
     assert legend is not None
     texts = [t.get_text() for t in legend.get_texts()]
-    assert [t.split(" ")[0] for t in texts] == ["x", "y", "z"]
+    assert [t.split(" ")[0] for t in texts] == ["x", "y", "z", "class"]
+    assert texts[3] == "class templates (★)"  # the stars have their own entry
+    assert fig.axes[0].get_xlabel() == "q1: from the x template towards y"
     assert _png_ok(path)
 
 
@@ -109,21 +111,85 @@ def test_training_curves_draw_every_seed_as_mean_and_band() -> None:
 
 
 def _texts_inside(fig: Figure) -> None:
-    """Titles, axis labels and legend texts lie inside the saved canvas."""
+    """Every text of the figure (titles, axis and tick labels, legends) lies inside the canvas."""
+    from matplotlib.text import Text
+
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     box = fig.bbox
-    texts = [fig._suptitle] if fig._suptitle is not None else []
+    # tick labels are drawn only for ticks inside the view interval; matplotlib keeps the
+    # others' Text objects (stale, undrawn) around
+    tick_labels, drawn = set(), []
     for ax in fig.axes:
-        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
-        legend = ax.get_legend()
-        texts += list(legend.get_texts()) if legend is not None else []
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            pad = 1e-9 * max(1.0, abs(hi - lo))
+            for ticks, locs in (
+                (axis.get_major_ticks(), axis.get_majorticklocs()),
+                (axis.get_minor_ticks(), axis.get_minorticklocs()),
+            ):
+                for tick, loc in zip(ticks, locs):
+                    if lo - pad <= loc <= hi + pad:
+                        drawn += [tick.label1, tick.label2]
+                for tick in ticks:
+                    tick_labels |= {id(tick.label1), id(tick.label2)}
+    texts = [t for t in fig.findobj(Text) if id(t) not in tick_labels] + drawn
+    texts = [t for t in texts if t.get_visible() and t.get_text().strip()]
+    assert texts, "no text found"
     for text in texts:
-        if not text.get_text():
-            continue
         ext = text.get_window_extent(renderer)
         assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1, (text.get_text(), ext, box)
         assert ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, (text.get_text(), ext, box)
+
+
+_LONG = "Fashion-MNIST (fitted regime): cluster tightness, 3-template projection, seed 12"
+
+
+def _every_plot(title: str) -> list[Figure]:
+    """Each plotting function once, with ``title`` (the report's longest titles) and names."""
+    g = torch.Generator().manual_seed(0)
+    probs = (3 * torch.randn(200, 10, generator=g)).softmax(1)
+    target = torch.randint(0, 10, (200,), generator=g)
+    weight = torch.randn(5, 12, generator=g)
+    labels = torch.randint(0, 5, (300,), generator=g)
+    features = weight[labels] + 0.2 * torch.randn(300, 12, generator=g)
+    seeds = [[{"epoch": 1, "loss": 1.0, "ece": 0.1}, {"epoch": 2, "loss": 0.8, "ece": 0.2}]] * 2
+    eps, vals = [0.0, 0.05, 0.1], [[7.0, 7.5], [1.5, 1.6], [5.6, 5.7]]
+    return [
+        reliability_diagram(probs, target, title=title),
+        metric_vs_epsilon(eps, vals, metric="cluster tightness (spread / distance)", title=title),
+        penultimate_layer_plot(
+            features,
+            labels,
+            weight,
+            [0, 2, 4],
+            class_names=["T-shirt/top", "Pullover", "Shirt"],
+            title=title + "\nLS ε=0.1, seed 0",
+        ),  # fmt: skip
+        training_curves(
+            {"LS ε=0.1 (unnormalized)": seeds, "baseline": seeds},
+            keys=("loss", "top1", "nll", "ece"),
+            title=title,
+        ),
+        plotting.ece_by_regime(
+            {
+                "fitted regime: MLP 1200-1200, 20 epochs": (eps, vals, [1.0, 1.2]),
+                "short regime: ResNet-14 (w8), 5 epochs": (eps, vals, [1.1, 1.3]),
+            },
+            title=title,
+        ),  # fmt: skip
+        plotting.student_accuracy_vs_temperature(
+            {"teacher ε=0.1 (87.15%)": ([1, 2, 4], [86.7, 86.8, 86.7], [0.1, 0.1, 0.1])},
+            alone=(86.67, 0.21),
+            title=title,
+        ),
+    ]
+
+
+def test_no_text_is_clipped_in_any_plot() -> None:
+    for title in ("short", _LONG, _LONG + " " + _LONG):
+        for fig in _every_plot(title):
+            _texts_inside(fig)
 
 
 def test_titles_are_never_clipped() -> None:
@@ -141,14 +207,70 @@ def test_titles_are_never_clipped() -> None:
             title="Fashion-MNIST: test ECE after T (%)",
         )
     )
-    seeds = [[{"epoch": 1, "loss": 1.0, "ece": 0.1}]] * 2
-    _texts_inside(
-        training_curves(
-            {"LS ε=0.1 (unnormalized)": seeds},
-            keys=("loss", "ece"),
-            title="Fashion-MNIST: mean ± std over 3 seeds (0, 1, 2)",
-        )
-    )
+
+
+def _legend_texts(legend) -> list[str]:  # noqa: ANN001
+    assert legend is not None
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_reliability_diagram_names_both_gap_shadings() -> None:
+    # bins below the diagonal (overconfident) and above it (underconfident)
+    conf = torch.tensor([0.95] * 10 + [0.55] * 10)  # class 0 predicted everywhere
+    hits = torch.tensor([1] * 5 + [0] * 5 + [1] * 10)  # 50 % at 0.95, 100 % at 0.55
+    probs = torch.stack([conf, 1 - conf], 1)
+    target = torch.where(hits.bool(), 0, 1)
+    fig = reliability_diagram(probs, target, n_bins=10)
+    top = _legend_texts(fig.axes[0].get_legend())
+    assert "gap: overconfident (confidence > accuracy)" in top
+    assert "gap: underconfident (accuracy > confidence)" in top
+    assert _legend_texts(fig.axes[1].get_legend()) == [
+        "accuracy", "avg. confidence", "samples per bin",
+    ]  # fmt: skip
+    # only overconfident bins: no entry for a shading that is not drawn
+    only_over = reliability_diagram(torch.tensor([[0.9, 0.1]] * 10), torch.tensor([0, 1] * 5))
+    assert not any("underconfident" in t for t in _legend_texts(only_over.axes[0].get_legend()))
+
+
+def test_penultimate_plots_share_limits_for_side_by_side() -> None:
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(5, 12, generator=g)
+    labels = torch.randint(0, 5, (300,), generator=g)
+    tight = weight[labels] + 0.1 * torch.randn(300, 12, generator=g)
+    loose = weight[labels] + 1.5 * torch.randn(300, 12, generator=g)
+    runs = [(tight, labels, weight), (loose, labels, weight)]
+    limits = plotting.penultimate_limits(runs, [0, 2, 4])
+    figs = [penultimate_layer_plot(*run, [0, 2, 4], limits=limits) for run in runs]
+    for fig in figs:
+        fig.canvas.draw()
+    (a, b) = (f.axes[0] for f in figs)
+    assert a.get_xlim() == b.get_xlim() == limits[0]
+    assert a.get_ylim() == b.get_ylim() == limits[1]
+    for x, y in figs[1].axes[0].collections[0].get_offsets():  # every point of the loose run
+        assert limits[0][0] <= x <= limits[0][1] and limits[1][0] <= y <= limits[1][1]
+    with pytest.raises(ValueError, match=r"limits must have min < max"):
+        penultimate_layer_plot(tight, labels, weight, [0, 2, 4], limits=((1, 0), (0, 1)))
+    with pytest.raises(ValueError, match=r"limits must be \(\(x_min, x_max\)"):
+        penultimate_layer_plot(tight, labels, weight, [0, 2, 4], limits=(1, 2))
+
+
+def test_tightness_plots_say_lower_is_tighter() -> None:
+    fig = metric_vs_epsilon([0.0, 0.1], [[0.5], [0.6]], metric="cluster tightness, projection")
+    assert fig.axes[0].get_ylabel().endswith("(lower = tighter)")
+    other = metric_vs_epsilon([0.0, 0.1], [[0.5], [0.6]], metric="ECE (%)")
+    assert "lower" not in other.axes[0].get_ylabel()
+    mine = metric_vs_epsilon([0.0, 0.1], [[0.5], [0.6]], metric="top-1", hint="higher = better")
+    assert mine.axes[0].get_ylabel() == "top-1\n(higher = better)"
+
+
+def test_shadings_have_legend_entries() -> None:
+    seeds = [[{"epoch": 1, "loss": 1.0}], [{"epoch": 1, "loss": 1.2}]]
+    curves = training_curves({"LS": seeds}, keys=("loss",))
+    assert "± 1 std over seeds (shaded)" in _legend_texts(curves.legends[0])
+    single = training_curves({"LS": seeds[:1]}, keys=("loss",))
+    assert "± 1 std over seeds (shaded)" not in _legend_texts(single.legends[0])
+    regimes = plotting.ece_by_regime({"fitted": ([0.0, 0.1], [[7.0, 8.0], [2.0]], [1.0, 1.2])})
+    assert "its ± std over seeds" in _legend_texts(regimes.axes[0].get_legend())
 
 
 def test_metric_vs_epsilon_says_what_the_error_bars_are() -> None:

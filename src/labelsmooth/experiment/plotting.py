@@ -3,12 +3,16 @@
 Every function builds a :class:`matplotlib.figure.Figure` directly on an Agg canvas, never
 through ``pyplot``, so nothing leaks into pyplot's global state and no display is needed. Each
 returns the Figure and, given ``path``, also saves it as PNG (dpi 120).
+
+Titles and axis labels are wrapped to the width they have, so no text is cut off at the edge
+of the image whatever the caller's title; every mark and every shaded area has a legend entry.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +30,7 @@ __all__ = [
     "reliability_diagram",
     "metric_vs_epsilon",
     "penultimate_layer_plot",
+    "penultimate_limits",
     "training_curves",
     "ece_by_regime",
     "student_accuracy_vs_temperature",
@@ -60,6 +65,40 @@ def _root_figure(ax: Axes) -> Figure:
     return fig
 
 
+def _wrap(text: str, width_in: float, fontsize: float = 12.0) -> str:
+    """``text`` with each line wrapped to fit ``width_in`` inches at ``fontsize`` points.
+
+    A character of the default sans-serif font is at most about 0.6 em wide on average, so a
+    line holds ``width_in · 72 / (0.6 · fontsize)`` characters; lines already shorter are kept.
+    """
+    chars = max(12, int(width_in * 72 / (0.6 * fontsize)))
+    return "\n".join(
+        textwrap.fill(line, chars, break_on_hyphens=False) if line else line
+        for line in text.split("\n")
+    )
+
+
+def _fontsize(key: str) -> float:
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+
+    return float(FontProperties(size=rcParams[key]).get_size_in_points())  # type: ignore[index]
+
+
+def _title(ax: Axes, text: str, width_in: float) -> None:
+    """Set ``ax``'s title, wrapped to ``width_in`` inches (the axes' share of the figure)."""
+    ax.set_title(_wrap(text, width_in, _fontsize("axes.titlesize")))
+
+
+def _labels(ax: Axes, x: str | None, y: str | None, width_in: float, height_in: float) -> None:
+    """Axis labels, wrapped to the axes' width (x) and height (y) in inches."""
+    size = _fontsize("axes.labelsize")
+    if x is not None:
+        ax.set_xlabel(_wrap(x, width_in, size))
+    if y is not None:
+        ax.set_ylabel(_wrap(y, height_in, size))
+
+
 def _save(fig: Figure, path: str | os.PathLike[str] | None) -> None:
     if path is not None:
         fig.savefig(os.fspath(path), dpi=_DPI, format="png")
@@ -77,8 +116,10 @@ def reliability_diagram(
     """Reliability diagram (accuracy per confidence bin) above a histogram of the confidences.
 
     Top panel: the accuracy of each equal-width bin ((m−1)/M, m/M] as a bar, the gap to the bin's
-    mean confidence hatched in red, and the diagonal of perfect calibration. Bottom panel: the
-    fraction of samples per bin, with the mean accuracy and mean confidence as vertical lines.
+    mean confidence hatched in red where the bin is overconfident (confidence above accuracy)
+    and in green where it is underconfident, and the diagonal of perfect calibration. Bottom
+    panel: the fraction of samples per bin, with the mean accuracy and mean confidence as
+    vertical lines. Every mark has a legend entry (a gap colour only when such a bin exists).
     The title reports the ECE (same value as
     :func:`~labelsmooth.metrics.expected_calibration_error`).
 
@@ -124,37 +165,50 @@ def reliability_diagram(
         linewidth=0.6,
         label="accuracy",
     )
-    # gap between the bin's mean confidence and its accuracy
-    gap_bottom = [min(a, c) for a, c in zip(acc, conf)]
-    gap_height = [abs(c - a) for a, c in zip(acc, conf)]
-    ax.bar(
-        [c for c, ok in zip(centers, nonempty) if ok],
-        [h for h, ok in zip(gap_height, nonempty) if ok],
-        bottom=[b for b, ok in zip(gap_bottom, nonempty) if ok],
-        width=width,
-        color="tab:red",
-        alpha=0.3,
-        edgecolor="tab:red",
-        hatch="//",
-        linewidth=0.6,
-        label="gap to confidence",
-    )
+    # gap between the bin's mean confidence and its accuracy: red where the model is
+    # overconfident (confidence above accuracy), green where it is underconfident
+    for name, color, hatch, side in (
+        ("gap: overconfident (confidence > accuracy)", "tab:red", "//", 1),
+        ("gap: underconfident (accuracy > confidence)", "tab:green", "\\\\", -1),
+    ):
+        pick = [ok and (c - a) * side > 0 for ok, a, c in zip(nonempty, acc, conf)]
+        if not any(pick):
+            continue  # no such bin: no mark, no legend entry
+        ax.bar(
+            [x for x, p in zip(centers, pick) if p],
+            [abs(c - a) for a, c, p in zip(acc, conf, pick) if p],
+            bottom=[min(a, c) for a, c, p in zip(acc, conf, pick) if p],
+            width=width,
+            color=color,
+            alpha=0.3,
+            edgecolor=color,
+            hatch=hatch,
+            linewidth=0.6,
+            label=name,
+        )
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.legend(loc="upper left", fontsize="small")
-    # Two lines: a caller's long title and the numbers never share one (no clipping).
-    ax.set_title(f"{title or 'Reliability diagram'}\nECE = {100 * ece:.2f}%, N = {int(total)}")
+    # Two lines: a caller's long title and the numbers never share one, each wrapped.
+    _title(ax, f"{title or 'Reliability diagram'}\nECE = {100 * ece:.2f}%, N = {int(total)}", 4.4)
 
-    hist.bar(centers, [n / total for n in count], width=width, color="tab:gray", edgecolor="black")
+    hist.bar(
+        centers,
+        [n / total for n in count],
+        width=width,
+        color="tab:gray",
+        edgecolor="black",
+        label="samples per bin",
+    )
     n_valid = sum(count)
     if n_valid:
         hist.axvline(sum(hit_sum) / n_valid, color="tab:blue", linestyle="--", label="accuracy")
         hist.axvline(
             sum(conf_sum) / n_valid, color="tab:red", linestyle=":", label="avg. confidence"
         )
-        hist.legend(loc="upper left", fontsize="small")
+    hist.legend(loc="upper left", fontsize="x-small")
     hist.set_xlabel("confidence (max probability)")
     hist.set_ylabel("fraction")
     _save(fig, path)
@@ -170,6 +224,7 @@ def metric_vs_epsilon(
     title: str | None = None,
     ax: Axes | None = None,
     path: str | os.PathLike[str] | None = None,
+    hint: str | None = None,
 ) -> Figure:
     """A metric against the smoothing ε, mean ± standard deviation over seeds as error bars.
 
@@ -192,6 +247,9 @@ def metric_vs_epsilon(
             bars are ("mean ± std over seeds", or "one seed" when every ε has one value).
         ax: draw into these axes (must belong to a Figure) instead of a new figure.
         path: where to save a PNG of the (whole) figure, or None.
+        hint: how to read the axis, added to the y label in parentheses (e.g. "lower =
+            tighter"); default: "lower = tighter" for a metric whose name mentions tightness
+            (:func:`~labelsmooth.metrics.cluster_tightness`), none otherwise.
 
     Returns:
         The Figure holding the axes.
@@ -200,6 +258,9 @@ def metric_vs_epsilon(
         >>> fig = metric_vs_epsilon([0.0, 0.1], [[0.05, 0.07], [0.02, 0.03]], metric="ece")
         >>> fig.axes[0].get_ylabel()
         'ece'
+        >>> fig = metric_vs_epsilon([0.0, 0.1], [[0.6], [0.5]], metric="cluster tightness")
+        >>> fig.axes[0].get_ylabel()
+        'cluster tightness\\n(lower = tighter)'
     """
     if not isinstance(metric, str) or not metric:
         raise ValueError(f"metric must be a non-empty string, got metric={metric!r}")
@@ -221,22 +282,31 @@ def metric_vs_epsilon(
         means.append(mean)
         stds.append(math.sqrt(var))
 
+    if hint is None and "tightness" in metric.lower():
+        hint = "lower = tighter"
     if ax is None:
         fig = _new_figure(figsize=(5.5, 4.0), layout="constrained")
         ax = fig.add_subplot()
     else:
         fig = _root_figure(ax)
     ax.errorbar(eps, means, yerr=stds, marker="o", capsize=3, label=label)
-    ax.set_xlabel("label smoothing ε")
-    ax.set_ylabel(metric)
+    # the axes' share of the figure: its columns side by side (ece_by_regime has several)
+    fig_w, fig_h = fig.get_size_inches()
+    spec = ax.get_subplotspec()
+    cols = spec.get_gridspec().ncols if spec is not None else 1
+    ylabel = metric if hint is None else f"{metric}\n({hint})"
+    _labels(ax, "label smoothing ε", ylabel, 0.85 * fig_w / cols, 0.8 * fig_h)
     one_seed = all(len(v) == 1 for v in values)
     spread = "one seed" if one_seed else "mean ± std over seeds"
-    ax.set_title(f"{title or metric}\n{spread}")
+    _title(ax, f"{title or metric}\n{spread}", 0.85 * fig_w / cols)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # at least one labelled series
         ax.legend(fontsize="small")
     _save(fig, path)
     return fig
+
+
+Limits = tuple[tuple[float, float], tuple[float, float]]
 
 
 def penultimate_layer_plot(
@@ -248,12 +318,19 @@ def penultimate_layer_plot(
     class_names: Sequence[str] | None = None,
     title: str | None = None,
     path: str | os.PathLike[str] | None = None,
+    limits: Limits | None = None,
 ) -> Figure:
     """Scatter of penultimate activations projected on the plane of three class templates.
 
     The projection is :func:`~labelsmooth.metrics.penultimate_projection` (Müller et al. 2019,
     Fig. 1): label smoothing makes each class a tight cluster equidistant from the others. The
-    templates w_a, w_b, w_c are marked with black-edged stars in their class colour.
+    templates w_a, w_b, w_c (the final layer's weight rows) are marked with black-edged stars
+    in their class colour, with their own legend entry. The axes are the plane's orthonormal
+    basis: q1 along w_b − w_a, q2 orthogonal to it in the plane, both in the units of the
+    activations.
+
+    Two plots meant to be compared side by side (a baseline and a smoothed run) should share
+    ``limits``: :func:`penultimate_limits` computes limits that hold both.
 
     Args:
         features: (N, D) penultimate-layer activations.
@@ -263,6 +340,8 @@ def penultimate_layer_plot(
         class_names: optional names of the three classes (legend), in the order of ``classes``.
         title: the title (default "Penultimate layer, classes a, b, c").
         path: where to save a PNG, or None.
+        limits: ``((x_min, x_max), (y_min, y_max))`` to fix the axes (equal scale on both), or
+            None to fit this plot's points.
 
     Returns:
         The Figure.
@@ -272,7 +351,12 @@ def penultimate_layer_plot(
         >>> x = torch.randn(60, 8, generator=torch.Generator().manual_seed(0))
         >>> fig = penultimate_layer_plot(x, torch.arange(60) % 4, torch.eye(4, 8), [0, 1, 2])
         >>> fig.axes[0].get_xlabel()
-        'q1'
+        'q1: from the class 0 template towards class 1'
+        >>> fig = penultimate_layer_plot(
+        ...     x, torch.arange(60) % 4, torch.eye(4, 8), [0, 1, 2], limits=((-3, 3), (-2, 2))
+        ... )
+        >>> [float(v) for v in fig.axes[0].get_xlim() + fig.axes[0].get_ylim()]
+        [-3.0, 3.0, -2.0, 2.0]
     """
     coords, lab = penultimate_projection(features, labels, weight, classes)
     cls = [int(c) for c in classes]
@@ -280,14 +364,14 @@ def penultimate_layer_plot(
         raise ValueError(
             f"class_names must name the 3 classes, got class_names={list(class_names)!r}"
         )
+    if limits is not None:
+        limits = _check_limits(limits)
     names = (
         [str(n) for n in class_names] if class_names is not None else [f"class {c}" for c in cls]
     )
-    templates, _ = penultimate_projection(
-        weight.detach()[cls], torch.tensor(cls), weight, cls
-    )  # (3, 2): the template points themselves
+    templates = _templates(weight, cls)
 
-    fig = _new_figure(figsize=(5.0, 5.0), layout="constrained")
+    fig = _new_figure(figsize=(5.0, 5.4), layout="constrained")
     ax = fig.add_subplot()
     colors = ["tab:blue", "tab:orange", "tab:green"]
     for c, name, color, t in zip(cls, names, colors, templates.tolist()):
@@ -296,13 +380,87 @@ def penultimate_layer_plot(
             pts[:, 0], pts[:, 1], s=8, alpha=0.6, color=color, label=f"{name} (n={len(pts)})"
         )
         ax.scatter([t[0]], [t[1]], s=180, marker="*", color=color, edgecolor="black", zorder=3)
-    ax.set_xlabel("q1")
-    ax.set_ylabel("q2")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(fontsize="small", markerscale=2)
-    ax.set_title(title or f"Penultimate layer, classes {cls[0]}, {cls[1]}, {cls[2]}")
+    # one legend entry for the three stars (each in its class colour)
+    ax.scatter(
+        [], [], s=180, marker="*", color="white", edgecolor="black", label="class templates (★)"
+    )
+    _labels(
+        ax,
+        f"q1: from the {names[0]} template towards {names[1]}",
+        f"q2: orthogonal to q1, towards {names[2]}",
+        4.5,
+        4.5,
+    )
+    if limits is not None:
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+        ax.set_aspect("equal", adjustable="box")
+    else:
+        ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize="small", markerscale=1.5)
+    _title(ax, title or f"Penultimate layer, classes {cls[0]}, {cls[1]}, {cls[2]}", 4.5)
     _save(fig, path)
     return fig
+
+
+def _templates(weight: Tensor, cls: Sequence[int]) -> Tensor:
+    """(3, 2): the three template points in the plane's coordinates."""
+    templates, _ = penultimate_projection(
+        weight.detach()[list(cls)], torch.tensor(cls), weight, cls
+    )
+    return templates
+
+
+def _check_limits(limits: Any) -> Limits:
+    try:
+        (x0, x1), (y0, y1) = limits
+        box = ((float(x0), float(x1)), (float(y0), float(y1)))
+    except (TypeError, ValueError):
+        box = None
+    if box is None or not all(math.isfinite(v) for pair in box for v in pair):
+        raise ValueError(
+            f"limits must be ((x_min, x_max), (y_min, y_max)) of finite numbers, got "
+            f"limits={limits!r}"
+        )
+    if not (box[0][0] < box[0][1] and box[1][0] < box[1][1]):
+        raise ValueError(f"limits must have min < max on both axes, got limits={limits!r}")
+    return box
+
+
+def penultimate_limits(
+    runs: Sequence[tuple[Tensor, Tensor, Tensor]], classes: Sequence[int], margin: float = 0.05
+) -> Limits:
+    """Axis limits that hold every run's projected points and templates (for shared axes).
+
+    Args:
+        runs: ``(features, labels, weight)`` of each plot to compare, as passed to
+            :func:`penultimate_layer_plot`.
+        classes: the three classes, the same for every run.
+        margin: extra room on each side, as a fraction of the larger span.
+
+    Returns:
+        ``((x_min, x_max), (y_min, y_max))`` with equal spans on both axes (the plots keep an
+        equal scale), for :func:`penultimate_layer_plot`'s ``limits``.
+
+    Example:
+        >>> import torch
+        >>> w = torch.eye(3, 4)  # templates (0, 0), (1.414, 0), (0.707, 1.225) in the plane
+        >>> (x0, x1), (y0, y1) = penultimate_limits([(w, torch.arange(3), w)], [0, 1, 2], 0.0)
+        >>> round(x0, 3), round(x1, 3), round(y1 - y0, 3)  # a square holding all three
+        (0.0, 1.414, 1.414)
+    """
+    if not runs:
+        raise ValueError("runs must hold at least one (features, labels, weight), got none")
+    xs: list[float] = []
+    ys: list[float] = []
+    for features, labels, weight in runs:
+        coords, _ = penultimate_projection(features, labels, weight, classes)
+        points = torch.cat([coords, _templates(weight, [int(c) for c in classes])])
+        xs += points[:, 0].tolist()
+        ys += points[:, 1].tolist()
+    span = max(max(xs) - min(xs), max(ys) - min(ys), 1e-12) * (1 + 2 * margin)
+    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
+    return ((cx - span / 2, cx + span / 2), (cy - span / 2, cy + span / 2))
 
 
 #: History keys the trainer writes -> (panel title, scale, axis label with unit). Fractions
@@ -340,11 +498,12 @@ def training_curves(
         histories: run label -> a list of per-epoch dicts (each with "epoch" and metric keys;
             a key missing from an epoch's dict is skipped there), or a list of such lists.
         keys: the metric keys to plot, one panel each.
-        title: the figure's title (say which seeds the lines show).
+        title: the figure's title: say which regime and seeds the lines show.
         path: where to save a PNG, or None.
 
     Returns:
-        The Figure (``len(keys)`` axes side by side).
+        The Figure (``len(keys)`` axes side by side; with several seeds per label a legend
+        entry names the shaded band).
 
     Example:
         >>> h = {"ε=0": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}]}
@@ -364,9 +523,12 @@ def training_curves(
     fig = _new_figure(
         figsize=(3.6 * len(keys) + 1.8, 3.4 + 0.3 * (title is not None)), layout="constrained"
     )
+    from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator  # after _new_figure: its message if missing
 
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    banded = False
+    panel_w = 3.4
     for ax, key in zip(axes, keys):
         name, scale, unit = _CURVES.get(key, (key, 1.0, key))
         for run, seeds in runs.items():
@@ -378,20 +540,22 @@ def training_curves(
                 lo = [m - s for m, s in zip(mean, std)]
                 hi = [m + s for m, s in zip(mean, std)]
                 ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set_xlabel("epoch")
+                banded = True
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(unit)
-        ax.set_title(name)
+        _labels(ax, "epoch", unit, 0.8 * panel_w, 2.6)
+        _title(ax, name, 0.9 * panel_w)
         ax.grid(True, alpha=0.3)
     # One legend for all panels (every panel draws the runs in the same colours).
     handles: dict[str, Any] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
+    if banded:  # the shading has an entry too
+        handles["± 1 std over seeds (shaded)"] = Patch(color="gray", alpha=0.2, linewidth=0)
     if handles:
         fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small")
     if title is not None:
-        fig.suptitle(title)
+        fig.suptitle(_wrap(title, 0.9 * 3.6 * len(keys), _fontsize("figure.titlesize")))
     _save(fig, path)
     return fig
 
@@ -474,11 +638,14 @@ def ece_by_regime(
             mean = sum(t) / len(t)
             std = math.sqrt(sum((v - mean) ** 2 for v in t) / (len(t) - 1)) if len(t) > 1 else 0.0
             ax.axhline(mean, color="black", linestyle="--", label="baseline + temperature scaling")
-            ax.axhspan(mean - std, mean + std, color="black", alpha=0.08)
+            if std > 0:
+                ax.axhspan(
+                    mean - std, mean + std, color="black", alpha=0.08, label="its ± std over seeds"
+                )
             ax.legend(fontsize="small")
         ax.set_ylim(bottom=0)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_wrap(title, 0.9 * 5.0 * len(panels), _fontsize("figure.titlesize")))
     _save(fig, path)
     return fig
 
@@ -517,7 +684,7 @@ def student_accuracy_vs_temperature(
     ax.set_xscale("log", base=2)
     ax.set_xlabel("distillation temperature T")
     ax.set_ylabel("student test top-1 (%)")
-    ax.set_title(f"{title or 'Student accuracy against T'}\nmean ± std over seeds")
+    _title(ax, f"{title or 'Student accuracy against T'}\nmean ± std over seeds", 4.8)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     _save(fig, path)
