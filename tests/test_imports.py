@@ -471,17 +471,38 @@ def _python(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_import_loads_no_application_module_and_no_optional_dependency() -> None:
+@pytest.fixture(scope="module")
+def fresh_import() -> dict:
+    """What a fresh ``import labelsmooth`` loads and shows, then what attribute access does."""
     # torch itself imports tqdm (and numpy): only what ``import labelsmooth`` adds counts
-    new = _python(
+    return _python(
         """
         import json, sys
         import torch
         before = set(sys.modules)
         import labelsmooth
-        print(json.dumps(sorted(set(sys.modules) - before)))
+        new = sorted(set(sys.modules) - before)
+        names = dir(labelsmooth)
+        parallel_loaded = "labelsmooth.parallel" in sys.modules
+        found = [
+            labelsmooth.metrics.CalibrationMeter.__name__,
+            labelsmooth.parallel.vocab_parallel_cross_entropy.__name__,
+            type(labelsmooth.runtime.config).__name__,
+            labelsmooth.integrations.__name__,
+        ]
+        try:
+            labelsmooth.no_such_thing
+            missing = "no error"
+        except AttributeError as error:
+            missing = str(error)
+        print(json.dumps({"new": new, "dir": names, "parallel_loaded": parallel_loaded,
+                          "found": found, "missing": missing}))
         """
     )
+
+
+def test_import_loads_no_application_module_and_no_optional_dependency(fresh_import) -> None:
+    new = fresh_import["new"]
     assert [m for m in new if m.startswith("labelsmooth.experiment")] == []
     assert [m for m in new if m.split(".")[0] in _OPTIONAL] == []
 
@@ -501,19 +522,15 @@ def test_import_works_with_the_optional_dependencies_missing() -> None:
         x = torch.randn(5, 7, requires_grad=True)
         loss = labelsmooth.cross_entropy(x, torch.arange(5), label_smoothing=0.1)
         loss.backward()
+        import labelsmooth.integrations, labelsmooth.metrics, labelsmooth.parallel
         print(json.dumps(bool(torch.isfinite(loss))))
         """
     )
     assert result is True
 
 
-def test_dir_shows_the_public_api_only() -> None:
-    names = _python(
-        """
-        import json, labelsmooth
-        print(json.dumps(dir(labelsmooth)))
-        """
-    )
+def test_dir_shows_the_public_api_only(fresh_import) -> None:
+    names = fresh_import["dir"]
     leaks = {"_dispatch", "_validate", "_config", "ops", "functional", "modules", "distillation"}
     assert leaks.isdisjoint(names), sorted(leaks & set(names))
     import labelsmooth
@@ -523,31 +540,15 @@ def test_dir_shows_the_public_api_only() -> None:
     assert [n for n in names if n.startswith("_") and n != "__version__"] == []
 
 
-def test_submodules_are_reached_lazily() -> None:
-    result = _python(
-        """
-        import json, sys
-        import labelsmooth
-        loaded_before = "labelsmooth.parallel" in sys.modules
-        meter = labelsmooth.metrics.CalibrationMeter
-        vp = labelsmooth.parallel.vocab_parallel_cross_entropy
-        config = labelsmooth.runtime.config
-        integrations = labelsmooth.integrations.__name__
-        try:
-            labelsmooth.no_such_thing
-            missing = "no error"
-        except AttributeError as error:
-            missing = str(error)
-        print(json.dumps([loaded_before, meter.__name__, vp.__name__, integrations, missing]))
-        """
-    )
-    assert result == [
-        False,
+def test_submodules_are_reached_lazily(fresh_import) -> None:
+    assert fresh_import["parallel_loaded"] is False
+    assert fresh_import["found"] == [
         "CalibrationMeter",
         "vocab_parallel_cross_entropy",
+        "RuntimeConfig",
         "labelsmooth.integrations",
-        "module 'labelsmooth' has no attribute 'no_such_thing'",
     ]
+    assert fresh_import["missing"] == "module 'labelsmooth' has no attribute 'no_such_thing'"
 
 
 def test_private_submodules_stay_importable_by_their_full_names() -> None:
