@@ -217,13 +217,8 @@ def test_half_rows_equal_float32_rows_rounded(kernel, dtype, weighted):
 
 
 @pytest.fixture
-def fresh_build(monkeypatch, tmp_path):
+def fresh_build(tmp_path, reset_kernel):
     """A clean module state and an empty cache directory (both restored afterwards)."""
-    for name in ("_lib", "_path", "_failure"):
-        monkeypatch.setattr(cpu_kernel, name, getattr(cpu_kernel, name))
-    for name in ("_kernels", "_warned", "_versions", "_version_errors"):
-        monkeypatch.setattr(cpu_kernel, name, type(getattr(cpu_kernel, name))())
-    cpu_kernel._reset_for_tests()
     cache = tmp_path / "cache"
     with runtime.options(kernel_cache_dir=cache):
         yield cache

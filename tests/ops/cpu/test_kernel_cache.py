@@ -66,14 +66,9 @@ def attacker(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def fresh(monkeypatch, tmp_path):
+def fresh(monkeypatch, tmp_path, reset_kernel):
     """Clean module state (restored afterwards) and a private temporary folder, so that the
     fallback ``labelsmooth-<uid>`` and one-off folders land under tmp_path."""
-    for name in ("_lib", "_path", "_failure"):
-        monkeypatch.setattr(cpu_kernel, name, getattr(cpu_kernel, name))
-    for name in ("_kernels", "_warned", "_versions", "_version_errors"):
-        monkeypatch.setattr(cpu_kernel, name, type(getattr(cpu_kernel, name))())
-    cpu_kernel._reset_for_tests()
     tmp = tmp_path / "tmp"
     tmp.mkdir(mode=0o700)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
@@ -267,7 +262,7 @@ import sys, torch, labelsmooth
 from labelsmooth import runtime
 from labelsmooth.ops.cpu import kernel as cpu_kernel
 for folder in sys.argv[1:]:
-    cpu_kernel._reset_for_tests()
+    cpu_kernel._lib = cpu_kernel._path = cpu_kernel._failure = None  # load afresh
     with runtime.options(kernel_cache_dir=folder):
         reason = cpu_kernel.native_unavailable(torch.device("cpu"))
         assert reason is None, reason
@@ -306,7 +301,9 @@ def test_a_damaged_library_is_rebuilt_not_loaded(good, tmp_path):
         assert not list(Path(f).glob("*.tmp"))  # renamed into place, nothing left over
 
 
-def test_a_library_without_the_kernels_is_rebuilt_once_then_reported(good, tmp_path, monkeypatch):
+def test_a_library_without_the_kernels_is_rebuilt_once_then_reported(
+    good, tmp_path, monkeypatch, reset_kernel
+):
     empty_c = tmp_path / "empty.c"
     empty_c.write_text("int nothing_here;\n")
     empty = tmp_path / "empty.so"
@@ -330,7 +327,7 @@ def test_a_library_without_the_kernels_is_rebuilt_once_then_reported(good, tmp_p
     )
     cc.chmod(0o755)
     monkeypatch.setenv("CC", str(cc))
-    cpu_kernel._reset_for_tests()
+    reset_kernel()
     with runtime.options(kernel_cache_dir=folder), _recorded() as got:
         reason = cpu_kernel.native_unavailable(CPU)
     assert reason is not None and "lacks the kernel functions" in reason
@@ -356,21 +353,89 @@ def test_the_hash_record_is_checked_before_loading(good, tmp_path):
 # --- (d) leftovers of killed builds are removed -----------------------------------------------
 
 
-def test_stale_temporary_files_are_removed(good, tmp_path):
+def _aged(path: Path, data: bytes = b"", seconds: float = 3600) -> Path:
+    path.write_bytes(data)
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+    return path
+
+
+# names a user may well have in a folder LABELSMOOTH_CACHE points at: the patterns this cache
+# used (and an earlier version's ``tmp*.so``), one even in the cache's current form
+USERS_FILES = [
+    ".cpu_kernels-abc123.tmp",
+    ".cpu_kernels-4242-0123456789abcdef.tmp",
+    "tmpq1w2e3.so",
+    "tmp_notes.so",
+]
+
+
+@pytest.mark.parametrize("rebuild", [False, True], ids=["load", "build"])
+def test_the_users_files_in_the_cache_folder_are_never_removed(good, tmp_path, rebuild):
+    folder = tmp_path / "cache"
+    lib = _install(folder, good)
+    if rebuild:
+        lib.write_bytes(b"damaged")  # forces a build, which holds the lock and cleans up
+    users = [_aged(folder / name, b"the user's data") for name in USERS_FILES]
+    # a manifest the cache did not write may name anything; only listed temporary names
+    # that the cache itself could have created are ever touched
+    (folder / ".cpu_kernels.tmp-files").write_text("../outside.tmp\nnotes.txt\n")
+    _aged(folder / "notes.txt", b"keep")
+    outside = _aged(tmp_path / "outside.tmp", b"keep")
+    with runtime.options(kernel_cache_dir=folder):
+        assert cpu_kernel.native_unavailable(CPU) is None
+    for path in [*users, folder / "notes.txt", outside]:
+        assert path.exists(), path
+        assert path.read_bytes() in (b"the user's data", b"keep")
+    assert cpu_kernel._verified(lib) is not None
+
+
+def test_the_caches_own_stale_leftovers_are_removed(good, tmp_path):
     folder = tmp_path / "cache"
     lib = _install(folder, good)
     stamp = lib.stat().st_mtime_ns
-    old = time.time() - 3600
-    stale = [folder / ".cpu_kernels-abc123.tmp", folder / "tmpq1w2e3.so"]  # ours, earlier naming
-    for path in stale:
-        path.write_bytes(b"")
-        os.utime(path, (old, old))
-    recent = folder / ".cpu_kernels-xyz789.tmp"  # maybe a build in progress: kept
-    recent.write_bytes(b"")
+    # leftovers of killed builds: created by the cache, so listed in its manifest
+    fd, stale = cpu_kernel._new_temp(folder)
+    os.close(fd)
+    _aged(stale)
+    fd, recent = cpu_kernel._new_temp(folder)  # maybe a build in progress: kept
+    os.close(fd)
+    fd, gone = cpu_kernel._new_temp(folder)  # renamed into place: its entry is dropped
+    os.close(fd)
+    gone.unlink()
+    user = _aged(folder / ".cpu_kernels-abc123.tmp", b"the user's data")
     with runtime.options(kernel_cache_dir=folder):
         assert cpu_kernel.native_unavailable(CPU) is None
-    assert not any(p.exists() for p in stale) and recent.exists()
+    assert not stale.exists() and recent.exists() and user.exists()
+    listed = (folder / cpu_kernel._MANIFEST_NAME).read_text().split()
+    assert listed == [recent.name]
     assert lib.stat().st_mtime_ns == stamp  # the verified build was loaded, not rebuilt
+    _aged(recent)
+    cpu_kernel._remove_stale_temps(folder)
+    assert not recent.exists() and not (folder / cpu_kernel._MANIFEST_NAME).exists()
+
+
+def test_a_build_lists_only_its_own_temporaries_and_leaves_none(good, tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    user = _aged(folder / ".cpu_kernels-abc123.tmp", b"the user's data")
+    created: list[str] = []
+    new_temp = cpu_kernel._new_temp
+
+    def spy(where: Path):
+        fd, path = new_temp(where)
+        listed = (where / cpu_kernel._MANIFEST_NAME).read_text().split()
+        assert listed[-1] == path.name  # listed before it was created
+        created.append(path.name)
+        return fd, path
+
+    monkeypatch.setattr(cpu_kernel, "_new_temp", spy)
+    name = cpu_kernel._library_name(cpu_kernel._compiler())
+    cpu_kernel._compile(cpu_kernel._compiler(), folder / name)
+    assert len(created) == 2 and user.name not in created  # the library's and the record's
+    assert all(re.fullmatch(r"\.cpu_kernels-\d+-[0-9a-f]{16}\.tmp", n) for n in created)
+    # renamed into place; the manifest is gone with its last entry; the user's file stays
+    assert sorted(p.name for p in folder.iterdir()) == sorted([user.name, name, f"{name}.sha256"])
 
 
 # --- (e) a hanging compiler is killed ---------------------------------------------------------

@@ -51,10 +51,17 @@ What is checked, before anything in a folder is used:
   kernel's symbols is rebuilt once; if that does not help, the kernel is reported
   unavailable.
 * **Builds**: one at a time per folder (an ``flock`` on ``.cpu_kernels.lock``), written to a
-  temporary ``.cpu_kernels-*.tmp`` in the same folder, made mode 0700, then renamed over the
-  target (atomic); temporary files older than five minutes are removed. ``$CC --version``
+  temporary ``.cpu_kernels-<pid>-<random>.tmp`` in the same folder (created exclusively,
+  ``O_EXCL``), made mode 0700, then renamed over the target (atomic). ``$CC --version``
   must answer within 5 s and the compile finish within 60 s, otherwise the compiler's whole
   process group is killed and the reason recorded.
+* **Leftovers** of killed builds: the cache folder may be one the user also keeps other files
+  in (``LABELSMOOTH_CACHE`` can point anywhere), so nothing is removed because of its name
+  alone. Each temporary file's name is appended to the folder's manifest
+  ``.cpu_kernels.tmp-files`` *before* the file is created; a later build (holding the lock)
+  removes only files that are listed there, still have the temporary pattern, are regular
+  files of yours and are older than five minutes, and drops the entries whose file is gone.
+  A file the cache did not create is never listed, so it is never deleted.
 * **Refusal**: a folder or file that fails a check is never used (nor deleted); one
   :class:`RuntimeWarning` per process names it and the reason, and the kernel is built in the
   private fallback ``tempfile.gettempdir()/labelsmooth-<uid>`` (created with mode 0700; if it
@@ -75,6 +82,7 @@ import hashlib
 import hmac
 import os
 import platform
+import secrets
 import shutil
 import signal
 import stat
@@ -92,7 +100,7 @@ import torch
 
 from labelsmooth import runtime
 
-__all__ = ["native_unavailable", "native_dtypes", "rows", "kernel_path", "compiler_version"]
+__all__ = ["native_unavailable", "native_dtypes", "rows", "check_targets", "kernel_path"]
 
 _SOURCE = Path(__file__).with_name("kernels.c")
 _FLAGS = [
@@ -113,7 +121,10 @@ _COMPILE_TIMEOUT_S = 60.0
 _STALE_TEMP_S = 300.0
 _TEMP_PREFIX, _TEMP_SUFFIX = ".cpu_kernels-", ".tmp"
 _LOCK_NAME = ".cpu_kernels.lock"
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: the temporary files this cache created in a folder, one name a line (module docstring)
+_MANIFEST_NAME = ".cpu_kernels.tmp-files"
+_NO_LINKS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = os.O_RDONLY | _NO_LINKS
 
 _lib: ctypes.CDLL | None = None
 _path: Path | None = None
@@ -204,18 +215,6 @@ def _cc_version(cc: str) -> str:
     if cc in _version_errors:
         raise _BuildError(_version_errors[cc])
     return _versions[cc]
-
-
-def compiler_version() -> str:
-    """The compiler's version and the flags (for benchmark records)."""
-    cc = _compiler()
-    if cc is None:
-        return "no C compiler"
-    try:
-        version = _cc_version(cc)
-    except _BuildError as err:
-        return f"{cc}: {err}"
-    return f"{version} {' '.join(_FLAGS + _ARCH_FLAGS)}"
 
 
 def _library_name(cc: str) -> str:
@@ -316,48 +315,118 @@ def _record(target: Path) -> Path:
 # --- building ---------------------------------------------------------------------------------
 
 
+def _is_temp_name(name: str) -> bool:
+    """A name this module gives its temporary files (never a path, never the manifest)."""
+    return (
+        name.startswith(_TEMP_PREFIX)
+        and name.endswith(_TEMP_SUFFIX)
+        and "/" not in name
+        and "\0" not in name
+    )
+
+
+def _new_temp(folder: Path) -> tuple[int, Path]:
+    """Create a temporary file in ``folder`` for a build (call with the build lock); return
+    its descriptor (open for writing) and path.
+
+    Its name is unique (pid and 64 random bits) and appended to the folder's manifest before
+    the file is created, so that cleanup can tell the cache's own leftovers from anything the
+    user keeps in the folder; ``O_EXCL`` makes sure it is a new file, not someone's.
+    """
+    name = f"{_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{_TEMP_SUFFIX}"
+    fd = os.open(folder / _MANIFEST_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_LINKS, 0o600)
+    try:
+        os.write(fd, (name + "\n").encode())
+    finally:
+        os.close(fd)
+    path = folder / name
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINKS, 0o600), path
+
+
 def _remove_stale_temps(folder: Path) -> None:
-    """Delete leftovers of killed builds (ours, and the ``tmp*.so`` of earlier versions)."""
+    """Delete leftovers of killed builds: only files listed in the manifest (call with the
+    build lock). A listed file younger than five minutes is kept (a build whose lock did not
+    work, on a file system without ``flock``)."""
+    manifest = folder / _MANIFEST_NAME
+    try:
+        data = _read_checked(manifest)
+    except (_Untrusted, OSError):
+        return  # not ours to interpret: leave everything as it is
+    if data is None:
+        return
+    names = [n for n in data.decode(errors="replace").splitlines() if n]
     now = time.time()
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for entry in entries:
-            name = entry.name
-            ours = name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)
-            if not (ours or (name.startswith("tmp") and name.endswith(".so"))):
-                continue
+    keep: list[str] = []
+    for name in dict.fromkeys(names):  # each once, in order
+        if not _is_temp_name(name):
+            continue  # not a name the cache gives: never acted on
+        path = folder / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue  # renamed into place or removed: forget it
+        except OSError:
+            keep.append(name)
+            continue
+        ours = stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+        if ours and now - st.st_mtime > _STALE_TEMP_S:
             with contextlib.suppress(OSError):
-                if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TEMP_S:
-                    os.unlink(entry.path)
+                os.unlink(path)
+                continue
+        keep.append(name)
+    with contextlib.suppress(OSError):
+        if keep:
+            fd = os.open(manifest, os.O_WRONLY | os.O_TRUNC | _NO_LINKS)
+            try:
+                os.write(fd, "".join(n + "\n" for n in keep).encode())
+            finally:
+                os.close(fd)
+        else:
+            os.unlink(manifest)
 
 
 @contextlib.contextmanager
-def _build_lock(folder: Path) -> Iterator[None]:
-    """Hold the folder's build lock (OSError if the folder is not writable)."""
+def _build_lock(folder: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the folder's build lock (OSError if the folder is not writable). With
+    ``wait=False``, yield False at once if another process holds it."""
     import fcntl  # POSIX only; this module builds nothing elsewhere
 
     fd = os.open(folder / _LOCK_NAME, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
     try:
-        wait = 2 * _COMPILE_TIMEOUT_S + _PROBE_TIMEOUT_S + 10
-        deadline = time.monotonic() + wait
+        patience = 2 * _COMPILE_TIMEOUT_S + _PROBE_TIMEOUT_S + 10
+        deadline = time.monotonic() + patience
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
                 if time.monotonic() > deadline:
                     raise _BuildError(
-                        f"another process held {folder / _LOCK_NAME} for more than {wait:g} s"
+                        f"another process held {folder / _LOCK_NAME} for more than {patience:g} s"
                     ) from None
                 time.sleep(0.05)
             except OSError:  # no locks on this file system: builds may overlap, still verified
                 break
-        yield
+        yield True
     finally:
         os.close(fd)  # releases the lock
 
 
+def _clean_if_listed(folder: Path) -> None:
+    """Remove this cache's stale leftovers when its manifest lists any, without waiting for
+    a build in progress (it cleans up itself) and without failing the load."""
+    if not os.path.lexists(folder / _MANIFEST_NAME):
+        return
+    with contextlib.suppress(OSError, _BuildError), _build_lock(folder, wait=False) as held:
+        if held:
+            _remove_stale_temps(folder)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=path.parent)
+    fd, tmp = _new_temp(path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -370,9 +439,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _compile(cc: str, target: Path) -> str:
     """Compile into a temporary file beside ``target``, record its hash, rename it."""
-    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    fd, tmp = _new_temp(target.parent)
+    os.close(fd)  # the compiler writes it
+    tmp_name = str(tmp)
     try:
         error = ""
         for arch in (_ARCH_FLAGS, []):  # -march=native is not known to every compiler
@@ -394,16 +463,18 @@ def _compile(cc: str, target: Path) -> str:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        _remove_stale_temps(target.parent)  # forget this build's temporaries (gone now)
 
 
 def _find_or_build(cc: str, target: Path, *, rebuild: bool = False) -> str:
     """Make ``target`` a verified build; return its SHA-256. Raises _Untrusted (refused
     file), OSError (folder not writable) or _BuildError."""
     folder = target.parent
-    _remove_stale_temps(folder)
+    _clean_if_listed(folder)
     if not rebuild and (digest := _verified(target)):
         return digest
     with _build_lock(folder):
+        _remove_stale_temps(folder)
         if not rebuild and (digest := _verified(target)):  # built meanwhile by another process
             return digest
         return _compile(cc, target)
@@ -554,18 +625,6 @@ def _load() -> ctypes.CDLL | None:
             _kernels.update(kernels)
             _lib, _path = lib, path
     return _lib
-
-
-def _reset_for_tests() -> None:
-    """Forget the loaded library, the failure, the compiler probes and the warnings given, so
-    that the next call builds or loads again (tests only; a loaded library stays mapped)."""
-    global _lib, _path, _failure
-    with _state_lock:
-        _lib, _path, _failure = None, None, None
-        _kernels.clear()
-        _warned.clear()
-        _versions.clear()
-        _version_errors.clear()
 
 
 #: The C function for each logits dtype (gradient in the same dtype, arithmetic in float32).
