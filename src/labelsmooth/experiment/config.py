@@ -193,12 +193,16 @@ class TrainConfig:
 RESUME_FREE_FIELDS = frozenset({"data_dir", "epochs_stop"})
 
 
+#: Fields of configs saved before the language model's options moved into ``options``.
+_RETIRED_LM_FIELDS = frozenset({"seq_len", "d_model", "n_layers", "n_heads"})
+
+
 def config_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """The "same run?" rule: how two configs (as dicts) differ, ignoring
     :data:`RESUME_FREE_FIELDS`; an empty list means the same run. A field missing from one
     side (a config saved before the field existed) counts as its :class:`TrainConfig` default;
-    a key that is no field any more (``seq_len`` of configs saved before the task options
-    moved into ``options``) is ignored for image runs, where it never mattered.
+    the language model's four fields of configs saved before they moved into ``options``
+    (``seq_len``, ...) are ignored for image runs, where they never mattered.
 
     Each difference reads ``"<field>: saved <value> vs now <value>"``.
     """
@@ -211,7 +215,7 @@ def config_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list
     new = {**defaults, **now}
     keys = set(saved) | set(now)
     if old.get("task") == "image" and new.get("task") == "image":
-        keys &= set(defaults)
+        keys -= _RETIRED_LM_FIELDS
     return [
         f"{k}: saved {old.get(k)!r} vs now {new.get(k)!r}"
         for k in sorted(keys)

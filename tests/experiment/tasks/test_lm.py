@@ -9,14 +9,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from labelsmooth.experiment.train.config import TrainConfig
-from labelsmooth.experiment.train.lm import LanguageModel, evaluate_lm, prepare_text, run_compare_lm
 
 import labelsmooth
+from labelsmooth.experiment.config import TrainConfig
 from labelsmooth.experiment.data import PAD
 from labelsmooth.experiment.data.text import corpus_from_plays
 from labelsmooth.experiment.models import TransformerLM
+from labelsmooth.experiment.tasks import lm as lm_task
+from labelsmooth.experiment.tasks import resolve
+from labelsmooth.experiment.tasks.lm import LanguageModel, evaluate_lm, prepare_text
 from labelsmooth.experiment.train import train
+from labelsmooth.experiment.train.compare import Section, run_compare
 
 LINE = "To be, or not to be: that is the question.\n"
 PLAYS = {
@@ -37,10 +40,7 @@ def config(**kw) -> TrainConfig:
         task="lm",
         dataset="shakespeare",
         model="transformer",
-        d_model=16,
-        n_heads=2,
-        n_layers=1,
-        seq_len=24,
+        options={"d_model": 16, "n_heads": 2, "n_layers": 1, "seq_len": 24},
         batch_size=8,
         epochs=2,
         lr=0.05,
@@ -53,15 +53,20 @@ def config(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def test_config_checks_the_task():
+def test_the_task_checks_the_config():
     with pytest.raises(ValueError, match="model='resnet' does not fit task='lm'"):
-        config(model="resnet")
+        resolve(config(model="resnet"))
     with pytest.raises(ValueError, match="dataset='mnist' does not fit task='lm'"):
-        config(dataset="mnist")
+        resolve(config(dataset="mnist"))
     with pytest.raises(ValueError, match="dataset='shakespeare' does not fit task='image'"):
-        TrainConfig(dataset="shakespeare")
-    with pytest.raises(ValueError, match="d_model must be divisible by n_heads"):
-        config(n_heads=3)
+        resolve(TrainConfig(dataset="shakespeare"))
+    with pytest.raises(ValueError, match="n_heads must divide d_model"):
+        resolve(config(options={"d_model": 16, "n_heads": 3}))
+    with pytest.raises(ValueError, match="options has 'depth'"):
+        resolve(config(options={"depth": 3}))
+    assert resolve(config(options={}, dataset="shakespeare")).options == {
+        "seq_len": 128, "d_model": 128, "n_layers": 2, "n_heads": 4
+    }  # fmt: skip
 
 
 def test_padding_is_excluded(corpus):
@@ -147,16 +152,20 @@ def test_train_evaluate_resume(corpus, tmp_path):
     assert saved["config"]["task"] == "lm" and saved["metrics"]["nll"] == m["nll"]
 
 
-def test_compare_lm(corpus, tmp_path):
+def test_compare_lm(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(lm_task, "load_shakespeare", lambda *a, **k: corpus)
     c = config(epochs=1)
-    out = run_compare_lm(
-        c, tmp_path / "cmp", epsilons=(0.0, 0.1), seeds=(0,), corpus=corpus, log=None
-    )
+    section = Section("shakespeare", (0.0, 0.1), seeds=(0,), task="lm")
+    out = run_compare([section], c, tmp_path / "cmp", plots=False, log=None)
     names = sorted(r["name"] for r in out["records"])
-    assert names == ["shakespeare-baseline-seed0", "shakespeare-ls0.1-uniform-seed0"]
+    assert names == [
+        "shakespeare-default-baseline-seed0",
+        "shakespeare-default-ls0.1-uniform-seed0",
+    ]
     table = (tmp_path / "cmp" / "results.md").read_text()
     assert "test perplexity" in table and "LS ε=0.1 (uniform)" in table
-    again = run_compare_lm(
-        c, tmp_path / "cmp", seeds=(0,), corpus=corpus, resume=True, log=None
+    assert "Transformer 1 layers × 16 wide" in table
+    again = run_compare(
+        [section], c, tmp_path / "cmp", resume=True, plots=False, log=None
     )  # both runs done: reused
     assert [r["metrics"] for r in again["records"]] == [r["metrics"] for r in out["records"]]

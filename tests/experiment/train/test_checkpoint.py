@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from labelsmooth.experiment.files import atomic_write
 from labelsmooth.experiment.train import CheckpointError, load_checkpoint, save_checkpoint
-from labelsmooth.experiment.train._files import atomic_write
 from labelsmooth.experiment.train.checkpoint import CHECKPOINT_FIELDS, rng_state
 
 

@@ -7,10 +7,14 @@ import json
 
 import pytest
 
+from labelsmooth.experiment import report
 from labelsmooth.experiment.data import DataUnavailableError
-from labelsmooth.experiment.train import TrainConfig, prepare_data, report
-from labelsmooth.experiment.train import compare as compare_mod
+from labelsmooth.experiment.tasks import get_task
+from labelsmooth.experiment.tasks import image as image_task
+from labelsmooth.experiment.train import TrainConfig, prepare_data
 from labelsmooth.experiment.train.compare import Section, plan_runs, run_compare
+
+IMAGE = get_task("image")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def tiny(tmp_path_factory, synthetic_idx):
 
 
 def test_plan_runs_dedupes_the_baseline():
-    runs = plan_runs(Section("mnist", (0.0, 0.1, 0.2), ("uniform", "others"), (0, 1)))
+    runs = plan_runs(Section("mnist", (0.0, 0.1, 0.2), ("uniform", "others"), (0, 1), "short"))
     assert len(runs) == 2 * (1 + 2 * 2)
     assert [r.name for r in runs[:5]] == [
         "mnist-baseline-seed0",
@@ -87,7 +91,7 @@ def test_compare_falls_back_to_the_other_builtin_dataset(tiny, tmp_path, monkeyp
         assert config.dataset == "mnist"
         return prepare_data(config.__class__(**{**config.to_dict(), "dataset": spec}), log=None)
 
-    monkeypatch.setattr(compare_mod, "prepare_data", fake_prepare)
+    monkeypatch.setattr(image_task, "prepare_data", fake_prepare)
     messages = []
     res = run_compare(
         [Section("fashion-mnist", (0.0,), ("uniform",), (0,))],
@@ -151,7 +155,7 @@ def _record(seed, eps, top1, *, dataset="mnist", epochs=1, threads=1):
 
 def test_one_seed_table_has_no_spread_and_singular_words():
     records = [_record(0, 0.0, 0.9), _record(0, 0.1, 0.91)]
-    table = report.format_table(report.summarize(records), records, seconds=60.0)
+    table = report.format_table(report.summarize(records, IMAGE), records, 60.0, IMAGE)
     assert "±" not in table
     for text in ("One run per row, seed 0", "1 epoch on", "2 runs ×", "1 CPU thread ("):
         assert text in table, text
@@ -163,7 +167,7 @@ def test_one_seed_table_has_no_spread_and_singular_words():
 
 def test_several_seeds_table_has_mean_and_std():
     records = [_record(s, e, 0.9 + s / 100, epochs=5, threads=2) for s in (0, 1) for e in (0, 0.1)]
-    table = report.format_table(report.summarize(records), records, seconds=60.0)
+    table = report.format_table(report.summarize(records, IMAGE), records, 60.0, IMAGE)
     assert "Mean ± std over 2 seeds (0, 1)" in table and "5 epochs" in table
     assert "90.50 ± 0.71" in table and "2 CPU threads" in table
 

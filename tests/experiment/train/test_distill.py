@@ -10,8 +10,11 @@ import math
 import pytest
 import torch
 
+from labelsmooth.experiment import report
 from labelsmooth.experiment.models import MLP
-from labelsmooth.experiment.train import TrainConfig, report
+from labelsmooth.experiment.tasks import get_task
+from labelsmooth.experiment.tasks.image_metrics import model_title
+from labelsmooth.experiment.train import TrainConfig
 from labelsmooth.experiment.train.compare import (
     FITTED_TRAIN,
     FULL_SECTIONS,
@@ -114,9 +117,9 @@ def test_summaries_of_older_records_show_dashes() -> None:
         "metrics_after_temperature": metrics, "seconds": 1.0, "num_parameters": 10,
         "sizes": {"train": 10, "val": 5, "test": 5},
     }  # fmt: skip
-    rows = report.summarize([old])
+    rows = report.summarize([old], get_task("image"))
     assert rows[0]["regime"] == "short" and math.isnan(rows[0]["tightness"])
-    table = report.format_table(rows, [old], 1.0)
+    table = report.format_table(rows, [old], 1.0, get_task("image"))
     assert "short regime" in table and "| —" in table
     new = dataclasses.replace(TrainConfig(), model="mlp", width=5).to_dict()
-    assert report._model_name(new) == "MLP 5-5"
+    assert model_title(new) == "MLP 5-5"

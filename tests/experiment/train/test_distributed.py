@@ -266,7 +266,7 @@ import sys
 
 from labelsmooth.experiment.data.text import corpus_from_plays
 from labelsmooth.experiment.train import TrainConfig, train
-from labelsmooth.experiment.train.lm import LanguageModel, prepare_text
+from labelsmooth.experiment.tasks.lm import LanguageModel, prepare_text
 
 LINE = "To be, or not to be: that is the question.\\n"
 PLAYS = {
@@ -279,8 +279,8 @@ PLAYS = {
 
 def run(out, epochs_stop=None, resume=False):
     config = TrainConfig(
-        task="lm", dataset="shakespeare", model="transformer", d_model=16, n_heads=2,
-        n_layers=1, seq_len=24, batch_size=8, epochs=3, lr=0.05, warmup_epochs=0.0,
+        task="lm", dataset="shakespeare", model="transformer",
+        options={"d_model": 16, "n_heads": 2, "n_layers": 1, "seq_len": 24}, batch_size=8, epochs=3, lr=0.05, warmup_epochs=0.0,
         train_size=None, val_size=4, eval_batch_size=16, num_threads=1,
         label_smoothing=0.1, epochs_stop=epochs_stop,
     )

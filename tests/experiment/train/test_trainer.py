@@ -167,12 +167,20 @@ def test_missing_dataset_is_a_clear_error(config, tmp_path):
         ("depth", 9, r"an integer 6n\+2"),
         ("seed", -1, "an integer >= 0"),
         ("epochs_stop", 0, "an integer >= 1 or None"),
-        ("model", "vgg", "one of resnet"),
     ],
 )
 def test_config_refuses_out_of_range_values(field, value, rule):
     with pytest.raises(ValueError, match=rf"^{field} must be {rule}.*got {field}="):
         TrainConfig(**{field: value})
+
+
+def test_the_task_refuses_a_model_it_does_not_declare():
+    from labelsmooth.experiment.tasks import resolve
+
+    with pytest.raises(ValueError, match="model='vgg' does not fit task='image'"):
+        resolve(TrainConfig(model="vgg"))
+    with pytest.raises(ValueError, match="task must be one of image, lm"):
+        resolve(TrainConfig(task="bogus"))
 
 
 def test_config_differences_is_the_one_same_run_rule():
