@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.util
 import io
 import pkgutil
 import re
@@ -94,6 +95,67 @@ def test_readme_lists_every_docs_page():
     text = README.read_text(encoding="utf-8")
     for page in PAGES[1:]:
         assert f"(docs/{page.name})" in text, f"README.md does not link docs/{page.name}"
+
+
+_DOTTED = re.compile(r"\blabelsmooth(?:\.[A-Za-z_]\w*)+")
+
+
+def _resolves(name: str) -> bool:
+    """``name`` is an importable module, or an attribute reached from the longest one."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError as err:
+            if err.name is not None and not ".".join(parts[:i]).startswith(err.name):
+                raise  # a module that exists but imports something missing
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_every_dotted_name_in_the_docs_exists():
+    """``labelsmooth.x.y`` in README.md and docs/*.md names a module or object that exists
+    (old names are allowed only in a paragraph that says they moved)."""
+    missing = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for paragraph in re.split(r"\n\s*\n", text):
+            if "moved" in paragraph:
+                continue
+            for name in sorted(set(_DOTTED.findall(paragraph))):
+                if "integrations" in name and importlib.util.find_spec("transformers") is None:
+                    continue  # an optional dependency's adapter
+                if not _resolves(name):
+                    missing.append(f"{page.relative_to(ROOT)}: {name}")
+    assert not missing, "names in the docs that do not exist:\n" + "\n".join(missing)
+
+
+def test_every_relative_link_in_the_docs_exists():
+    """``[text](path)`` and ``[text](path#anchor)`` point to files (and headings) that exist."""
+    broken = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+            elif anchor and file.suffix == ".md":
+                headings = re.findall(r"^#+ (.*)$", file.read_text(encoding="utf-8"), re.M)
+                slugs = {
+                    re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings
+                }
+                if anchor not in slugs:
+                    broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
 
 
 @pytest.mark.parametrize(
