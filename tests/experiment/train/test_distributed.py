@@ -182,7 +182,17 @@ def _torchrun_script(args: list[str], cwd: Path, trace: Path) -> subprocess.Comp
 
 
 def _args(data: Path) -> list[str]:
-    args = ["train", "--dataset", f"idx:{data}", "--depth", "8", "--width", "4"]
+    args = [
+        "train",
+        "--regime",
+        "short",
+        "--dataset",
+        f"idx:{data}",
+        "--depth",
+        "8",
+        "--width",
+        "4",
+    ]
     args += ["--epochs", "3", "--batch-size", "32", "--train-size", "0", "--val-size", "0"]
     return [*args, "--threads", "1", "--label-smoothing", "0.1", "--quiet"]
 
@@ -280,7 +290,8 @@ PLAYS = {
 def run(out, epochs_stop=None, resume=False):
     config = TrainConfig(
         task="lm", dataset="shakespeare", model="transformer",
-        options={"d_model": 16, "n_heads": 2, "n_layers": 1, "seq_len": 24}, batch_size=8, epochs=3, lr=0.05, warmup_epochs=0.0,
+        options={"d_model": 16, "n_heads": 2, "n_layers": 1, "seq_len": 24},
+        batch_size=8, epochs=3, lr=0.05, warmup_epochs=0.0,
         train_size=None, val_size=4, eval_batch_size=16, num_threads=1,
         label_smoothing=0.1, epochs_stop=epochs_stop,
     )
