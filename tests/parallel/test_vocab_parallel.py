@@ -309,13 +309,29 @@ def _check_errors(world: int, rank: int) -> None:
     _expect_error(lambda: call(prior=p2), "non-negative", f"rank(s) [{last}]")
     if LAYOUTS[world] is not None:  # uneven slices without vocab_range
         _expect_error(lambda: call(vocab_range=None), "vocab_range=None assumes equal slices")
+    # what would change a later collective's dtype or size on one rank (a mismatch there
+    # kills the ranks inside gloo): every rank raises the same error instead
+    wide = local.double() if rank == last else local
+    _expect_error(lambda: call(x=wide), "different dtype of the statistics")
+    # float16 next to float32: the same statistics dtype, so it is allowed
+    rounded = local.half().float()
+    mixed = call(x=local.half() if rank == 0 else rounded)
+    torch.testing.assert_close(float(mixed), float(call(x=rounded)), rtol=1e-3, atol=0)
+    rows = (local[:-1], target[:-1]) if rank == last else (local, target)
+    _expect_error(lambda: call(x=rows[0], y=rows[1]), "different number of rows")
+    for validate in (True, False):
+        _expect_error(
+            lambda v=validate: call(validate_args=v if rank == 0 else not v),
+            "different validate_args",
+        )
     # the group still works after all of these
     _check_ce(world, rank, dict(label_smoothing=0.1), 0)
 
 
 def _check_collectives(world: int, rank: int) -> None:
-    """Forward: one all-reduce MAX of N + 3W + 18 values (+2N with validate_args) and one
-    all-reduce SUM of 3N float32 values; backward: none (plain and linear)."""
+    """Forward: one all-reduce MAX of a float64 header of 3W + 26 values (its size depends on
+    the group only), one all-reduce MAX of N and one all-reduce SUM of 3N float32 values;
+    backward: none (plain and linear)."""
     V = VOCAB[world]
     start, stop = _ranges(world)[rank]
     vr = None if LAYOUTS[world] is None else (start, stop)
@@ -335,11 +351,13 @@ def _check_collectives(world: int, rank: int) -> None:
             loss = vocab_parallel_cross_entropy(
                 x, target, vocab_range=vr, label_smoothing=0.1, validate_args=validate
             )
-            k = 3 if validate else 1
-            want = [("max", k * N + 3 * world + 18), ("sum", 3 * N)]
-            got = [(op.lower().rsplit(".", 1)[-1], n) for op, n, _ in calls]
+            want = [
+                ("max", 3 * world + 26, torch.float64),
+                ("max", N, torch.float32),
+                ("sum", 3 * N, torch.float32),
+            ]
+            got = [(op.lower().rsplit(".", 1)[-1], n, dt) for op, n, dt in calls]
             assert got == want, (got, want)
-            assert all(dt == torch.float32 for _, _, dt in calls)
             calls.clear()
             loss.backward()
             assert calls == [], calls
@@ -348,7 +366,7 @@ def _check_collectives(world: int, rank: int) -> None:
         w = torch.randn(stop - start, H, generator=g, requires_grad=True)
         calls.clear()
         loss = vocab_parallel_linear_cross_entropy(h, w, target, vocab_range=vr)
-        assert len(calls) == 2, calls
+        assert len(calls) == 3, calls
         calls.clear()
         loss.backward()
         assert calls == [], calls

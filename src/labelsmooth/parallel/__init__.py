@@ -1,7 +1,7 @@
 """Vocabulary-parallel (tensor-parallel) label-smoothed cross-entropy over torch.distributed.
 
 The ranks of a process group each hold a slice of the vocabulary; they exchange the per-row
-statistics of :mod:`labelsmooth.ops.rowmath` (two all-reduces in forward, none in backward)
+statistics of :mod:`labelsmooth.ops.rowmath` (three all-reduces in forward, none in backward)
 and apply the same final formula as the single-process loss. Nothing else: the math is the
 fused path's. See ``docs/parallel.md``.
 

@@ -5,7 +5,8 @@ Forward, per rank (N rows, V_local classes, W ranks):
 1. the row kernel of the fused path (:func:`labelsmooth.ops.linear.device_row_statistics`: the C
    kernel on CPU, Triton on CUDA when installed, eager blocks otherwise) reads the local
    logits once: m_r, s_r, d_y,r, S_r relative to the slice's max;
-2. :func:`labelsmooth.parallel._exchange.exchange`: all-reduce MAX, rebase, all-reduce SUM;
+2. :func:`labelsmooth.parallel._exchange.exchange`: all-reduce MAX of a fixed-size header (the
+   checks), all-reduce MAX of the row max, rebase, all-reduce SUM;
 3. :func:`labelsmooth.ops.rowmath.finish`: the loss from the global statistics;
 4. if the logits need a gradient, a second kernel pass writes it (the kernel's own
    ``g_p·exp(x − m_r)/s_r − g_a·a − g_y·onehot(y)`` with g_p rescaled to the global max and
@@ -178,13 +179,14 @@ def vocab_parallel_cross_entropy(
     log-sum-exp is :math:`m + \log s` with :math:`s \ge 1`, never the log of a normalized
     probability, so logit gaps of 1000 or more stay finite.
 
-    Collectives (forward only; backward has none): one all-reduce MAX of N + 3W + 18
-    values (the row max, a per-rank table of slices and error flags, an option fingerprint)
-    plus 2N with ``validate_args`` (each row's target and its negative, to check that the
-    ranks agree), then one all-reduce SUM of 3N values (s, d_y, S). Values are float32 for
-    float16/bfloat16/float32 logits (float64 for float64): **16 bytes per row** (24 with
-    ``validate_args=True``, the default), plus a constant. One device synchronization per
-    call reads the small table back (for V and the checks).
+    Collectives (forward only; backward has none): one all-reduce MAX of a float64 header of
+    3W + 26 values, whose size and dtype depend on the group only (a per-rank table of
+    slices and error flags; a fingerprint of the options, the number of rows, the
+    statistics' dtype and, with ``validate_args``, two exact hashes of the targets; the
+    targets' range), then one all-reduce MAX of the N row maxima and one all-reduce SUM of
+    3N values (s, d_y, S). Values are float32 for float16/bfloat16/float32 logits (float64
+    for float64): **16 bytes per row**, plus the header. One device synchronization per
+    call reads the header back (for V and the checks) before the row collectives run.
 
     Args:
         local_logits: (N, V_local) or (..., V_local) logits of this rank's slice (vocabulary
@@ -207,18 +209,21 @@ def vocab_parallel_cross_entropy(
         class_mask: (V,) bool for the **full** vocabulary, as ``prior``.
         kl: return KL(q‖p) (see :func:`labelsmooth.cross_entropy`).
         validate_args: check the targets' range and that every rank got the same targets
-            (folded into the MAX all-reduce: +8 bytes per row), and the prior's values.
+            (two hashes and the range in the header: no cost per row), and the prior's
+            values.
             Slices, options and ranks' argument errors are always checked (they cost a
             constant).
 
     Errors: an argument problem of one rank (a ``vocab_range`` that does not match the
     local width, slices with gaps or overlaps, a prior of another length, ranks with
     different options or targets, a target outside [0, V)) raises ``ValueError`` on
-    **every** rank after the first collective, instead of leaving the others waiting.
-    Type, dtype and shape errors are raised at once (every rank runs the same code). A
-    different number of rows or ``validate_args`` on one rank changes the size of the first
-    collective, which cannot be checked inside it: gloo aborts a process, NCCL may wait
-    until its timeout.
+    **every** rank after the first collective, instead of leaving the others waiting. So do
+    the differences that would change a later collective's size or dtype (a different
+    number of rows, float64 logits on some ranks and lower precision on others,
+    ``validate_args`` on some ranks only): a collective that mismatches between ranks
+    cannot be checked inside it (gloo aborts a process, NCCL may wait until its timeout),
+    so the header, which cannot mismatch, checks them first. Type, dtype and shape errors
+    are raised at once (every rank runs the same code).
 
     Returns:
         The loss in the logits' dtype: a scalar, or the target's shape for "none".

@@ -1,26 +1,33 @@
-"""The statistics exchange of the vocabulary-parallel losses: two all-reduces, nothing else.
+"""The statistics exchange of the vocabulary-parallel losses: three all-reduces, nothing else.
 
 Every rank holds all N rows but only its slice [start, stop) of the vocabulary. A rank's row
 kernel gives, per row, the statistics of :mod:`labelsmooth.ops.rowmath` relative to the
 slice's own max m_r (s_r, d_y,r, S_r). Then::
 
+    MAX  all-reduce   the header, float64, 3·W + 2·K + 2 values (a size and dtype that
+                      depend on nothing but the group, so it cannot mismatch):
+                      per rank: start, stop, an error flag        (3·W values, a table)
+                      the call's fingerprint, ± itself             (2·K values)
+                      with validate_args: max target, −min target  (2 values)
     MAX  all-reduce   m = max_r m_r                                (N values)
-                      + per rank: start, stop, an error flag      (3·W values, a table)
-                      + the call's option fingerprint, ± itself   (2·K values)
-                      + with validate_args: t and −t per row      (2·N values)
     rebase            s_r e^{m_r−m},  [y ∈ r](d_y,r + m_r − m),  S_r + A_r (m_r − m)
     SUM  all-reduce   s, d_y, S                                    (3·N values)
 
 and :func:`rowmath.finish` turns the global statistics into the loss, exactly as the fused
-path does with the statistics of a whole row. Values travel in the statistics' dtype
-(float32 for float16/bfloat16/float32 logits, float64 for float64).
+path does with the statistics of a whole row. The statistics travel in their dtype (float32
+for float16/bfloat16/float32 logits, float64 for float64).
 
 Errors that depend on one rank's arguments (a ``vocab_range`` that does not match the local
 width, invalid prior values) are not raised before the collectives, which would leave the
-other ranks waiting in them: the rank sets its error flag in the MAX table and every rank
-raises after it. The table also tells every rank all the slices (so V and the tiling are
-checked exactly), and the fingerprint catches ranks called with different options. The
-table is read back to the host: one device synchronization per call.
+other ranks waiting in them: the rank sets its error flag in the header and every rank
+raises after it. The header also tells every rank all the slices (so V and the tiling are
+checked exactly), and the fingerprint catches ranks called with different options, and
+with anything that would change the size or dtype of the two later collectives (the number
+of rows, the statistics' dtype): a collective whose size or dtype differs between ranks
+kills them (gloo aborts the process), so that is checked before it runs, and every rank
+raises the same ``ValueError``. With ``validate_args`` the fingerprint includes two exact
+integer hashes of the targets (equal targets on every rank) and the header their range. The
+header is read back to the host: one device synchronization per call.
 """
 
 from __future__ import annotations
@@ -155,9 +162,16 @@ def setup(
         u_full = smoothing_prior(Vp, prior, class_mask, dtype=torch.float64, device=device)
 
     names = (
-        "label_smoothing", "convention", "reduction", "kl", "ignore_index", "validate_args",
-        "prior", "class_mask", "number of rows",
-    )  # fmt: skip
+        "label_smoothing",
+        "convention",
+        "reduction",
+        "kl",
+        "ignore_index",
+        "validate_args",
+        "prior",
+        "class_mask",
+        "number of rows",
+    )  # fmt: skip  (exchange appends the statistics' dtype and, validating, the targets)
     fingerprint = (
         opt.eps,
         float(V.CONVENTIONS.index(opt.convention)),
@@ -229,6 +243,82 @@ def _check_tiling(starts: list[int], stops: list[int], st: Setup) -> int:
     return int(ranges[-1][1])
 
 
+#: Codes of the statistics' dtypes in the fingerprint.
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+#: The targets' hash: Σ_k (t_k + 1)·c_k mod P with c_k = (A·k + B) mod (P − 1) + 1, exact in
+#: int64 (t_k < 2**24 + 2, c_k < 2**31, N < 2**32 rows). Two targets that differ in one row
+#: always differ in it (P is prime); with the plain sum as a second hash, a difference in
+#: several rows that cancels in both is a 1-in-2**31 accident.
+_P, _A, _B = 2_147_483_647, 1_103_515_245, 12_345
+
+
+def _target_summary(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(hash, sum, max, min) of the targets (ignored rows as −1), float64 on the device."""
+    if target.shape[0] == 0:
+        return torch.zeros(4, dtype=torch.float64, device=target.device)
+    t = torch.where(valid, target, -1)
+    shifted = t.clamp(-1, MAX_VOCAB) + 1  # an out-of-range target is refused by its range
+    k = torch.arange(t.shape[0], dtype=torch.int64, device=t.device)
+    c = (k * _A + _B) % (_P - 1) + 1
+    h = ((shifted * c) % _P).sum() % _P
+    lo = torch.where(valid, target, 0).amin()
+    return torch.stack([h, shifted.sum(), t.amax(), lo]).to(torch.float64)
+
+
+def _header(
+    st: Setup, target: torch.Tensor, valid: torch.Tensor, cdt: torch.dtype, opt: Options
+) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """The first collective's buffer (float64, 3·W + 2·K + 2) and the fingerprint's names."""
+    dev = target.device
+    table = torch.full((3, st.world), -1.0, dtype=torch.float64, device=dev)
+    if st.vrange is not None:
+        table[0, st.rank], table[1, st.rank] = st.vrange
+    table[2, st.rank] = 1.0 if st.problem is not None else 0.0
+    names = (*st.fingerprint_names, "dtype of the statistics (float64 or lower-precision logits)")
+    fixed = torch.tensor([*st.fingerprint, float(_DTYPES.index(cdt))], dtype=torch.float64)
+    fp = fixed.to(dev)
+    span = torch.zeros(2, dtype=torch.float64, device=dev)
+    if opt.validate:
+        summary = _target_summary(target, valid)  # (hash, sum, max, min)
+        fp = torch.cat([fp, summary[:2]])
+        names += ("target", "target")
+        span = torch.stack([summary[2], -summary[3]])
+    else:  # not compared (0 on every rank that does not validate)
+        fp = torch.cat([fp, torch.zeros(2, dtype=torch.float64, device=dev)])
+        names += ("target", "target")
+    return torch.cat([table.reshape(-1), fp, -fp, span]), names
+
+
+def _check_header(st: Setup, host: list[float], names: tuple[str, ...]) -> tuple[int, float, float]:
+    """Raise what the header reveals (on every rank alike); return V and the targets' range."""
+    W, K = st.world, len(names)
+    starts, stops, flags = host[:W], host[W : 2 * W], host[2 * W : 3 * W]
+    fmax, fneg = host[3 * W : 3 * W + K], host[3 * W + K : 3 * W + 2 * K]
+    bad = [r for r in range(W) if flags[r] > 0]
+    if bad:
+        _fail_everywhere(st, bad)
+    differ = list(dict.fromkeys(n for n, a, b in zip(names, fmax, fneg) if a != -b))
+    if differ:
+        if differ == ["target"]:
+            raise ValueError(
+                "target differs between the ranks of the group: every rank must pass the same "
+                "(global) class ids; check the data loader's sharding (the tensor-parallel "
+                f"ranks must read the same batch); this is rank {st.rank}"
+            )
+        raise ValueError(
+            f"the ranks were called with different {', '.join(differ)}: every rank of the "
+            f"group must pass the same options, prior, class_mask, logits dtype and (global) "
+            f"target; this is rank {st.rank}"
+        )
+    vocab = _check_tiling([int(v) for v in starts], [int(v) for v in stops], st)
+    if st.u_full is not None and st.u_full.shape[0] != vocab:
+        raise ValueError(
+            f"prior/class_mask have {st.u_full.shape[0]} entries but the ranks' slices cover "
+            f"V={vocab} classes: give them for the full vocabulary"
+        )
+    return vocab, host[-2], -host[-1]
+
+
 def exchange(
     st: Setup,
     local: RowStats,
@@ -236,7 +326,7 @@ def exchange(
     A_local: torch.Tensor | float,
     opt: Options,
 ) -> Exchanged:
-    """Run the two all-reduces and check what they reveal (see the module docstring).
+    """Run the three all-reduces and check what they reveal (see the module docstring).
 
     Args:
         st: :func:`setup`'s result.
@@ -247,66 +337,18 @@ def exchange(
         A_local: Σ a_k over this slice's classes, as used for ``local.S``.
         opt: the options.
     """
-    N = target.shape[0]
-    W = st.world
     cdt, dev = local.m.dtype, local.m.device
     valid = target != opt.ignore_index
-    parts = [local.m]
-    if opt.validate:
-        t = torch.where(valid, target, -1).to(cdt)
-        parts += [t, -t]
-    table = torch.full((3, W), -1.0, dtype=cdt, device=dev)
-    if st.vrange is not None:
-        table[0, st.rank], table[1, st.rank] = st.vrange
-    table[2, st.rank] = 1.0 if st.problem is not None else 0.0
-    fp = torch.tensor(st.fingerprint, dtype=torch.float64).to(cdt).to(dev)
-    parts += [table.reshape(-1), fp, -fp]
-    buf = torch.cat(parts)
-    dist.all_reduce(buf, op=dist.ReduceOp.MAX, group=st.group)  # collective 1
-
-    k = 3 if opt.validate else 1
-    head = buf[k * N :]
-    stops_dev = head[W : 2 * W]
-    extra = []
-    if opt.validate:
-        tmax, tmin = buf[N : 2 * N], -buf[2 * N : 3 * N]
-        vocab_dev = stops_dev.amax()
-        y = target.to(cdt)
-        out_of_range = valid & ((y < 0) | (y >= vocab_dev))
-        extra = [(tmax != tmin).any().to(cdt)[None], out_of_range.any().to(cdt)[None]]
-    host = torch.cat([head, *extra]).tolist()  # the one device synchronization
-    starts, stops, flags = host[:W], host[W : 2 * W], host[2 * W : 3 * W]
-    K = len(st.fingerprint)
-    fmax, fneg = host[3 * W : 3 * W + K], host[3 * W + K : 3 * W + 2 * K]
-    bad = [r for r in range(W) if flags[r] > 0]
-    if bad:
-        _fail_everywhere(st, bad)
-    differ = [name for name, a, b in zip(st.fingerprint_names, fmax, fneg) if a != -b]
-    if differ:
+    header, names = _header(st, target, valid, cdt, opt)
+    dist.all_reduce(header, op=dist.ReduceOp.MAX, group=st.group)  # collective 1
+    host = header.tolist()  # the one device synchronization
+    vocab, t_max, t_min = _check_header(st, host, names)
+    if opt.validate and (t_min < 0 or t_max >= vocab):
+        bad_t = target[valid & ((target < 0) | (target >= vocab))]
         raise ValueError(
-            f"the ranks were called with different {', '.join(differ)}: every rank of the "
-            f"group must pass the same options, prior, class_mask and (global) target"
+            f"target holds class index {int(bad_t[0])}, outside [0, {vocab}) for the full "
+            f"vocabulary (and not ignore_index={opt.ignore_index})"
         )
-    vocab = _check_tiling([int(v) for v in starts], [int(v) for v in stops], st)
-    if st.u_full is not None and st.u_full.shape[0] != vocab:
-        raise ValueError(
-            f"prior/class_mask have {st.u_full.shape[0]} entries but the ranks' slices cover "
-            f"V={vocab} classes: give them for the full vocabulary"
-        )
-    if opt.validate:
-        mismatch, out_of_range_any = host[-2], host[-1]
-        if mismatch:
-            raise ValueError(
-                "target differs between the ranks of the group: every rank must pass the same "
-                "(global) class ids; check the data loader's sharding (the tensor-parallel "
-                "ranks must read the same batch)"
-            )
-        if out_of_range_any:
-            bad_t = target[valid & ((target < 0) | (target >= vocab))]
-            raise ValueError(
-                f"target holds class index {int(bad_t[0])}, outside [0, {vocab}) for the full "
-                f"vocabulary (and not ignore_index={opt.ignore_index})"
-            )
     assert st.vrange is not None  # no problem was flagged
     start, stop = st.vrange
 
@@ -321,11 +363,12 @@ def exchange(
         reduction=opt.reduction, uniform_prior=uniform,
     )  # fmt: skip
 
-    m = buf[:N]
+    m = local.m.clone()
+    dist.all_reduce(m, op=dist.ReduceOp.MAX, group=st.group)  # collective 2: same N, dtype
     owner = valid & (target >= start) & (target < stop)
     reb = rowmath.rebase(local, m, owner, A_local)
     sums = torch.stack([reb.s, reb.d_y, reb.S])  # (3, N)
-    dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=st.group)  # collective 2
+    dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=st.group)  # collective 3
     S = sums[2] / vocab if uniform else sums[2]
     stats = RowStats(m, sums[0], sums[1], S)
     return Exchanged(stats, reb, plan, u, vocab, start, stop)

@@ -6,7 +6,7 @@ H), Megatron's column-parallel layout) and the same hidden states (N, H). The ch
 holding more than ``chunk_size × V_local`` logits:
 
 1. statistics only: per chunk Z = h Wᵀ + b (softcap), the row kernel's m_r, s_r, d_y,r, S_r;
-2. the two all-reduces of :func:`labelsmooth.parallel._exchange.exchange` (forward only);
+2. the three all-reduces of :func:`labelsmooth.parallel._exchange.exchange` (forward only);
 3. the gradients: per chunk the row kernel writes ∂loss/∂Z of this slice (coefficients from
    :func:`labelsmooth.parallel._exchange.grad_rows`), then grad_h += G W, grad_W += Gᵀ h,
    grad_b += Σ G, exactly as the single-process chunked head.
@@ -190,11 +190,11 @@ def vocab_parallel_linear_cross_entropy(
     then gradients once the global statistics are known), so it costs two matmuls of
     h Wᵀ per chunk plus the gradient matmuls.
 
-    Collectives: the same two all-reduces in forward as
-    :func:`~labelsmooth.parallel.vocab_parallel_cross_entropy` (MAX of N + 3W + 18 values,
-    +2N with ``validate_args``; SUM of 3N values: 16 bytes per row in float32, 24 with
-    ``validate_args``). None in backward unless ``reduce_hidden_grad=True``: then one
-    all-reduce SUM of the (N, H) hidden gradient (H·4 bytes per row in float32).
+    Collectives: the same three all-reduces in forward as
+    :func:`~labelsmooth.parallel.vocab_parallel_cross_entropy` (MAX of a float64 header of
+    3W + 26 values, MAX of N values, SUM of 3N values: 16 bytes per row in float32, plus the
+    header). None in backward unless ``reduce_hidden_grad=True``: then one all-reduce SUM of
+    the (N, H) hidden gradient (H·4 bytes per row in float32).
 
     Args:
         hidden: (N, H) or (..., H) hidden states, the same on every rank.
