@@ -5,7 +5,7 @@ Blocks are executed as-is, each in a fresh namespace with the working directory 
 temporary folder. A block directly under a ``<!-- not run: REASON -->`` line (a fragment, or one
 that needs a process group or trains for minutes) is not executed; the reason must be given.
 Doctests run with NORMALIZE_WHITESPACE | ELLIPSIS, one test per module of the ``labelsmooth``
-package (``labelsmooth.experiment.cli`` and ``labelsmooth.__main__`` are left out: they are
+package (``labelsmooth.experiment.cli`` and every ``__main__`` module are left out: they are
 command-line entry points). A module that cannot be imported because an optional third-party
 dependency is missing is skipped; any other import error fails.
 """
@@ -178,7 +178,7 @@ def _module_names() -> list[str]:
     names = {"labelsmooth"}
     for info in pkgutil.walk_packages(labelsmooth.__path__, "labelsmooth.", onerror=names.add):
         names.add(info.name)
-    return sorted(n for n in names if n not in _SKIP_MODULES)
+    return sorted(n for n in names if n not in _SKIP_MODULES and not n.endswith(".__main__"))
 
 
 def _import_or_skip(name: str):

@@ -155,13 +155,13 @@ class Claim:
     page: str
     line: int
     kind: str  # "table", "prose", "command"
-    sub: str | None  # None: every subcommand that has the option
+    sub: str | None  # "train" or "train,compare"; None: every subcommand that has the option
     option: str
     value: str | None  # the default (table, prose) or the value given (command)
     choices: tuple[str, ...] | None = None
 
     def __str__(self) -> str:
-        where = f"labelsmooth {self.sub}" if self.sub else "every subcommand"
+        where = f"labelsmooth {self.sub.replace(',', '/')}" if self.sub else "every subcommand"
         return f"{self.page}:{self.line} ({self.kind}, {where}) {self.option} {self.value!r}"
 
 
@@ -172,6 +172,16 @@ _PROSE_DEFAULT = re.compile(r"`(--[\w-]+)(?: [^`]*)?` \(([^()]*(?:\([^()]*\)[^()
 _INLINE_CODE = re.compile(r"`([^`\n]+)`")
 _FENCE = re.compile(r"^```(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 _COMMAND_START = re.compile(r"(?:^|[\s(])labelsmooth (data fetch|train|compare|distill|bench)\b")
+
+
+def _heading_subcommands(line: str) -> str | None:
+    """The subcommand(s) a heading names: `labelsmooth SUB`, or a list of `SUB` in backticks
+    (joined by commas), else None."""
+    m = _SUB_IN_HEADING.search(line)
+    if m:
+        return m.group(1)
+    named = [w for w in re.findall(r"`([a-z ]+)`", line) if w in SUBCOMMANDS]
+    return ",".join(named) or None
 
 
 def _blocks_with_context(text: str) -> list[tuple[int, str, str | None, bool]]:
@@ -197,8 +207,7 @@ def _blocks_with_context(text: str) -> list[tuple[int, str, str | None, bool]]:
             continue
         if _HEADING.match(line):
             flush()
-            m = _SUB_IN_HEADING.search(line)
-            sub = m.group(1) if m else None
+            sub = _heading_subcommands(line)
             continue
         if line.startswith("|"):
             flush()
@@ -327,7 +336,7 @@ def _same_default(doc: str, cli: str) -> bool:
 
 def _subs_for(claim: Claim) -> list[str]:
     if claim.sub is not None:
-        return [claim.sub]
+        return claim.sub.split(",")
     having = [s for s in SUBCOMMANDS if claim.option in parser_of(s).options]
     assert having, f"{claim}: no subcommand has the option {claim.option}"
     return having
