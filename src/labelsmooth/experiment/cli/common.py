@@ -26,6 +26,7 @@ __all__ = [
     "dataset_type",
     "existing_dir",
     "unwritable",
+    "add_results_options",
     "refuse_repeats",
     "busy_warning",
     "warn_if_busy",
@@ -150,6 +151,15 @@ def unwritable(out: str) -> str | None:
     except OSError as err:
         return f"cannot write to {existing} ({err.strerror or err})"
     return None
+
+
+def add_results_options(p: argparse.ArgumentParser, default_out: str) -> None:
+    """``--out``, ``--no-plots``, ``--no-fallback``: where a grid's results go and how."""
+    p.add_argument("--out", default=default_out, help=f"results folder (default: {default_out})")
+    p.add_argument("--no-plots", action="store_true", help="write tables only")
+    p.add_argument(
+        "--no-fallback", action="store_true", help="do not switch dataset if one is unavailable"
+    )
 
 
 def refuse_repeats(

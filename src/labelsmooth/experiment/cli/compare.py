@@ -11,6 +11,7 @@ from labelsmooth.experiment.config import CONVENTIONS
 from . import rules
 from .common import (
     DATASET_HELP,
+    add_results_options,
     dataset_type,
     field_type,
     progress_flag,
@@ -80,13 +81,7 @@ def add_subcommand(sub: Any) -> None:
         help=f"seeds, each >= 0 and given once (default: {_shown(d.seeds)}; --task lm: "
         f"{_shown(get_task('lm').grid.seeds)})",
     )
-    cmp.add_argument(
-        "--out", default="compare-results", help="results folder (default: compare-results)"
-    )
-    cmp.add_argument("--no-plots", action="store_true", help="write tables only")
-    cmp.add_argument(
-        "--no-fallback", action="store_true", help="do not switch dataset if one is unavailable"
-    )
+    add_results_options(cmp, "compare-results")
     rules.add_run_options(cmp)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from . import rules
 from .common import (
     DATASET_HELP,
+    add_results_options,
     bounded_float,
     dataset_type,
     field_type,
@@ -63,13 +64,7 @@ def add_subcommand(sub: Any) -> None:
         "--seeds", nargs="+", type=field_type("seed", int), default=None, metavar="SEED",
         help=f"seeds of teachers and students (default: {' '.join(map(str, d.seeds))})",
     )  # fmt: skip
-    dst.add_argument(
-        "--out", default="distill-results", help="results folder (default: distill-results)"
-    )
-    dst.add_argument("--no-plots", action="store_true", help="write tables only")
-    dst.add_argument(
-        "--no-fallback", action="store_true", help="do not switch dataset if one is unavailable"
-    )
+    add_results_options(dst, "distill-results")
     rules.add_run_options(dst)
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from labelsmooth.experiment.config import TrainConfig
-from labelsmooth.experiment.data import DatasetSplits, ImageDataset, iterate_batches
+from labelsmooth.experiment.data import DISPLAY_NAMES, DatasetSplits, ImageDataset, iterate_batches
 from labelsmooth.experiment.files import atomic_write
 from labelsmooth.experiment.report import count
 from labelsmooth.experiment.tasks.registry import Column, Metric
@@ -38,9 +38,6 @@ __all__ = [
     "projection_classes",
 ]
 
-#: Table names of the built-in datasets.
-_DISPLAY_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}
-
 
 def model_title(config: Mapping[str, Any]) -> str:
     """The table's name of a config's model: ``"MLP 1200-1200"`` or ``"ResNet-14 (w8)"``."""
@@ -51,7 +48,7 @@ def model_title(config: Mapping[str, Any]) -> str:
 
 def display_name(dataset: str) -> str:
     """``"Fashion-MNIST"`` for ``"fashion-mnist"``; other specifications as they are."""
-    return _DISPLAY_NAMES.get(dataset, dataset)
+    return DISPLAY_NAMES.get(dataset, dataset)
 
 
 @torch.no_grad()

@@ -137,6 +137,12 @@ def run_compare(
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     distilled: dict[str, Any] | None = None
+
+    def distill_into_out(grid: DistillGrid) -> dict[str, Any]:
+        return run_distill(grid, out_dir, overrides=overrides, resume=resume, fallback=fallback,
+                           plots=plots, projection_classes=projection_classes,
+                           progress=progress, log=log)  # fmt: skip
+
     for (section, data), config in zip(resolved, configs):
         runs = plan_runs(section)
         say(f"== {section.dataset}, {section.regime} regime: {report.count(len(runs), 'run')}")
@@ -150,17 +156,7 @@ def run_compare(
         if distill is not None and distilled is None and section.regime == "fitted":
             # right after the teachers' grid (so that a long --full has its three findings
             # before the short regime's runs)
-            distilled = run_distill(
-                dataclasses.replace(distill, dataset=section.dataset),
-                out_dir,
-                overrides=overrides,
-                resume=resume,
-                fallback=fallback,
-                plots=plots,
-                projection_classes=projection_classes,
-                progress=progress,
-                log=log,
-            )
+            distilled = distill_into_out(dataclasses.replace(distill, dataset=section.dataset))
     seconds = time.perf_counter() - t0
     summary, table = report.write_tables(out_dir, records, configs[0], seconds, spec)
     say("")
@@ -174,16 +170,6 @@ def run_compare(
     say(f"results written to {out_dir}  ({seconds / 60:.1f} min)")
     result = {"records": records, "summary": summary, "table": table, "seconds": seconds}
     if distill is not None:
-        result["distill"] = distilled or run_distill(
-            distill,
-            out_dir,
-            overrides=overrides,
-            resume=resume,
-            fallback=fallback,
-            plots=plots,
-            projection_classes=projection_classes,
-            progress=progress,
-            log=log,
-        )
+        result["distill"] = distilled or distill_into_out(distill)
         result["seconds"] = time.perf_counter() - t0
     return result

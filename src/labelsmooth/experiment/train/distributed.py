@@ -4,7 +4,8 @@
 ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set.
 :meth:`DataParallel.from_env` sees them and joins the process group (gloo for CPU tensors;
 with CUDA also NCCL for CUDA tensors, each rank on ``cuda:LOCAL_RANK``); otherwise the recipe
-runs as one process and nothing here is used. The loop stays the same loop; what changes:
+runs as one process through :class:`SingleProcess`, the same hooks with nothing to share
+(:func:`processes_from_env` picks one). The loop stays the same loop; what changes:
 
 * **Data.** Every rank draws the whole global batch of ``batch_size`` examples from the same
   ``(seed, epoch)`` generator as a single process would, and keeps its contiguous slice
@@ -267,7 +268,7 @@ def local_batchnorm(model: nn.Module) -> nn.Module:
 class DataParallel:
     """This process's place in a torchrun job and the recipe's data-parallel hooks.
 
-    Build it with :meth:`from_env`; the recipe calls :meth:`prepare` / :meth:`wrap` on the
+    Build it with :meth:`from_env`; the recipe calls :meth:`prepare_model` / :meth:`wrap` on the
     model, :meth:`shard` on each batch, :meth:`reduce_step` between forward and backward,
     :meth:`evaluate`, :meth:`any` and finally :meth:`close`.
 
@@ -353,7 +354,7 @@ class DataParallel:
 
     # ---------------------------------------------------------------------- model
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare_model(self, model: nn.Module) -> nn.Module:
         """Batch norm over the global batch (:func:`global_batchnorm`); before the optimiser."""
         return global_batchnorm(model)
 
@@ -452,7 +453,7 @@ class SingleProcess:
         """``flag``."""
         return flag
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare_model(self, model: nn.Module) -> nn.Module:
         """The model as it is."""
         return model
 

@@ -167,7 +167,7 @@ def train(
         )
         saved = recipe.load_resume_state() if resume else None  # before any data is loaded
         task = task or processes.rank0_first(lambda: _default_task(config, data, log))
-        return _run(recipe, task, saved)
+        return _run_recipe(recipe, task, saved)
     finally:
         processes.close()  # also on errors
 
@@ -178,7 +178,7 @@ def _default_task(config: TrainConfig, data: Any, log: Callable[[str], None] | N
     return spec.make_task(config, spec.load_data(config, log=log) if data is None else data)
 
 
-def _run(recipe: Recipe, task: Task, saved: dict[str, Any] | None) -> TrainResult:
+def _run_recipe(recipe: Recipe, task: Task, saved: dict[str, Any] | None) -> TrainResult:
     """setup → per epoch: train epoch → evaluate → checkpoint → cleanup."""
     with _deterministic(recipe.config.num_threads):
         recipe.setup(task, saved)
@@ -262,7 +262,9 @@ class Recipe:
         torch.manual_seed(c.seed)
         random.seed(c.seed)
         np.random.seed(c.seed % 2**32)  # noqa: NPY002  (global state, saved in checkpoints)
-        self.model = self.processes.prepare(task.build_model())  # data-parallel: global batch norm
+        self.model = self.processes.prepare_model(
+            task.build_model()
+        )  # data-parallel: global batch norm
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=c.lr,
