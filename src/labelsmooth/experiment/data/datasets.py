@@ -18,15 +18,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from labelsmooth.experiment.data._checks import check_arrays
 from labelsmooth.experiment.data._common import DataUnavailableError
 from labelsmooth.experiment.data._fetch import load_builtin
 from labelsmooth.experiment.data._pins import BUILTIN_DATASETS
-from labelsmooth.experiment.data.formats import read_idx_dir, read_npz
+from labelsmooth.experiment.data.formats import idx_dir_files, read_idx_dir, read_npz
 
 __all__ = [
     "ImageDataset",
@@ -107,46 +109,29 @@ class DatasetSplits:
         return int(c), int(h), int(w)
 
 
-def _to_images(x: np.ndarray) -> torch.Tensor:
-    x = np.asarray(x)
-    if x.dtype != np.uint8:  # floats in [0, 1]
-        if x.size and (x.min() < 0.0 or x.max() > 1.0 + 1e-6):
-            raise ValueError("float images must lie in [0, 1] (or give uint8 in [0, 255])")
-        x = np.rint(x.astype(np.float64) * 255.0).astype(np.uint8)
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4:
-        raise ValueError(f"images must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
-    return torch.from_numpy(np.ascontiguousarray(x))
-
-
 def _from_arrays(
     name: str,
     arrays: dict[str, np.ndarray],
+    sources: dict[str, str],
     class_names: tuple[str, ...] | None,
     hflip: bool,
 ) -> DatasetSplits:
+    """Check every split (:func:`~labelsmooth.experiment.data._checks.check_arrays`), then
+    hold the converted arrays as tensors."""
+    checked = check_arrays(arrays, sources, class_names)
+
     def split(key: str) -> ImageDataset:
-        y = torch.from_numpy(np.asarray(arrays[f"y_{key}"]).astype(np.int64))
-        return ImageDataset(_to_images(arrays[f"x_{key}"]), y)
+        images = torch.from_numpy(checked.images[key])
+        return ImageDataset(images, torch.from_numpy(checked.labels[key]))
 
     train, test = split("train"), split("test")
-    val = split("val") if "x_val" in arrays else None
-    n_cls = int(max(train.labels.max(), test.labels.max())) + 1
-    if class_names is None:
-        if "class_names" in arrays:
-            class_names = tuple(str(c) for c in arrays["class_names"])
-        else:
-            class_names = tuple(str(i) for i in range(n_cls))
-    if int(train.labels.min()) < 0 or n_cls > len(class_names):
-        raise ValueError(f"{name}: labels must lie in [0, {len(class_names)})")
     pixels = train.images.float() / 255.0
     return DatasetSplits(
         name=name,
         train=train,
         test=test,
-        val=val,
-        class_names=class_names,
+        val=split("val") if "val" in checked.images else None,
+        class_names=checked.class_names,
         hflip=hflip,
         mean=float(pixels.mean()),
         std=float(pixels.std()),
@@ -189,21 +174,30 @@ def load_dataset(
     Raises:
         DataUnavailableError: If the data is missing or cannot be fetched (the message says
             how to provide it).
-        ValueError: If ``spec`` is not understood or the files are malformed.
+        ValueError: If ``spec`` is not understood or the files are malformed: every split
+            of an ``idx:``/``npz:`` dataset is checked before anything trains on it (shapes
+            that agree, integral labels in range, finite pixels in range, a supported dtype;
+            see :mod:`labelsmooth.experiment.data._checks`), and the message names the file,
+            the split and the offending value.
     """
     if spec in BUILTIN_DATASETS:
         arrays = load_builtin(
             spec, data_dir, download=download, source_dir=source_dir, progress=progress, log=log
         )
+        where = {"*": f"dataset {spec!r}"}
         if spec == "fashion-mnist":
             flip = True if hflip is None else hflip
-            return _from_arrays(spec, arrays, FASHION_MNIST_CLASSES, flip)
-        return _from_arrays(spec, _mnist_validation_split(arrays), MNIST_CLASSES, bool(hflip))
+            return _from_arrays(spec, arrays, where, FASHION_MNIST_CLASSES, flip)
+        arrays = _mnist_validation_split(arrays)
+        return _from_arrays(spec, arrays, where, MNIST_CLASSES, bool(hflip))
     kind, sep, path = spec.partition(":")
     if sep and kind == "idx":
-        return _from_arrays(spec, _read_or_unavailable(read_idx_dir, path, spec), None, bool(hflip))
+        arrays = _read_or_unavailable(read_idx_dir, path, spec)
+        files = {key: str(file) for key, file in idx_dir_files(path).items()}
+        return _from_arrays(spec, arrays, files, None, bool(hflip))
     if sep and kind == "npz":
-        return _from_arrays(spec, _read_or_unavailable(read_npz, path, spec), None, bool(hflip))
+        arrays = _read_or_unavailable(read_npz, path, spec)
+        return _from_arrays(spec, arrays, {"*": str(Path(path))}, None, bool(hflip))
     raise ValueError(
         f"unknown dataset {spec!r}: use one of {', '.join(BUILTIN_DATASETS)}, "
         "idx:/path/to/dir (four MNIST-style IDX files) or npz:/path/to/file.npz"

@@ -35,6 +35,7 @@ from labelsmooth.experiment.data._common import (
 __all__ = [
     "IDX_FILES",
     "idx_bytes",
+    "idx_dir_files",
     "parse_idx",
     "read_idx",
     "write_idx",
@@ -182,6 +183,21 @@ def _find_idx(directory: Path, split: str, kind: str) -> Path:
     )
 
 
+def idx_dir_files(directory: str | os.PathLike[str]) -> dict[str, Path]:
+    """The four files of an IDX dataset directory: ``{"x_train": path, "y_train": …}``.
+
+    Raises:
+        FileNotFoundError: If the directory or one of the files is missing.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"IDX dataset directory {d} does not exist")
+    return {
+        f"{'x' if kind == 'images' else 'y'}_{split}": _find_idx(d, split, kind)
+        for (split, kind) in IDX_FILES
+    }
+
+
 def read_idx_dir(directory: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read the four IDX files of a dataset directory.
 
@@ -196,14 +212,15 @@ def read_idx_dir(directory: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         ValueError: If a file is malformed or images and labels disagree in length.
     """
     d = Path(directory)
-    if not d.is_dir():
-        raise FileNotFoundError(f"IDX dataset directory {d} does not exist")
+    files = idx_dir_files(d)
     out: dict[str, np.ndarray] = {}
     for split in ("train", "test"):
-        x = read_idx(_find_idx(d, split, "images"))
-        y = read_idx(_find_idx(d, split, "labels"))
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{d}: {split} has {x.shape[0]} images but {y.shape[0]} labels")
+        x, y = read_idx(files[f"x_{split}"]), read_idx(files[f"y_{split}"])
+        if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"{d}: {split} images have shape {x.shape} but labels {y.shape} "
+                "(one label per image)"
+            )
         out[f"x_{split}"], out[f"y_{split}"] = x, y
     return out
 
@@ -257,8 +274,12 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             for key in (f"x_{split}", f"y_{split}"):
                 if key not in out:
                     raise ValueError(f"{p}: missing array {key!r} (has {sorted(out)})")
-            if out[f"x_{split}"].shape[0] != out[f"y_{split}"].shape[0]:
-                raise ValueError(f"{p}: x_{split} and y_{split} differ in length")
+            x, y = out[f"x_{split}"], out[f"y_{split}"]
+            if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+                raise ValueError(
+                    f"{p}: x_{split} has shape {x.shape} but y_{split} {y.shape} "
+                    "(one label per image)"
+                )
     return out
 
 
