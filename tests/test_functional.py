@@ -149,16 +149,35 @@ def test_module_matches_function(impl):
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"convention": "others"}, "implements only convention='uniform'"),
+        ({"convention": "others", "eps": 0.9}, "label_smoothing above 1"),
         ({"prior": torch.ones(5)}, "no smoothing prior or class mask"),
         ({"kl": True}, "no KL form"),
         ({"input": torch.randn(3, 5).half()}, "can overflow"),
     ],
 )
 def test_torch_impl_refuses_what_torch_lacks(kw, match):
+    eps = kw.pop("eps", 0.1)
     args = {"input": torch.randn(3, 5), "target": torch.tensor([0, 1, 2]), **kw}
     with pytest.raises(ValueError, match="impl='torch' cannot run here: .*" + match):
-        labelsmooth.cross_entropy(impl="torch", label_smoothing=0.1, **args)
+        labelsmooth.cross_entropy(impl="torch", label_smoothing=eps, **args)
+
+
+@pytest.mark.parametrize("convention", ["others", "unnormalized"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_torch_impl_runs_every_convention_by_a_change_of_eps(convention, weighted, reduction):
+    # uniform prior: PyTorch's uniform smoothing with ε' = εC/(C-1) ("others") or
+    # (1-ε/C)·uniform with ε' = ε/(1-ε/C) ("unnormalized"), class weights included
+    torch.manual_seed(0)
+    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 4, -100, 2])
+    w = torch.rand(5, dtype=torch.float64) + 0.5 if weighted else None
+    kw = dict(weight=w, reduction=reduction, label_smoothing=0.3, convention=convention)
+    got = labelsmooth.cross_entropy(x, y, impl="torch", **kw)
+    ref = labelsmooth.cross_entropy(x, y, impl="reference", **kw)
+    torch.testing.assert_close(got, ref)
+    g1, g2 = (torch.autograd.grad(v.sum(), x)[0] for v in (got, ref))
+    torch.testing.assert_close(g1, g2)
 
 
 def test_auto_choice():
@@ -167,7 +186,7 @@ def test_auto_choice():
     small, large = torch.zeros(4, 10), torch.zeros(2, AUTO_TORCH_MAX_NUMEL // 2 + 1)
     ys, yl = torch.zeros(4, dtype=torch.long), torch.zeros(2, dtype=torch.long)
     assert labelsmooth.chosen_impl(small, ys) == "torch"
-    assert labelsmooth.chosen_impl(small, ys, convention="others") == "fused"
+    assert labelsmooth.chosen_impl(small, ys, convention="others") == "torch"  # ε·C/(C-1)
     assert labelsmooth.chosen_impl(small, torch.full((4, 10), 0.1), kl=True) == "reference"
     assert labelsmooth.chosen_impl(large, yl) == "fused"
     assert labelsmooth.chosen_impl(small, ys, inplace_backward=True) == "fused"
@@ -237,18 +256,19 @@ def test_auto_on_cuda_follows_the_committed_gpu_measurements(monkeypatch):
     from labelsmooth import _dispatch
     from labelsmooth._validate import Spec
 
-    def spec(numel, convention="uniform", dtype=torch.float32, device="cuda"):
-        return Spec(device, dtype, numel, 1000, False, convention, False, False, False, False,
-                    False, ())  # fmt: skip
+    def spec(numel, convention="uniform", dtype=torch.float32, device="cuda", kl=False):
+        return Spec(device, dtype, numel, 1000, False, convention, False, False, kl, False,
+                    False, (), eps=0.1)  # fmt: skip
 
     monkeypatch.setattr(_dispatch, "_triton_missing", lambda: False)
     big = _dispatch.AUTO_TRITON_MIN_NUMEL_CUDA
     assert _dispatch.choose_auto(spec(big - 1)) == "torch"
     assert _dispatch.choose_auto(spec(big)) == "triton"
-    assert _dispatch.choose_auto(spec(1000, "others")) == "triton"  # PyTorch lacks it
+    assert _dispatch.choose_auto(spec(1000, "others")) == "torch"  # PyTorch's, another ε
+    assert _dispatch.choose_auto(spec(1000, "others", kl=True)) == "triton"  # PyTorch lacks it
     assert _dispatch.choose_auto(spec(1000, dtype=torch.bfloat16)) == "triton"
     assert _dispatch.choose_auto(spec(big, device="mps")) == "torch"  # no measurement there
-    assert _dispatch.choose_auto(spec(1000, "others", device="mps")) == "fused"
+    assert _dispatch.choose_auto(spec(1000, "others", device="mps", kl=True)) == "fused"
     monkeypatch.setattr(_dispatch, "_triton_missing", lambda: True)
     assert _dispatch.choose_auto(spec(big)) == "torch"
-    assert _dispatch.choose_auto(spec(1000, "others")) == "fused"
+    assert _dispatch.choose_auto(spec(1000, "others", kl=True)) == "fused"

@@ -1,11 +1,21 @@
-"""The implementation registry: one entry per ``impl=`` name, and the rules of ``"auto"``.
+"""The backend registry: every loss asks here which code runs a call.
 
-Each entry has its callable (imported only when used), ``unsupported(spec) -> reason | None``
-(why it cannot run a call described by a :class:`labelsmooth._validate.Spec`), and the
-keyword options it accepts. ``functional`` validates the arguments into a spec, asks
-:func:`resolve`, and calls the entry. An explicitly named impl that cannot run raises a
-``ValueError`` with its reason — never a quiet fallback; ``"auto"`` picks among the entries
-that can run, by the measured rules in :func:`choose_auto`.
+Two levels, one table each:
+
+* :data:`REGISTRY` — one entry per ``impl=`` name of :func:`labelsmooth.cross_entropy`:
+  ``unsupported(spec) -> reason | None`` (why it cannot run a call described by a
+  :class:`labelsmooth._validate.Spec`), the keyword options it accepts, and ``rows``: the row
+  backend it runs (the fused family) or None (whole-tensor impls: the reference and
+  PyTorch's kernel). ``"auto"`` picks among the entries that can run by the measured rules
+  in :func:`choose_auto`; an explicitly named impl that cannot run raises a ``ValueError``
+  with its reason — never a quiet fallback.
+* :data:`ROW_BACKENDS` — the kernels that compute rowmath's per-row statistics (and the
+  gradient in the same pass): ``"fused"`` (the C kernel on CPU, eager torch blocks
+  elsewhere) and ``"triton"``. The fused op of :mod:`labelsmooth.ops.library`, the chunked
+  linear head and the vocabulary-parallel losses all take their rows from here
+  (:func:`row_backend_for`), so a new kernel is one entry.
+
+Nothing here imports a backend: each is loaded on first use.
 """
 
 from __future__ import annotations
@@ -23,6 +33,9 @@ from labelsmooth._validate import Spec
 
 __all__ = [
     "Impl",
+    "RowBackend",
+    "ROW_BACKENDS",
+    "row_backend_for",
     "REGISTRY",
     "IMPLS",
     "GENERAL_IMPLS",
@@ -40,11 +53,41 @@ class Impl:
     """One implementation: how to get its function, what it refuses, which options it takes."""
 
     name: str
-    load: Callable[[], Callable[..., Any]]
     unsupported: Callable[[Spec], str | None]
     options: frozenset[str] = frozenset()
     #: supports every loss option (the tests run it over the whole grid)
     general: bool = False
+    #: the row backend (a key of ROW_BACKENDS) of a fused-family impl; None otherwise
+    rows: str | None = None
+
+
+@dataclass(frozen=True)
+class RowBackend:
+    """A kernel family computing per-row statistics: ``load()`` returns its module, which
+    has ``statistics(x, rows, grad) -> RowStats`` and ``gradient_into(x, rows, stats)``."""
+
+    name: str
+    module: str
+
+    def load(self) -> Any:
+        return importlib.import_module(self.module)
+
+
+ROW_BACKENDS: dict[str, RowBackend] = {
+    b.name: b
+    for b in (
+        RowBackend("fused", "labelsmooth.ops.fused"),
+        RowBackend("triton", "labelsmooth.ops.triton.launch"),
+    )
+}
+
+
+def row_backend_for(device: torch.device) -> RowBackend:
+    """The row backend for chunks of logits on ``device`` (the linear head, the parallel
+    losses): Triton on CUDA when triton is installed, the fused driver otherwise."""
+    if device.type == "cuda" and not _triton_missing():
+        return ROW_BACKENDS["triton"]
+    return ROW_BACKENDS["fused"]
 
 
 def _param_grad_reason(spec: Spec) -> str | None:
@@ -78,6 +121,8 @@ def _triton_missing() -> bool:
 
 
 def _triton_unsupported(spec: Spec) -> str | None:
+    if spec.device_type == "cuda" and not _triton_missing():
+        return _fused_unsupported(spec)
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if spec.device_type != "cuda" and not (interpreted and spec.device_type == "cpu"):
         return (
@@ -90,8 +135,11 @@ def _triton_unsupported(spec: Spec) -> str | None:
 
 
 def _torch_unsupported(spec: Spec) -> str | None:
-    if spec.convention != "uniform":
-        return f"PyTorch implements only convention='uniform', got {spec.convention!r}"
+    if spec.torch_smoothing is None:
+        return (
+            f"convention={spec.convention!r} with label_smoothing={spec.eps} needs PyTorch's "
+            "label_smoothing above 1"
+        )
     if spec.prior or spec.class_mask:
         return "PyTorch has no smoothing prior or class mask"
     if spec.kl:
@@ -105,54 +153,23 @@ def _torch_unsupported(spec: Spec) -> str | None:
     return None
 
 
-def _load_reference() -> Callable[..., Any]:
-    from labelsmooth.ops.reference import cross_entropy_reference
-
-    return cross_entropy_reference
-
-
-def _load_fused() -> Callable[..., Any]:
-    from labelsmooth.ops.fused import cross_entropy_fused
-
-    return cross_entropy_fused
-
-
-def _load_triton() -> Callable[..., Any]:
-    from labelsmooth.ops.triton.launch import cross_entropy_triton
-
-    return cross_entropy_triton
-
-
-def _load_torch() -> Callable[..., Any]:
-    from labelsmooth.ops.pytorch_kernel import cross_entropy_builtin
-
-    return cross_entropy_builtin
-
-
 REGISTRY: dict[str, Impl] = {
     impl.name: impl
     for impl in (
-        Impl(
-            "reference",
-            _load_reference,
-            _reference_unsupported,
-            frozenset({"return_nll"}),
-            general=True,
-        ),
+        Impl("reference", _reference_unsupported, frozenset({"return_nll"}), general=True),
         Impl(
             "fused",
-            _load_fused,
             _fused_unsupported,
-            frozenset({"inplace_backward", "uniform_prior", "return_nll"}),
+            frozenset({"inplace_backward", "return_nll"}),
             general=True,
+            rows="fused",
         ),
-        Impl("torch", _load_torch, _torch_unsupported, frozenset({"return_nll"})),
+        Impl("torch", _torch_unsupported, frozenset({"return_nll"})),
         Impl(
             "triton",
-            _load_triton,
             _triton_unsupported,
-            frozenset({"inplace_backward", "uniform_prior", "return_nll"}),
-            general=False,
+            frozenset({"inplace_backward", "return_nll"}),
+            rows="triton",
         ),
     )
 }
@@ -163,7 +180,7 @@ IMPLS = ("auto", *REGISTRY)
 GENERAL_IMPLS = tuple(name for name, impl in REGISTRY.items() if impl.general)
 
 
-def available_impls(device: torch.device | str = "cpu") -> list[str]:
+def available_impls() -> list[str]:
     """Implementations supporting every option (all of them run on any device)."""
     return list(GENERAL_IMPLS)
 
@@ -177,13 +194,19 @@ AUTO_TORCH_MAX_NUMEL = 1 << 19
 AUTO_TORCH_MAX_NUMEL_NATIVE = 1 << 16
 
 
-def _cpu_torch_limit(spec: Spec) -> int:
-    if spec.dtype == torch.float32:
-        from labelsmooth.ops.cpu.kernel import native_unavailable
+def _cpu_takes_torch(spec: Spec) -> bool:
+    """CPU: whether "auto" runs PyTorch's kernel (which covers the call) at this size. The C
+    kernel is consulted (built on first use) only between the two thresholds, where the
+    answer depends on it, so a call that runs PyTorch's kernel never builds it nor warns."""
+    if spec.numel < AUTO_TORCH_MAX_NUMEL_NATIVE:
+        return True
+    if spec.numel >= AUTO_TORCH_MAX_NUMEL:
+        return False
+    if spec.dtype != torch.float32:
+        return True
+    from labelsmooth.ops.cpu.kernel import native_unavailable
 
-        if native_unavailable(torch.device("cpu")) is None:
-            return AUTO_TORCH_MAX_NUMEL_NATIVE
-    return AUTO_TORCH_MAX_NUMEL
+    return native_unavailable(torch.device("cpu")) is not None
 
 
 #: On CUDA, from this many elements "auto" runs impl="triton" instead of PyTorch's kernel for
@@ -212,7 +235,7 @@ def choose_auto(spec: Spec) -> str:
     torch_ok = _torch_unsupported(spec) is None
     triton_ok = spec.device_type == "cuda" and _triton_unsupported(spec) is None
     if torch_ok:
-        if spec.device_type == "cpu" and spec.numel < _cpu_torch_limit(spec):
+        if spec.device_type == "cpu" and _cpu_takes_torch(spec):
             return "torch"
         if spec.device_type == "cuda" and not (
             triton_ok and spec.numel >= AUTO_TRITON_MIN_NUMEL_CUDA

@@ -1,8 +1,10 @@
-"""Argument and tensor checks: one place for every error message of the public API.
+"""Argument and tensor checks of the loss functions and their messages.
 
-Each check raises ``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message
-names the argument and the offending value, so a user never gets a wrong number, a crash deep
-inside an op or a device-side assert instead.
+The checks shared by every loss live here (the CLI, the parallel losses and the framework
+adapters add checks of their own arguments beside their code). Each check raises
+``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message names the
+argument and the offending value, so a user never gets a wrong number, a crash deep inside
+an op or a device-side assert instead.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ __all__ = [
     "check_prior",
     "check_values",
     "Spec",
-    "make_spec",
+    "loss_spec",
 ]
 
 CONVENTIONS = ("uniform", "others", "unnormalized")
@@ -58,7 +60,15 @@ def check_loss_options(
     check_choice("convention", convention, CONVENTIONS)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int, got ignore_index={ignore_index!r}")
+    if not _INT64_MIN <= ignore_index <= _INT64_MAX:
+        raise ValueError(
+            f"ignore_index must fit in int64 (class indices are int64), got "
+            f"ignore_index={ignore_index}"
+        )
     return eps
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def check_label_smoothing(label_smoothing: float) -> float:
@@ -276,7 +286,8 @@ def check_values(
 
 @dataclass(frozen=True)
 class Spec:
-    """What the implementation registry needs to know about one call (no tensors)."""
+    """One call of :func:`labelsmooth.cross_entropy`, validated: every non-tensor fact the
+    registry and the implementations need (no tensors)."""
 
     device_type: str
     dtype: torch.dtype
@@ -291,30 +302,66 @@ class Spec:
     inplace_backward: bool
     #: names of the per-class arguments ("weight", "prior") whose gradient is needed
     param_grads: tuple[str, ...]
+    eps: float = 0.0
+    ignore_index: int = -100
+    reduction: str = "mean"
+    #: a (C,) input with a () target
+    unbatched: bool = False
+    return_nll: bool = False
+
+    @property
+    def torch_smoothing(self) -> tuple[float, float] | None:
+        """(ε', factor) with which PyTorch's uniform smoothing gives this convention's loss
+        (uniform prior), or None (:func:`labelsmooth.ops.pytorch_kernel.torch_smoothing`)."""
+        from labelsmooth.ops.pytorch_kernel import torch_smoothing
+
+        return torch_smoothing(self.eps, self.convention, self.num_classes)
 
 
-def make_spec(
+def loss_spec(
     input: torch.Tensor,
-    *,
-    soft: bool,
-    convention: str,
+    target: torch.Tensor,
     weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    convention: str,
     prior: torch.Tensor | None,
     class_mask: torch.Tensor | None,
     kl: bool,
     inplace_backward: bool,
+    return_nll: bool,
 ) -> Spec:
+    """Every check of :func:`labelsmooth.cross_entropy` that needs no tensor data (types,
+    shapes, dtypes, devices, options), into a :class:`Spec`. The data checks are
+    :func:`check_values`."""
+    check_input(input)
+    eps = check_loss_options(label_smoothing, reduction, convention, ignore_index)
+    check_flags(kl=kl, inplace_backward=inplace_backward, return_nll=return_nll)
+    soft = check_target(input, target, ignore_index, soft_needs_distribution=kl)
+    if soft and convention != "uniform":
+        raise ValueError(
+            f"soft (probability) targets are defined only for convention='uniform', got "
+            f"convention={convention!r}; pass class indices to use {convention!r}"
+        )
+    for name, vec, kind in (("weight", weight, "float"), ("prior", prior, "float")):
+        if vec is not None:
+            check_class_vector(name, vec, input, kind=kind)
+    if class_mask is not None:
+        check_class_vector("class_mask", class_mask, input, kind="bool")
     grad_on = torch.is_grad_enabled()
     param_grads = tuple(
         name
         for name, t in (("weight", weight), ("prior", prior))
         if t is not None and grad_on and t.requires_grad
     )
+    unbatched = input.dim() == 1
+    num_classes = input.shape[0] if unbatched else input.shape[1]
     return Spec(
         device_type=input.device.type,
         dtype=input.dtype,
         numel=input.numel(),
-        num_classes=input.shape[0] if input.dim() == 1 else input.shape[1],
+        num_classes=num_classes,
         soft=soft,
         convention=convention,
         prior=prior is not None,
@@ -323,4 +370,9 @@ def make_spec(
         weight=weight is not None,
         inplace_backward=inplace_backward,
         param_grads=param_grads,
+        eps=eps,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        unbatched=unbatched,
+        return_nll=return_nll,
     )

@@ -5,14 +5,15 @@ The math lives in :mod:`labelsmooth.ops`; this file only checks arguments and ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, overload
 
 import torch
 
 from labelsmooth import _dispatch
 from labelsmooth import _validate as V
-from labelsmooth.ops.reference import smoothed_target, smoothing_prior
+from labelsmooth.ops import library as _library  # noqa: F401  (registers the torch.library ops)
+from labelsmooth.ops.pytorch_kernel import cross_entropy_builtin
+from labelsmooth.ops.reference import cross_entropy_reference, smoothed_target, smoothing_prior
 
 __all__ = ["cross_entropy", "smooth_labels", "chosen_impl", "linear_cross_entropy"]
 
@@ -139,33 +140,128 @@ def cross_entropy(
         >>> bool(kl < loss)
         True
     """
-    call = _prepare(
+    spec = V.loss_spec(
         input, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
-        class_mask, kl, impl, inplace_backward, validate_args,
+        class_mask, kl, inplace_backward, return_nll,
     )  # fmt: skip
-    input, target = call.input, call.target
-    entry = call.entry
-    # the normalized smoothing prior; PyTorch's kernel ("torch") has its own uniform one
-    u = (
-        smoothing_prior(input.shape[1], prior, class_mask, dtype=torch.float64, device=input.device)
-        if entry.name != "torch"
-        else input.new_empty(0)
-    )
-    if return_nll and "return_nll" not in entry.options:
-        raise ValueError(f"impl={entry.name!r} cannot run here: it has no return_nll option")
-    extra: dict[str, bool] = {"return_nll": True} if return_nll else {}
-    if "inplace_backward" in entry.options:
-        extra["inplace_backward"] = inplace_backward
-    if "uniform_prior" in entry.options:
-        extra["uniform_prior"] = prior is None and class_mask is None
-    fn = entry.load()
-    out = fn(input, target, weight, ignore_index, reduction, call.eps, u, convention, kl, **extra)
-    loss, nll = out if return_nll else (out, None)
-    if call.unbatched and reduction == "none":
+    entry = _resolve(impl, spec)
+    if spec.unbatched:  # (C,) with a () target, as torch allows
+        input, target = input.unsqueeze(0), target.unsqueeze(0)
+    if not spec.soft and target.dtype != torch.int64:
+        # class indices of any integer dtype, as int64 (a uint8 target compared with
+        # ignore_index=-100 would otherwise wrap it to 156)
+        target = target.long()
+    if entry.name == "torch":
+        loss, nll = _run_torch(spec, input, target, weight, prior, class_mask, validate_args)
+    else:
+        if validate_args:
+            target = _checked(spec, input, target, weight, prior, class_mask)
+        u = smoothing_prior(
+            spec.num_classes, prior, class_mask, dtype=torch.float64, device=input.device
+        )
+        if entry.rows is None:  # the reference
+            out = cross_entropy_reference(
+                input, target, weight, ignore_index, reduction, spec.eps, u, convention, kl,
+                return_nll=return_nll,
+            )  # fmt: skip
+            loss, nll = out if isinstance(out, tuple) else (out, None)
+        else:
+            loss, nll = _run_fused(spec, entry.rows, input, target, weight, u)
+    if spec.unbatched and reduction == "none":
         loss = loss.squeeze(0)
-    if nll is None:
+    if not return_nll:
         return loss
-    return loss, _reduce_nll(nll, target, ignore_index, reduction, call.unbatched, input.dtype)
+    assert nll is not None
+    return loss, _reduce_nll(nll, target, ignore_index, reduction, spec.unbatched, input.dtype)
+
+
+def _resolve(impl: str, spec: V.Spec) -> _dispatch.Impl:
+    if impl not in _dispatch.REGISTRY and impl != "auto":
+        V.check_choice("impl", impl, _dispatch.IMPLS)
+    entry = _dispatch.resolve(impl, spec)
+    if spec.return_nll and "return_nll" not in entry.options:  # pragma: no cover (all have it)
+        raise ValueError(f"impl={entry.name!r} cannot run here: it has no return_nll option")
+    return entry
+
+
+def _traced(t: torch.Tensor) -> bool:
+    """Whether a tracer (torch.compile, torch.export) or a torch.func transform sees this
+    call: then nothing may read tensor data on the host (no ``.item()``)."""
+    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _checked(
+    spec: V.Spec,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """``validate_args=True``: the data checks, with the same messages in eager and traced
+    calls. Eager: one pass and one synchronization here. Traced: the op
+    ``labelsmooth::checked_target`` runs them when the graph runs (and returns the target the
+    loss uses, so the check cannot be dropped)."""
+    if _traced(input) or _traced(target):
+        return torch.ops.labelsmooth.checked_target(
+            target, weight, prior, class_mask, spec.num_classes, spec.ignore_index, spec.soft,
+            spec.kl,
+        )  # fmt: skip
+    V.check_values(
+        input, target, spec.ignore_index, soft=spec.soft, kl=spec.kl, weight=weight,
+        prior=prior, class_mask=class_mask,
+    )  # fmt: skip
+    return target
+
+
+def _run_torch(
+    spec: V.Spec,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    validate_args: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``impl="torch"``. Eager with ``validate_args``: the targets' min and max in one
+    synchronization serve the range check and tell whether any row is ignored (the selects
+    that protect ignored rows are skipped when none is)."""
+    checked = None
+    if validate_args:
+        if spec.soft or _traced(input) or _traced(target):
+            target = _checked(spec, input, target, weight, prior, class_mask)
+        elif target.numel() == 0:
+            checked = (spec.ignore_index, spec.ignore_index)
+        else:
+            lo, hi = torch.stack(torch.aminmax(target)).tolist()  # the one synchronization
+            if lo < 0 or hi >= spec.num_classes or weight is not None:
+                V.check_values(
+                    input, target, spec.ignore_index, soft=False, kl=False, weight=weight,
+                    prior=None, class_mask=None,
+                )  # fmt: skip
+            checked = (lo, hi)
+    return cross_entropy_builtin(
+        input, target, weight, spec.ignore_index, spec.reduction, spec.eps, spec.convention,
+        checked=checked, return_nll=spec.return_nll,
+    )  # fmt: skip
+
+
+def _run_fused(
+    spec: V.Spec,
+    backend: str,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    u: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused family (``impl="fused"`` / ``"triton"``): one op, ``backend`` its rows."""
+    uniform_prior = not (spec.prior or spec.class_mask)
+    need_grad = input.requires_grad and torch.is_grad_enabled()
+    loss, nll, _, _ = torch.ops.labelsmooth.fused_cross_entropy(
+        input, target, weight, u, spec.ignore_index, spec.reduction, spec.eps, spec.convention,
+        spec.kl, uniform_prior, backend, need_grad, spec.inplace_backward,
+    )  # fmt: skip
+    return loss, nll.detach()
 
 
 def _reduce_nll(
@@ -188,64 +284,6 @@ def _reduce_nll(
     else:
         count = (target != ignore_index).sum().clamp_min(1)
     return (total / count).to(dtype)
-
-
-@dataclass(frozen=True)
-class _Call:
-    input: torch.Tensor
-    target: torch.Tensor
-    eps: float
-    unbatched: bool
-    entry: _dispatch.Impl
-
-
-def _prepare(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    convention: str,
-    prior: torch.Tensor | None,
-    class_mask: torch.Tensor | None,
-    kl: bool,
-    impl: str,
-    inplace_backward: bool,
-    validate_args: bool,
-) -> _Call:
-    """Validate the arguments once and resolve the implementation."""
-    V.check_input(input)
-    eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
-    V.check_choice("impl", impl, _dispatch.IMPLS)
-    V.check_flags(kl=kl, inplace_backward=inplace_backward)
-    soft = V.check_target(input, target, ignore_index, soft_needs_distribution=kl)
-    if soft and convention != "uniform":
-        raise ValueError(
-            f"soft (probability) targets are defined only for convention='uniform', got "
-            f"convention={convention!r}; pass class indices to use {convention!r}"
-        )
-    V.check_class_vector("weight", weight, input, kind="float")
-    V.check_class_vector("prior", prior, input, kind="float")
-    V.check_class_vector("class_mask", class_mask, input, kind="bool")
-    if validate_args:
-        V.check_values(
-            input, target, ignore_index, soft=soft, kl=kl, weight=weight, prior=prior,
-            class_mask=class_mask,
-        )  # fmt: skip
-    spec = V.make_spec(
-        input, soft=soft, convention=convention, weight=weight, prior=prior,
-        class_mask=class_mask, kl=kl, inplace_backward=inplace_backward,
-    )  # fmt: skip
-    entry = _dispatch.resolve(impl, spec)
-    if not soft and target.dtype != torch.int64:
-        # class indices of any integer dtype, as int64 (a uint8 target compared with
-        # ignore_index=-100 would otherwise wrap it to 156)
-        target = target.long()
-    unbatched = input.dim() == 1
-    if unbatched:  # (C,) with a () target, as torch allows
-        input, target = input.unsqueeze(0), target.unsqueeze(0)
-    return _Call(input, target, eps, unbatched, entry)
 
 
 def chosen_impl(
@@ -276,11 +314,16 @@ def chosen_impl(
         ...                         convention="others")
         'fused'
     """
-    call = _prepare(
+    spec = V.loss_spec(
         input, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
-        class_mask, kl, impl, inplace_backward, validate_args,
+        class_mask, kl, inplace_backward, False,
     )  # fmt: skip
-    return call.entry.name
+    if validate_args:
+        V.check_values(
+            input, target, ignore_index, soft=spec.soft, kl=kl, weight=weight, prior=prior,
+            class_mask=class_mask,
+        )  # fmt: skip
+    return _resolve(impl, spec).name
 
 
 def smooth_labels(

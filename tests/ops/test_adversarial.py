@@ -193,7 +193,7 @@ def test_explicit_impls_refuse_what_they_cannot_run():
         ("fused", dict(target=soft), "class-index targets only"),
         ("reference", dict(inplace_backward=True), "inplace_backward=True needs impl='fused'"),  # noqa: E501
         ("torch", dict(inplace_backward=True), "inplace_backward=True needs impl='fused'"),
-        ("torch", dict(convention="others"), "only convention='uniform'"),
+        ("torch", dict(prior=torch.ones(6)), "no smoothing prior"),
         ("torch", dict(kl=True), "no KL form"),
         ("torch", dict(class_mask=torch.ones(6, dtype=torch.bool)), "no smoothing prior"),
     ]

@@ -160,7 +160,8 @@ def test_non_contiguous_input():
 
 def test_auto_uses_fused_for_class_indices_and_reference_for_soft():
     x, y = torch.zeros(2, 3), torch.tensor([0, 1])
-    assert labelsmooth.chosen_impl(x, y, convention="others") == "fused"
+    assert labelsmooth.chosen_impl(x, y, convention="others", kl=True) == "fused"
+    assert labelsmooth.chosen_impl(x, y, prior=torch.ones(3)) == "fused"
     t = torch.full((2, 3), 1 / 3)
     assert labelsmooth.chosen_impl(x, t, kl=True) == "reference"
 

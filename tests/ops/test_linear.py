@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth
+from labelsmooth._dispatch import ROW_BACKENDS
 from labelsmooth.ops import linear as L
 from labelsmooth.ops.cpu import kernel as cpu_kernel
 
@@ -347,7 +348,7 @@ def test_triton_row_kernel(dtype, monkeypatch):
 
     if _triton_kernels.INTERPRETED == CUDA:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set")
-    monkeypatch.setattr(L, "_triton_rows", lambda device: True)
+    monkeypatch.setattr(L, "row_backend_for", lambda device: ROW_BACKENDS["triton"])
     dev = "cuda" if CUDA else "cpu"
     h, w, b, y = (t.to(dev) for t in _data(shape=(17,), dtype=torch.float64))
     prior = torch.rand(V, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
@@ -371,7 +372,7 @@ def cuda_rows(request, monkeypatch):
     if request.param == "triton":
         pytest.importorskip("triton")
     else:
-        monkeypatch.setattr(L, "_triton_rows", lambda device: False)
+        monkeypatch.setattr(L, "row_backend_for", lambda device: ROW_BACKENDS["fused"])
     return request.param
 
 

@@ -1,17 +1,12 @@
-"""Fused blockwise label-smoothed cross-entropy: the autograd Function and its block driver.
+"""The fused family's CPU and generic row driver: statistics and gradient of many rows.
 
 The forward pass walks over the logits in blocks of rows. For each row it computes the
 statistics of :mod:`labelsmooth.ops.rowmath` (max, sum of exponentials, target logit and
 smoothing sum, both relative to the max), and — unless asked for statistics only — the
 gradient ``g_p·p − g_a·a − g_y·onehot(y)``, written once into a buffer of the input's shape and
 dtype. The loss comes from the statistics (:func:`rowmath.loss_from_stats`); nothing of size
-(N, C) besides the gradient is allocated. Backward only scales the saved gradient.
-
-With ``inplace_backward=True`` the forward pass computes the statistics only, and backward
-computes the gradient from the (still intact) logits straight into their storage, then bumps
-their version counter: every use of the logits after the loss reads the logits, and a use
-whose backward would run after this one (it saved the logits earlier) raises instead of
-reading the gradient. Extra memory is O(N); the price is a second read of the logits.
+(N, C) besides the gradient is allocated. The op that calls it, its autograd formula and
+``inplace_backward`` live in :mod:`labelsmooth.ops.library`.
 
 Rows are done by the C kernel (:mod:`labelsmooth.ops.cpu.kernel`) for CPU float32, bfloat16
 and (through a float32 block buffer) float16 and N-D inputs, shared out to a pool of Python
@@ -21,54 +16,17 @@ unavailable or switched off) by a handful of eager torch ops per block in the ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 
-from labelsmooth.ops import rowmath
 from labelsmooth.ops.cpu import kernel as cpu_kernel
 from labelsmooth.ops.cpu import runtime as _cpu_runtime
 from labelsmooth.ops.reference import compute_dtype
-from labelsmooth.ops.rowmath import RowStats
+from labelsmooth.ops.rowmath import Rows, RowStats
 
-__all__ = [
-    "FusedOptions",
-    "Rows",
-    "begin_backward",
-    "cross_entropy_fused",
-    "row_statistics",
-    "BLOCK_BYTES",
-]
+__all__ = ["statistics", "row_statistics", "gradient_into", "BLOCK_BYTES"]
 
 #: Target size in bytes of one block of (compute-dtype) logits: fits in a core's L2 cache.
 BLOCK_BYTES = 1 << 21
-
-
-@dataclass(frozen=True)
-class FusedOptions:
-    """The non-tensor arguments of one fused call (validated by the caller)."""
-
-    ignore_index: int
-    reduction: str
-    eps: float
-    convention: str
-    kl: bool
-    inplace_backward: bool = False
-    uniform_prior: bool = False  # u_k = 1/C (no prior, no class mask): scalar coefficients
-
-
-@dataclass
-class Rows:
-    """Per-row inputs of the row kernels: targets (-1 for ignored rows) and, for a gradient,
-    its coefficients g_p, g_a, g_y (compute dtype); ``a`` (C,) or its constant value ``a0``."""
-
-    y: torch.Tensor
-    a: torch.Tensor
-    a0: float | None
-    g_p: torch.Tensor | None = None
-    g_a: torch.Tensor | None = None
-    g_y: torch.Tensor | None = None
 
 
 def _use_native(x: torch.Tensor) -> bool:
@@ -218,124 +176,12 @@ def _eager_block(
         gb.copy_(work)
 
 
-def begin_backward(ctx: Any, impl: str) -> tuple[torch.Tensor, ...]:
-    """The saved tensors of a fused-style Function's one and only backward.
-
-    Its gradient was computed without a graph (so no double backward) and is scaled or
-    written in place (so no second backward through the same loss): both raise, pointing to
-    ``impl='reference'``, which supports them.
-    """
-    if torch.is_grad_enabled():
-        raise RuntimeError(
-            f"impl={impl!r} does not support double backward (create_graph=True): its "
-            "gradient is computed without a graph; use impl='reference'"
-        )
-    if ctx.consumed:
-        raise RuntimeError(
-            f"impl={impl!r} cannot backward twice through the same loss (retain_graph=True): "
-            "the gradient is produced in place; use impl='reference'"
-        )
-    ctx.consumed = True
-    saved: tuple[torch.Tensor, ...] = ctx.saved_tensors
-    return saved
+#: The row-backend interface of labelsmooth._dispatch.ROW_BACKENDS.
+statistics = row_statistics
 
 
-class _FusedCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: Any,
-        input: torch.Tensor,
-        target: torch.Tensor,
-        weight: torch.Tensor | None,
-        u: torch.Tensor,
-        opt: FusedOptions,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        cdt = compute_dtype(input.dtype)
-        x = input if input.is_contiguous() else input.contiguous()
-        plan = rowmath.plan_rows(
-            target, weight, u, ignore_index=opt.ignore_index, eps=opt.eps,
-            convention=opt.convention, reduction=opt.reduction, uniform_prior=opt.uniform_prior,
-        )  # fmt: skip
-        rows = Rows(y=plan.y, a=plan.a.to(cdt), a0=plan.a0)
-        need_grad = ctx.needs_input_grad[0]
-        if need_grad:
-            g_p, g_y, g_a = plan.grad_coefficients()
-            rows.g_p, rows.g_a, rows.g_y = g_p.to(cdt), g_a.to(cdt), g_y.to(cdt)
-        grad = None
-        if need_grad and not opt.inplace_backward:
-            grad = _cpu_runtime.empty_like_gradient(x)
-        stats = row_statistics(x, rows, grad)
-        out, nll = rowmath.finish(
-            stats, plan, weight, u, kl=opt.kl, reduction=opt.reduction, shape=target.shape
-        )
-
-        ctx.reduction = opt.reduction
-        ctx.inplace = opt.inplace_backward
-        ctx.consumed = False
-        if need_grad:
-            if opt.inplace_backward:
-                ctx.rows = rows
-                ctx.save_for_backward(x)  # version-checked: a later in-place change raises
-            else:
-                ctx.save_for_backward(grad)
-        nll = nll.to(cdt)
-        ctx.mark_non_differentiable(nll)
-        return out.to(input.dtype), nll
-
-    @staticmethod
-    def backward(
-        ctx: Any, grad_output: torch.Tensor, _grad_nll: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor | None, ...]:
-        (saved,) = begin_backward(ctx, "fused")
-        per_row = ctx.reduction == "none"
-        if ctx.inplace:
-            # scale the O(N) coefficients, then one pass writes the gradient into the logits
-            rows: Rows = ctx.rows
-            assert rows.g_p is not None and rows.g_a is not None and rows.g_y is not None
-            go = grad_output.reshape(-1) if per_row else grad_output.reshape(())
-            go = go.to(rows.g_p.dtype)
-            rows.g_p, rows.g_a, rows.g_y = rows.g_p * go, rows.g_a * go, rows.g_y * go
-            row_statistics(saved, rows, saved)
-            torch.autograd.graph.increment_version(saved)
-            return saved, None, None, None, None
-        grad = saved
-        if per_row:  # (N, C, d...) * (N, 1, d...)
-            grad.mul_(grad_output.unsqueeze(1).to(grad.dtype))
-        elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
-            grad.mul_(grad_output.to(grad.dtype))
-        return grad, None, None, None, None
-
-
-def cross_entropy_fused(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    u: torch.Tensor,
-    convention: str,
-    kl: bool,
-    *,
-    inplace_backward: bool = False,
-    uniform_prior: bool = False,
-    return_nll: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Fused label-smoothed cross-entropy for class-index targets (arguments validated).
-
-    Same arguments and result as :func:`labelsmooth.ops.reference.cross_entropy_reference`
-    (soft targets are refused by the registry before this is called).
-
-    Args:
-        inplace_backward: backward writes the gradient into ``input``'s storage (the logits
-            are overwritten during backward; extra memory O(N)). A non-contiguous input is
-            first copied, and the copy is overwritten instead.
-        uniform_prior: the caller guarantees that ``u`` is uniform (no prior, no class
-            mask), which makes every row's coefficients the same scalars: less O(N) work.
-        return_nll: also return the per-row unsmoothed NLL (as the reference does).
-    """
-    opt = FusedOptions(
-        ignore_index, reduction, label_smoothing, convention, kl, inplace_backward, uniform_prior
-    )
-    out, nll = _FusedCrossEntropy.apply(input, target, weight, u, opt)
-    return (out, nll) if return_nll else out
+def gradient_into(x: torch.Tensor, rows: Rows, stats: RowStats | None) -> None:
+    """``inplace_backward``: the gradient (coefficients already scaled by the incoming
+    gradient) written into the logits ``x`` themselves. The statistics are recomputed from the
+    still intact row before it is overwritten (``stats`` is not needed)."""
+    row_statistics(x, rows, x)

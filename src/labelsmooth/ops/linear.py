@@ -38,7 +38,6 @@ in place; otherwise each chunk gathers its rows with ``index_select``.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -47,10 +46,10 @@ import torch
 import torch.nn.functional as F
 
 from labelsmooth import _validate as V
+from labelsmooth._dispatch import row_backend_for
 from labelsmooth.ops import rowmath
-from labelsmooth.ops.fused import Rows, row_statistics
 from labelsmooth.ops.reference import compute_dtype, cross_entropy_reference, smoothing_prior
-from labelsmooth.ops.rowmath import RowStats
+from labelsmooth.ops.rowmath import Rows, RowStats
 
 __all__ = [
     "LINEAR_IMPLS",
@@ -99,27 +98,12 @@ class LinearOptions:
 # The row kernel of a chunk
 
 
-def _triton_rows(device: torch.device) -> bool:
-    """CUDA chunks go to the Triton row kernel (:mod:`labelsmooth.ops.triton.launch`) when triton is
-    installed; everything else to :func:`labelsmooth.ops.fused.row_statistics` (the C kernel
-    on CPU, eager torch blocks elsewhere)."""
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
-
-
 def device_row_statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> RowStats:
     """Statistics of every row of the chunk ``x`` (k, V) and, if ``grad`` is given (may be
-    ``x``), the gradient g_p·p − g_a·a − g_y·onehot(y) written into it."""
-    if not _triton_rows(x.device):
-        return row_statistics(x, rows, grad)
-    from labelsmooth.ops.triton import launch as T
-
-    # a constant a_k is a kernel float argument (float32): float64 takes the vector
-    if rows.a0 is not None and x.dtype != torch.float64:
-        trows = T.Rows(y=rows.y, a=None, a0=rows.a0)
-    else:
-        trows = T.Rows(y=rows.y, a=rows.a, a0=1.0)
-    trows.g_p, trows.g_a, trows.g_y = rows.g_p, rows.g_a, rows.g_y
-    return T._forward(x, trows, grad)
+    ``x``), the gradient g_p·p − g_a·a − g_y·onehot(y) written into it, by the registry's row
+    backend for the chunk's device (:func:`labelsmooth._dispatch.row_backend_for`)."""
+    stats: RowStats = row_backend_for(x.device).load().statistics(x, rows, grad)
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,18 @@
-"""PyTorch's own ``F.cross_entropy`` for the calls it covers, with the all-ignored mean fixed.
+"""``impl="torch"``: PyTorch's own ``F.cross_entropy`` for every call it can run exactly.
 
-For small inputs the per-call Python overhead of the fused path (a few dozen small ops)
-outweighs what it saves, and the built-in is the fastest correct path, so ``impl="auto"``
-takes it there when the options are ones PyTorch implements (the registry's
-``_torch_unsupported`` in ``labelsmooth/_dispatch.py`` says which).
+For small inputs the per-call cost of any path is its Python and dispatch, and PyTorch's own
+kernel is the leanest correct path, so ``impl="auto"`` takes it there whenever it can run the
+options (the registry's ``_torch_unsupported`` in ``labelsmooth/_dispatch.py`` says which).
+
+With a uniform prior every convention is PyTorch's uniform one with another ε, up to a
+constant factor (:func:`torch_smoothing`)::
+
+    others:        q_y = 1-ε, q_k = ε/(C-1)    = uniform with ε' = ε·C/(C-1)
+    unnormalized:  q_y = 1-ε, q_k = ε/C        = Z · (uniform with ε' = ε/Z), Z = 1 - ε/C
+
+(check: uniform gives q_y = 1-ε'+ε'/C and q_k = ε'/C). Class weights enter both sides the
+same way (Σ_k w_k q_k (−log p_k), the mean divided by Σ_i w_{y_i}), so the identity holds with
+weights too; PyTorch needs ε' ≤ 1.
 """
 
 from __future__ import annotations
@@ -11,7 +20,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cross_entropy_builtin"]
+from labelsmooth.ops.reference import compute_dtype
+
+__all__ = ["cross_entropy_builtin", "torch_smoothing"]
+
+
+def torch_smoothing(eps: float, convention: str, num_classes: int) -> tuple[float, float] | None:
+    """(ε', factor) such that ``factor · F.cross_entropy(label_smoothing=ε')`` is the loss of
+    ``convention`` with label smoothing ε and a uniform prior over ``num_classes``, or None
+    when ε' would exceed 1 (PyTorch refuses it)."""
+    C = num_classes
+    if convention == "uniform":
+        return eps, 1.0
+    if convention == "others":
+        if C == 1:  # no other class: the target keeps the whole mass
+            return 0.0, 1.0
+        e = eps * C / (C - 1)
+        return (e, 1.0) if e <= 1.0 else None
+    if convention == "unnormalized":
+        z = 1.0 - eps / C
+        e = eps / z
+        return (e, z) if e <= 1.0 else None
+    return None
 
 
 def cross_entropy_builtin(
@@ -21,57 +51,74 @@ def cross_entropy_builtin(
     ignore_index: int,
     reduction: str,
     label_smoothing: float,
-    u: torch.Tensor,
     convention: str,
-    kl: bool,
     *,
+    checked: tuple[int, int] | None = None,
     return_nll: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """``F.cross_entropy``, except that a "mean" with every target ignored is 0, not NaN.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(loss, nll)`` by ``F.cross_entropy``, with this library's rules for ignored rows.
 
-    Arguments as :func:`labelsmooth.ops.reference.cross_entropy_reference` (``u`` uniform,
-    ``convention`` "uniform", ``kl`` False: the registry refuses anything else). The dtype
-    rules are the other impls': ``weight`` and soft targets of another float dtype are used
-    in the input's dtype (PyTorch would raise, or promote the result), and the loss has the
-    input's dtype.
+    Arguments validated, ``convention`` one that :func:`torch_smoothing` maps, uniform prior,
+    ``kl`` False. Differences from a bare ``F.cross_entropy``: an ignored row's gradient is 0
+    whatever its logits hold (PyTorch's is NaN for a NaN/inf row: its logits are selected
+    away), a "mean" with every target ignored is 0 with zero gradients (not NaN), and
+    ``weight`` and soft targets of another float dtype are used in the input's dtype.
+
+    Args:
+        checked: ``(min, max)`` of the class-index targets when the caller read them on the
+            host (eager ``validate_args=True``): then the selects above run only when a row
+            is ignored. None: they always run, as tensor ops (traced or asynchronous calls).
+        return_nll: also compute the per-row unsmoothed NLL (in the compute dtype), a
+            second, gradient-free pass; else ``nll`` is None.
     """
+    mapped = torch_smoothing(label_smoothing, convention, input.shape[1])
+    assert mapped is not None  # the registry refuses what torch_smoothing cannot map
+    eps, factor = mapped
     if weight is not None and weight.dtype != input.dtype:
         weight = weight.to(input.dtype)
-    if target.is_floating_point() and target.dtype != input.dtype:
+    soft = target.is_floating_point()
+    if soft and target.dtype != input.dtype:
         target = target.to(input.dtype)
-    if not target.is_floating_point():
-        # an ignored row's logits are replaced (a select) so that NaN/inf there cannot reach
-        # its gradient (PyTorch's own gradient of such a row is NaN); one cheap pass, and
-        # "auto" then gives the same answers below and above its size threshold
-        input = torch.where((target != ignore_index).unsqueeze(1), input, 0)
-    out = _builtin(input, target, weight, ignore_index, reduction, label_smoothing)
+    if soft:
+        masked, all_ignored = input, None
+    elif checked is not None:
+        lo, hi = checked
+        any_ignored = lo <= ignore_index <= hi
+        masked = _select_counted(input, target, ignore_index) if any_ignored else input
+        # every target ignored: min = max = ignore_index
+        all_ignored = lo == hi == ignore_index or target.numel() == 0
+    else:
+        masked = _select_counted(input, target, ignore_index)
+        all_ignored = None
+    if reduction == "mean" and all_ignored is True:
+        # 0, connected to the graph: zero gradients (an empty sum: input.sum() * 0 is NaN
+        # if a logit is infinite)
+        out = input.flatten()[:0].sum()
+    else:
+        out = F.cross_entropy(
+            masked, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=eps,
+        )  # fmt: skip
+        if reduction == "mean" and all_ignored is None and not soft:
+            # traced or unchecked: the same rule as a select (no host synchronization)
+            out = torch.where((target != ignore_index).any(), out, 0)
+    if factor != 1.0:
+        out = out * factor
+    out = out.to(input.dtype)
     if not return_nll:
-        return out
+        return out, None
     with torch.no_grad():  # a second pass: "torch" runs small inputs, where that is cheap
+        cdt = compute_dtype(input.dtype)
         nll = F.cross_entropy(
-            input.float(),
-            target.float() if target.is_floating_point() else target,
+            masked.to(cdt),
+            target.to(cdt) if soft else target,
             reduction="none",
             ignore_index=ignore_index,
         )
     return out, nll
 
 
-def _builtin(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-) -> torch.Tensor:
-    kw = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-    if reduction == "mean":
-        nothing = input.shape[0] == 0 or (
-            not target.is_floating_point() and bool((target == ignore_index).all())
-        )
-        if nothing:  # PyTorch: 0/0 = NaN. Here 0, connected to the graph: zero gradients.
-            # (an empty sum, not input.sum() * 0: that is NaN if a logit is infinite)
-            return input.flatten()[:0].sum().to(input.dtype)
-    out: torch.Tensor = F.cross_entropy(input, target, reduction=reduction, **kw)  # type: ignore[arg-type]
-    return out.to(input.dtype)
+def _select_counted(input: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """The logits with every ignored row replaced by zeros (a select: NaN/inf there cannot
+    reach the loss or its gradient)."""
+    return torch.where((target != ignore_index).unsqueeze(1), input, 0)

@@ -3,7 +3,9 @@
 :mod:`labelsmooth.ops.reference` is the specification (dense and independent of this file);
 everything here is the same math reduced to a few scalars per row, so that a kernel only
 computes per-row **statistics** of the logits and this module turns them into the loss and the
-gradient coefficients. A new convention touches ``reference.py`` and :func:`alpha_beta` only.
+gradient coefficients. A new convention touches ``reference.py`` (its dense target),
+:func:`alpha_beta` and :func:`alpha_beta_scalar` here, ``_validate.CONVENTIONS``, and, if
+PyTorch's kernel can run it by a change of ε, ``ops/pytorch_kernel.py``.
 
 Smoothed target
 ---------------
@@ -44,9 +46,9 @@ The KL form adds Σ_k w_k q_k log(q_k / Z) (Z = α + β = Σ_k q_k), a function 
 ``A·β log β + β·L - β·a_y·log(β u_y) + w_y·q_y log q_y - (α w_y + β A)·log Z``,
 with L = Σ_k a_k log u_k and q_y = α + β u_y; it does not change the gradient.
 
-Combining slices of a row (chunked vocabulary, tensor parallelism): statistics of slices r
-with maxima m_r combine as m = max m_r, s = Σ s_r e^{m_r - m}, d_y = Σ_r [y in r](d_y,r + m_r
-- m), S = Σ_r (S_r + A_r (m_r - m)) (:func:`combine`).
+Combining slices of a row (tensor parallelism): statistics of slices r with maxima m_r
+combine as m = max m_r, s = Σ s_r e^{m_r - m}, d_y = Σ_r [y in r](d_y,r + m_r - m),
+S = Σ_r (S_r + A_r (m_r - m)); :func:`rebase` gives each slice's summands, a collective sums them.
 """
 
 from __future__ import annotations
@@ -62,11 +64,12 @@ __all__ = [
     "alpha_beta",
     "coefficients",
     "mean_scale",
+    "mean_denominator_rule",
     "grad_coefficients",
     "loss_from_stats",
     "kl_constant",
-    "neutral_if_ignored",
-    "combine",
+    "alpha_beta_scalar",
+    "Rows",
     "rebase",
     "RowPlan",
     "plan_rows",
@@ -114,6 +117,22 @@ def alpha_beta(u_y: torch.Tensor, eps: float, convention: str) -> tuple[torch.Te
     raise ValueError(f"unknown convention {convention!r}")
 
 
+def alpha_beta_scalar(u_y: float, eps: float, convention: str) -> tuple[float, float]:
+    """:func:`alpha_beta` for one Python float ``u_y`` (no tensor, no device): what a
+    uniform prior without class weights gives every row."""
+    if convention == "uniform":
+        return 1 - eps, eps
+    if convention == "others":
+        rest = 1 - u_y
+        if rest <= 0:  # no other allowed class: the target keeps all the mass
+            return 1.0, 0.0
+        beta = eps / rest
+        return 1 - eps - beta * u_y, beta
+    if convention == "unnormalized":
+        return 1 - eps - eps * u_y, eps
+    raise ValueError(f"unknown convention {convention!r}")
+
+
 def coefficients(
     y: torch.Tensor,
     valid: torch.Tensor,
@@ -139,8 +158,8 @@ def coefficients(
     """
     C = u.shape[0]
     if weight is None and uniform_prior:
-        alpha, beta = alpha_beta(torch.tensor(1 / C, dtype=torch.float64), eps, convention)
-        return RowCoefficients(float(alpha), float(beta), 1.0, 1 / C, 1 / C, 1.0)
+        a_s, b_s = alpha_beta_scalar(1 / C, eps, convention)
+        return RowCoefficients(a_s, b_s, 1.0, 1 / C, 1 / C, 1.0)
     u = u.to(torch.float64)
     u_y = u[y]
     alpha, beta = alpha_beta(u_y, eps, convention)
@@ -160,14 +179,25 @@ def coefficients(
 def mean_scale(rc: RowCoefficients, valid: torch.Tensor) -> torch.Tensor:
     """1 / Σ_i w_{y_i} over the counted rows: the "mean" reduction's scale, as PyTorch's.
 
-    The one place of the rule "a mean over a batch whose targets are all ignored is 0, with
-    zero gradients" (PyTorch returns 0/0 = NaN): the scale is then 1 and every row is 0.
+    The one place (the reference restates it in its own `_reduce`) of two rules:
+
+    * a mean over a batch whose targets are all ignored is 0, with zero gradients (PyTorch
+      returns 0/0 = NaN): the scale is then 1 and every row is 0;
+    * counted rows whose target classes all have weight 0 (Σ_i w_{y_i} = 0) give NaN, loss and
+      gradient, as PyTorch does (0/0): the scale is NaN.
     """
     if isinstance(rc.w_y, torch.Tensor):
         denom = rc.w_y.sum()  # ignored rows have w_y = 0
     else:
         denom = valid.sum().to(torch.float64) * rc.w_y
-    return 1 / torch.where(valid.any(), denom, torch.ones_like(denom))
+    return 1 / mean_denominator_rule(denom, valid.any())
+
+
+def mean_denominator_rule(denom: torch.Tensor, any_counted: torch.Tensor) -> torch.Tensor:
+    """The "mean" denominator with the two rules of :func:`mean_scale` applied: 1 when no row
+    is counted, NaN when rows are counted but their target weights sum to 0."""
+    nan = torch.full_like(denom, float("nan"))
+    return torch.where(any_counted, torch.where(denom == 0, nan, denom), torch.ones_like(denom))
 
 
 def grad_coefficients(
@@ -223,39 +253,14 @@ def kl_constant(rc: RowCoefficients, weight: torch.Tensor | None, u: torch.Tenso
     )
 
 
-def neutral_if_ignored(stats: RowStats, valid: torch.Tensor) -> RowStats:
-    """Replace the statistics of ignored rows by the neutral m = 0, s = 1, d_y = 0, S = 0."""
-    m, s, d_y, S = stats
-    return RowStats(
-        torch.where(valid, m, 0),
-        torch.where(valid, s, 1),
-        torch.where(valid, d_y, 0),
-        torch.where(valid, S, 0),
-    )
-
-
-def combine(parts: list[RowStats], owner: list[torch.Tensor], A: list[Scalar]) -> RowStats:
-    """Statistics of a row from those of its slices (float64).
-
-    Args:
-        parts: statistics of each slice of the classes.
-        owner: per slice, (M,) bool: True where the row's target lies in that slice.
-        A: per slice, Σ a_k over its classes.
-    """
-    m = torch.stack([p.m.double() for p in parts]).amax(0)
-    s = sum(p.s.double() * torch.exp(p.m.double() - m) for p in parts)
-    d_y = sum(torch.where(o, p.d_y.double() + (p.m.double() - m), 0) for p, o in zip(parts, owner))
-    S = sum(p.S.double() + a_r * (p.m.double() - m) for p, a_r in zip(parts, A))
-    return RowStats(m, torch.as_tensor(s), torch.as_tensor(d_y), torch.as_tensor(S))
-
-
 def rebase(stats: RowStats, m: torch.Tensor, owner: torch.Tensor, A: Scalar) -> RowStats:
     """A slice's statistics relative to the whole row's max ``m`` (≥ the slice's own max):
-    the summands of :func:`combine`, for a caller that sums them itself (a collective).
+    the summands of the combination in the module docstring, for a caller that sums them
+    itself (a collective).
 
     With δ = m_r − m ≤ 0: s_r e^δ, d_y,r + δ where the slice holds the target (``owner``)
     and 0 elsewhere, S_r + A_r δ (``A`` = Σ a_k over the slice's classes). Summing the
-    results over the slices gives :func:`combine`'s statistics with max ``m``. Computed in
+    results over the slices gives the whole row's statistics with max ``m``. Computed in
     the statistics' dtype.
     """
     delta = stats.m - m
@@ -265,6 +270,28 @@ def rebase(stats: RowStats, m: torch.Tensor, owner: torch.Tensor, A: Scalar) -> 
         torch.where(owner, stats.d_y + delta, 0),
         stats.S + A * delta,
     )
+
+
+@dataclass
+class Rows:
+    """Per-row inputs of every row backend (C kernel, eager blocks, Triton): targets ``y``
+    (-1 for ignored rows), ``a`` (C,) = w·u in the compute dtype and ``a0`` its value when it
+    is the same for every class (None otherwise), and for a gradient its coefficients g_p,
+    g_a, g_y (compute dtype): the gradient of a row is g_p·p − g_a·a − g_y·onehot(y)."""
+
+    y: torch.Tensor
+    a: torch.Tensor
+    a0: float | None
+    g_p: torch.Tensor | None = None
+    g_a: torch.Tensor | None = None
+    g_y: torch.Tensor | None = None
+
+    def scaled(self, go: torch.Tensor) -> Rows:
+        """The same rows with the gradient coefficients multiplied by ``go`` (a scalar or one
+        value per row): the incoming gradient folded into the coefficients."""
+        assert self.g_p is not None and self.g_a is not None and self.g_y is not None
+        go = go.to(self.g_p.dtype)
+        return Rows(self.y, self.a, self.a0, self.g_p * go, self.g_a * go, self.g_y * go)
 
 
 @dataclass(frozen=True)
@@ -285,6 +312,15 @@ class RowPlan:
     def grad_coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(g_p, g_y, g_a) per row, the reduction's scale included."""
         return grad_coefficients(self.rc, self.valid, self.scale)
+
+    def rows(self, cdt: torch.dtype, need_grad: bool) -> Rows:
+        """The row backends' inputs in the compute dtype ``cdt`` (gradient coefficients only
+        if ``need_grad``)."""
+        rows = Rows(y=self.y, a=self.a.to(cdt), a0=self.a0)
+        if need_grad:
+            g_p, g_y, g_a = self.grad_coefficients()
+            rows.g_p, rows.g_a, rows.g_y = g_p.to(cdt), g_a.to(cdt), g_y.to(cdt)
+        return rows
 
 
 def plan_rows(

@@ -25,10 +25,9 @@ import torch.distributed as dist
 from labelsmooth import _validate as V
 from labelsmooth.ops import rowmath
 from labelsmooth.ops.cpu import runtime as _cpu_runtime
-from labelsmooth.ops.fused import Rows
 from labelsmooth.ops.linear import device_row_statistics
 from labelsmooth.ops.reference import compute_dtype
-from labelsmooth.ops.rowmath import RowStats
+from labelsmooth.ops.rowmath import Rows, RowStats
 from labelsmooth.parallel import _exchange as X
 
 __all__ = ["vocab_parallel_cross_entropy", "check_common", "check_full_vector", "neutral"]

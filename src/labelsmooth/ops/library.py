@@ -1,0 +1,284 @@
+"""The ``torch.library`` ops: how the fused kernels meet autograd, ``torch.compile`` and
+``torch.func``.
+
+Two ops, both opaque to the tracer (their bodies run eagerly, so they may synchronize, raise
+and call C or Triton kernels), each with a fake (meta) function that gives the shapes and
+dtypes of its outputs without data:
+
+* ``labelsmooth::checked_target(target, weight, prior, class_mask, num_classes, ...)``: the
+  data-dependent argument checks of ``validate_args=True`` (class-index range, finite weight
+  and prior, a mask that allows a class, soft-target rows for ``kl``) with the same messages
+  as in eager mode, returning a copy of ``target`` that the loss then uses (so the compiled
+  graph cannot drop the check as dead code). Eager calls run the checks directly, without
+  this op (:func:`labelsmooth.functional.cross_entropy`).
+* ``labelsmooth::fused_cross_entropy(input, target, weight, u, ..., backend)``: the fused
+  family (``impl="fused"`` and ``impl="triton"``; ``backend`` names the row backend of
+  :data:`labelsmooth._dispatch.ROW_BACKENDS`). Its forward computes every row's statistics
+  and, in the same pass, the gradient of the loss with respect to the logits, returned as an
+  output; the autograd formula, written once here for every backend, multiplies it by the
+  incoming gradient. With ``inplace_backward`` the forward computes statistics only and the
+  backward runs ``labelsmooth::fused_gradient_``, which declares that it writes the gradient
+  into the logits (``mutates_args``), so autograd bumps their version counter.
+
+``torch.vmap`` of ``fused_cross_entropy`` runs the op once per batch entry (a loop rule);
+``torch.func.grad``/``vjp`` use the autograd formula.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from labelsmooth import _validate as V
+from labelsmooth.ops import rowmath
+from labelsmooth.ops.reference import compute_dtype
+
+__all__ = ["checked_target", "fused_cross_entropy", "fused_gradient_"]
+
+
+# ---------------------------------------------------------------------------------------------
+# validate_args=True under tracing
+
+
+@torch.library.custom_op("labelsmooth::checked_target", mutates_args=())
+def checked_target(
+    target: Tensor,
+    weight: Tensor | None,
+    prior: Tensor | None,
+    class_mask: Tensor | None,
+    num_classes: int,
+    ignore_index: int,
+    soft: bool,
+    kl: bool,
+) -> Tensor:
+    """``target`` (a copy) after :func:`labelsmooth._validate.check_values` passed."""
+    if soft:
+        shape = tuple(target.shape)
+    elif target.dim():
+        shape = (target.shape[0], num_classes, *target.shape[1:])
+    else:
+        shape = (num_classes,)
+    stand_in = torch.empty((), device=target.device).expand(shape)  # the logits' shape only
+    V.check_values(
+        stand_in, target, ignore_index, soft=soft, kl=kl, weight=weight, prior=prior,
+        class_mask=class_mask,
+    )  # fmt: skip
+    return target.clone()
+
+
+@checked_target.register_fake
+def _checked_target_fake(target, *args):
+    return torch.empty_like(target)
+
+
+@checked_target.register_vmap
+def _checked_target_vmap(info, in_dims, target, *args):
+    # every check is elementwise or per row: a batched target is checked whole, its batch
+    # dimension merged into the rows; batched per-class vectors are checked whole too
+    if in_dims[0] is None:
+        return checked_target(target, *args), None
+    moved = target.movedim(in_dims[0], 0)
+    soft = args[5]
+    rows = moved.flatten(0, 1) if moved.dim() > (2 if soft else 1) else moved
+    return checked_target(rows, *args).reshape(moved.shape), 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused family
+
+
+def _plan(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    u: Tensor,
+    ignore_index: int,
+    reduction: str,
+    eps: float,
+    convention: str,
+    uniform_prior: bool,
+    need_grad: bool,
+) -> tuple[rowmath.RowPlan, rowmath.Rows]:
+    plan = rowmath.plan_rows(
+        target, weight, u, ignore_index=ignore_index, eps=eps, convention=convention,
+        reduction=reduction, uniform_prior=uniform_prior,
+    )  # fmt: skip
+    return plan, plan.rows(compute_dtype(input.dtype), need_grad)
+
+
+def _row_backend(name: str):
+    from labelsmooth._dispatch import ROW_BACKENDS
+
+    return ROW_BACKENDS[name].load()
+
+
+@torch.library.custom_op("labelsmooth::fused_cross_entropy", mutates_args=())
+def fused_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    u: Tensor,
+    ignore_index: int,
+    reduction: str,
+    eps: float,
+    convention: str,
+    kl: bool,
+    uniform_prior: bool,
+    backend: str,
+    need_grad: bool,
+    inplace: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(loss, per-row NLL, gradient, statistics) of the fused family.
+
+    ``loss`` is reduced (input's dtype), ``nll`` (target's shape, compute dtype) is
+    −log p_y per row, ``gradient`` is ∂loss/∂input (input's shape and dtype; empty unless
+    ``need_grad`` and not ``inplace``) and ``statistics`` (2, M) holds each row's max and
+    sum of exponentials for the in-place backward (empty unless ``need_grad`` and
+    ``inplace``). Arguments validated by the caller.
+    """
+    from labelsmooth.ops.cpu.runtime import empty_like_gradient
+
+    x = input if input.is_contiguous() else input.contiguous()
+    plan, rows = _plan(
+        x, target, weight, u, ignore_index, reduction, eps, convention, uniform_prior, need_grad
+    )
+    backend_fns = _row_backend(backend)
+    grad = empty_like_gradient(x) if need_grad and not inplace else None
+    stats = backend_fns.statistics(x, rows, grad)
+    out, nll = rowmath.finish(
+        stats, plan, weight, u, kl=kl, reduction=reduction, shape=target.shape
+    )
+    cdt = compute_dtype(input.dtype)
+    saved = torch.stack([stats.m, stats.s]) if need_grad and inplace else x.new_empty(0, dtype=cdt)
+    return (
+        out.to(input.dtype),
+        nll.to(cdt),
+        grad if grad is not None else x.new_empty(0),
+        saved,
+    )
+
+
+@fused_cross_entropy.register_fake
+def _fused_fake(input, target, weight, u, ignore_index, reduction, *args):
+    need_grad, inplace = args[-2:]
+    cdt = compute_dtype(input.dtype)
+    out = input.new_empty(target.shape if reduction == "none" else (), dtype=input.dtype)
+    nll = input.new_empty(target.shape, dtype=cdt)
+    if need_grad and not inplace:
+        grad = torch.empty_like(input, memory_format=torch.contiguous_format)
+    else:
+        grad = input.new_empty(0)
+    saved = input.new_empty((2, target.numel()) if need_grad and inplace else (0,), dtype=cdt)
+    return out, nll, grad, saved
+
+
+@torch.library.custom_op("labelsmooth::fused_gradient_", mutates_args=("input",))
+def fused_gradient_(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    u: Tensor,
+    stats: Tensor,
+    grad_output: Tensor,
+    ignore_index: int,
+    reduction: str,
+    eps: float,
+    convention: str,
+    uniform_prior: bool,
+    backend: str,
+) -> None:
+    """``inplace_backward``: ∂loss/∂input times ``grad_output``, written into ``input``."""
+    _, rows = _plan(
+        input, target, weight, u, ignore_index, reduction, eps, convention, uniform_prior, True
+    )
+    go = grad_output.reshape(-1) if reduction == "none" else grad_output.reshape(())
+    rows = rows.scaled(torch.where(rows.y >= 0, go, 0) if reduction == "none" else go)
+    m_s = rowmath.RowStats(stats[0], stats[1], stats[0], stats[0]) if stats.numel() else None
+    _row_backend(backend).gradient_into(input, rows, m_s)
+
+
+@fused_gradient_.register_fake
+def _fused_gradient_fake(*args):
+    return None
+
+
+_DOUBLE_BACKWARD = (
+    "impl={impl!r} does not support double backward (create_graph=True): its gradient is "
+    "computed without a graph; use impl='reference'"
+)
+_TWICE = (
+    "impl={impl!r} cannot backward twice through the same loss (retain_graph=True): the "
+    "gradient is produced in place; use impl='reference'"
+)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    (input, target, weight, u, ignore_index, reduction, eps, convention, kl, uniform_prior,
+     backend, need_grad, inplace) = inputs  # fmt: skip
+    _, nll, grad, stats = output
+    # only the loss is differentiable; no zero-filled (N, C) gradient is made for the others
+    ctx.mark_non_differentiable(nll, grad, stats)
+    ctx.set_materialize_grads(False)
+    ctx.impl = "triton" if backend == "triton" else "fused"
+    ctx.reduction = reduction
+    ctx.inplace = inplace
+    ctx.consumed = False
+    if inplace:
+        ctx.args = (ignore_index, reduction, eps, convention, uniform_prior, backend)
+        # the logits are saved version-checked: a later in-place change raises in backward
+        ctx.save_for_backward(input, target, weight, u, stats)
+    else:
+        ctx.save_for_backward(grad, target if reduction == "none" else None)
+        ctx.ignore_index = ignore_index
+
+
+def _backward(ctx, grad_loss, _grad_nll, _grad_grad, _grad_stats):
+    # One formula for every backend: the gradient was computed in the forward pass, so the
+    # chain rule is ∂L/∂x = grad_loss · grad (per row for reduction="none"). An ignored row's
+    # gradient is 0 and stays 0 whatever its incoming gradient holds (inf, NaN): selected,
+    # not multiplied.
+    eager = not torch.compiler.is_compiling()
+    if eager and torch.is_grad_enabled():
+        raise RuntimeError(_DOUBLE_BACKWARD.format(impl=ctx.impl))
+    if eager and ctx.consumed:
+        raise RuntimeError(_TWICE.format(impl=ctx.impl))
+    ctx.consumed = True
+    none = (None,) * 12
+    if ctx.inplace:
+        input, target, weight, u, stats = ctx.saved_tensors
+        fused_gradient_(input, target, weight, u, stats, grad_loss, *ctx.args)
+        return (input, *none)
+    grad, target = ctx.saved_tensors
+    if ctx.reduction == "none":
+        go = torch.where(target != ctx.ignore_index, grad_loss, 0).unsqueeze(1)
+    else:
+        go = grad_loss
+    if not eager:
+        return (grad * go.to(grad.dtype), *none)
+    # eager: scale the saved buffer in place (no second (N, C) buffer); a scalar 1 on the
+    # CPU (the usual loss.backward()) needs no pass at all
+    if go.dim() or go.device.type != "cpu" or float(go) != 1.0:
+        grad.mul_(go.to(grad.dtype))
+    return (grad, *none)
+
+
+fused_cross_entropy.register_autograd(_backward, setup_context=_setup_context)
+
+
+@fused_cross_entropy.register_vmap
+def _fused_vmap(info, in_dims, input, target, weight, u, *args):
+    # a loop over the batch: each entry is one call of the op (the reduction is per entry)
+    def pick(t: Tensor | None, d: int | None, b: int) -> Tensor | None:
+        return t if t is None or d is None else t.select(d, b)
+
+    outs = [
+        fused_cross_entropy(
+            pick(input, in_dims[0], b),
+            pick(target, in_dims[1], b),
+            pick(weight, in_dims[2], b),
+            pick(u, in_dims[3], b),
+            *args,
+        )  # fmt: skip
+        for b in range(info.batch_size)
+    ]
+    return tuple(torch.stack(list(o)) for o in zip(*outs)), (0, 0, 0, 0)
