@@ -12,6 +12,7 @@ dependency is missing is skipped; any other import error fails.
 
 from __future__ import annotations
 
+import ast
 import doctest
 import importlib
 import importlib.util
@@ -63,6 +64,7 @@ def _block_id(page: Path, lineno: int, code: str) -> str:
 
 
 _BLOCKS = [(page, n, code) for page in PAGES for n, code, runs in _blocks(page) if runs]
+_NOT_RUN_BLOCKS = [(page, n, code) for page in PAGES for n, code, runs in _blocks(page) if not runs]
 
 
 def _skip_without_optional(text: str) -> None:
@@ -85,6 +87,22 @@ def test_every_not_run_marker_sits_above_a_python_block():
             lineno = text.count("\n", 0, m.start()) + 1
             assert _NOT_RUN.match(m.group(0) + "\n"), f"{page.name}:{lineno}: no reason given"
             assert after.startswith("```python"), f"{page.name}:{lineno}: no ```python block below"
+
+
+@pytest.mark.parametrize(
+    "page, lineno, code",
+    _NOT_RUN_BLOCKS,
+    ids=[_block_id(p, n, code) for p, n, code in _NOT_RUN_BLOCKS],
+)
+def test_blocks_not_run_parse_and_import(page, lineno, code, monkeypatch, tmp_path):
+    """A block that is not run is still valid Python, and its imports exist."""
+    tree = ast.parse("\n" * (lineno - 1) + code, str(page))
+    imports = ast.Module(
+        body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], type_ignores=[]
+    )
+    _skip_without_optional(code)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(imports, str(page), "exec"), {"__name__": "__docs__"})
 
 
 def test_readme_fits_on_a_page():
