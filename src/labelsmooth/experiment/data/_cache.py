@@ -47,7 +47,9 @@ __all__ = [
     "install_bytes",
     "install_content",
     "install_file",
+    "make_cache_dir",
     "read_content",
+    "read_limited",
     "remove_entry",
     "write_atomic",
 ]
@@ -73,33 +75,63 @@ def data_root(data_dir: str | os.PathLike[str] | None) -> Path:
 # --------------------------------------------------------------------------- verification
 
 
-def read_content(path: Path, pin: PinnedFile, *, follow_symlinks: bool = False) -> bytes:
-    """The uncompressed content of ``path`` if it is the pinned file, else raise ``BadFile``.
+def read_limited(
+    path: Path, limit: int, *, gzipped: bool | None = None, follow_symlinks: bool = False
+) -> bytes:
+    """At most ``limit`` bytes of a file's (uncompressed) content, else raise ``BadFile``.
 
-    Gzip is recognised by its magic bytes; at most ``pin.size + 1`` bytes are decompressed.
-    Only a regular file is opened (a link too when ``follow_symlinks``: files the user names).
+    Args:
+        path: The file; only a regular file is opened (a link too when ``follow_symlinks``:
+            files the user names).
+        limit: Bytes to read at most (decompression is bounded by it).
+        gzipped: Decompress; ``None``: when the file starts with the gzip magic bytes.
+        follow_symlinks: Accept a symbolic link to a regular file.
+
+    Raises:
+        BadFile: ``"missing"``, ``"a FIFO (named pipe), not a regular file"``, … or
+            ``"unreadable (…)"``.
     """
     try:
         with open_regular(path, follow_symlinks=follow_symlinks) as f:
-            gz = f.read(2) == b"\x1f\x8b"
-            f.seek(0)
-            if gz:
-                with gzip.GzipFile(fileobj=f) as g:
-                    raw = g.read(pin.size + 1)
-            else:
-                raw = f.read(pin.size + 1)
+            if gzipped is None:
+                gzipped = f.read(2) == b"\x1f\x8b"
+                f.seek(0)
+            if not gzipped:
+                return f.read(limit)
+            with gzip.GzipFile(fileobj=f) as g:
+                return g.read(limit)
     except (FileNotFoundError, NotADirectoryError):
         raise BadFile("missing") from None
     except NotRegularFileError as e:
         raise BadFile(e.strerror) from None
     except (OSError, EOFError, zlib.error) as e:
         raise BadFile(f"unreadable ({type(e).__name__}: {e})") from e
+
+
+def read_content(path: Path, pin: PinnedFile, *, follow_symlinks: bool = False) -> bytes:
+    """The uncompressed content of ``path`` if it is the pinned file, else raise ``BadFile``.
+
+    Gzip is recognised by its magic bytes; at most ``pin.size + 1`` bytes are decompressed.
+    Only a regular file is opened (a link too when ``follow_symlinks``: files the user names).
+    """
+    raw = read_limited(path, pin.size + 1, follow_symlinks=follow_symlinks)
     if len(raw) != pin.size:
         raise BadFile(f"{'larger' if len(raw) > pin.size else 'smaller'} than the pinned content")
     got = hashlib.sha256(raw).hexdigest()
     if got != pin.sha256:
         raise BadFile(f"content SHA-256 {got} is not the pinned {pin.sha256}")
     return raw
+
+
+def make_cache_dir(dest: Path) -> None:
+    """Create a dataset's cache folder, or raise ``DataUnavailableError`` saying what to do."""
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataUnavailableError(
+            f"cannot create the dataset cache {dest} ({e}); choose another with --data-dir "
+            "or LABELSMOOTH_DATA_DIR"
+        ) from e
 
 
 def _mode(path: Path) -> int | None:

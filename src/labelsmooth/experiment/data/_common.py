@@ -93,6 +93,22 @@ def describe_kind(mode: int) -> str:
     return next((text for test, text in _KINDS if test(mode)), "not a regular file")
 
 
+def _not_regular(mode: int, path: str | os.PathLike[str]) -> NotRegularFileError:
+    return NotRegularFileError(
+        errno.EINVAL, f"{describe_kind(mode)}, not a regular file", os.fspath(path)
+    )
+
+
+def _checked(fd: int, path: str | os.PathLike[str]) -> int:
+    """``fd`` if it is a regular file (it may have been replaced since the ``stat``), else
+    close it and raise."""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(mode, path)
+    return fd
+
+
 def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = True) -> BinaryIO:
     """Open ``path`` for binary reading if (and only if) it is a regular file; never blocks.
 
@@ -112,9 +128,7 @@ def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = True) 
     """
     st = os.stat(path, follow_symlinks=follow_symlinks)
     if not stat.S_ISREG(st.st_mode):
-        raise NotRegularFileError(
-            errno.EINVAL, f"{describe_kind(st.st_mode)}, not a regular file", os.fspath(path)
-        )
+        raise _not_regular(st.st_mode, path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     if not follow_symlinks:
         flags |= getattr(os, "O_NOFOLLOW", 0)
@@ -126,13 +140,7 @@ def open_regular(path: str | os.PathLike[str], *, follow_symlinks: bool = True) 
                 errno.EINVAL, "a symbolic link, not a regular file", os.fspath(path)
             ) from None
         raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):  # replaced between the check and the open
-        os.close(fd)
-        raise NotRegularFileError(
-            errno.EINVAL, f"{describe_kind(mode)}, not a regular file", os.fspath(path)
-        )
-    return os.fdopen(fd, "rb")
+    return os.fdopen(_checked(fd, path), "rb")
 
 
 def create_regular(path: str | os.PathLike[str]) -> BinaryIO:
@@ -149,17 +157,9 @@ def create_regular(path: str | os.PathLike[str]) -> BinaryIO:
     except FileNotFoundError:
         st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise NotRegularFileError(
-            errno.EINVAL, f"{describe_kind(st.st_mode)}, not a regular file", os.fspath(path)
-        )
+        raise _not_regular(st.st_mode, path)
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags, 0o666)
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):  # replaced between the check and the open
-        os.close(fd)
-        raise NotRegularFileError(
-            errno.EINVAL, f"{describe_kind(mode)}, not a regular file", os.fspath(path)
-        )
+    fd = _checked(os.open(path, flags, 0o666), path)
     os.ftruncate(fd, 0)
     return os.fdopen(fd, "wb")
 

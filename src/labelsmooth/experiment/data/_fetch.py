@@ -21,6 +21,7 @@ from labelsmooth.experiment.data._cache import (
     cache_problems,
     cached_entry,
     data_root,
+    make_cache_dir,
     read_content,
     remove_entry,
 )
@@ -84,13 +85,7 @@ def fetch(
     problems = cache_problems(dest, pins)
     if not problems:
         return dest
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataUnavailableError(
-            f"cannot create the dataset cache {dest} ({e}); choose another with --data-dir "
-            "or LABELSMOOTH_DATA_DIR"
-        ) from e
+    make_cache_dir(dest)
     for file, problem in problems.items():
         if problem != "missing":
             say(log, f"{name}: cached {file} is {problem}; fetching it again")

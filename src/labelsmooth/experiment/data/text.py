@@ -38,7 +38,6 @@ import os
 import sys
 import tempfile
 import zipfile
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +47,19 @@ import numpy as np
 import torch
 
 from labelsmooth.experiment.data import _common
-from labelsmooth.experiment.data._cache import data_root, remove_entry, write_atomic
+from labelsmooth.experiment.data._cache import (
+    data_root,
+    make_cache_dir,
+    read_limited,
+    remove_entry,
+    write_atomic,
+)
 from labelsmooth.experiment.data._common import (
     SOURCE_ENV,
     BadFile,
     ChecksumError,
     DataUnavailableError,
     Log,
-    NotRegularFileError,
     Tried,
     open_regular,
     present,
@@ -156,15 +160,7 @@ def _corpus_bytes(plays: dict[str, str], pin: TextPin) -> bytes:
 
 def _read_corpus(path: Path, pin: TextPin) -> dict[str, str]:
     """The plays of a cached corpus if it is the pinned one, else raise ``BadFile``."""
-    try:
-        with open_regular(path, follow_symlinks=False) as f, gzip.GzipFile(fileobj=f) as g:
-            raw = g.read(pin.corpus_size + 1)
-    except (FileNotFoundError, NotADirectoryError):
-        raise BadFile("missing") from None
-    except NotRegularFileError as e:
-        raise BadFile(e.strerror) from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise BadFile(f"unreadable ({type(e).__name__}: {e})") from e
+    raw = read_limited(path, pin.corpus_size + 1, gzipped=True)
     got = hashlib.sha256(raw).hexdigest()
     if len(raw) != pin.corpus_size or got != pin.corpus_sha256:
         raise BadFile(f"content SHA-256 {got} is not the pinned {pin.corpus_sha256}")
@@ -240,13 +236,7 @@ def fetch_shakespeare(
         if str(e) != "missing":
             say(log, f"shakespeare: cached {CORPUS_FILE} is {e}; preparing it again")
             remove_entry(corpus)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataUnavailableError(
-            f"cannot create the dataset cache {dest} ({e}); choose another with --data-dir "
-            "or LABELSMOOTH_DATA_DIR"
-        ) from e
+    make_cache_dir(dest)
     tried: Tried = []
     src = user_source_dir(source_dir)
     if src is not None:  # the only source
