@@ -1,14 +1,27 @@
-"""A task other than image classification runs through the same loop, resume included."""
+"""A task other than image classification runs through the same loop, resume included; the
+registry refuses clashes, resolves a config's task options and applies a model's defaults."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 
+import pytest
 import torch
 from torch import nn
 
 import labelsmooth
+from labelsmooth.experiment.config import FieldRule
+from labelsmooth.experiment.tasks import (
+    TaskOption,
+    TaskSpec,
+    get_task,
+    register_task,
+    resolve,
+    task_names,
+    unregister_task,
+)
 from labelsmooth.experiment.train import Task, TrainConfig, train
 
 
@@ -76,3 +89,49 @@ def test_a_new_task_resumes_bit_exactly(tmp_path):
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k])
     assert full.metrics == resumed.metrics
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def _spec(name: str, flag: str = "--toy-size", key: str = "size") -> TaskSpec:
+    image = get_task("image")
+    option = TaskOption(key, flag, int, FieldRule("an integer >= 1", lambda v: v >= 1), 2, "n")
+    return dataclasses.replace(image, name=name, options=(option,))
+
+
+def test_a_name_or_a_flag_of_another_meaning_is_refused():
+    register_task(_spec("toy-a"))
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_task(_spec("toy-a"))
+        with pytest.raises(ValueError, match="--toy-size is task 'toy-a'"):
+            register_task(_spec("toy-b", key="width"))
+    finally:
+        unregister_task("toy-a")
+    assert "toy-a" not in task_names() and task_names()[:2] == ("image", "lm")
+
+
+def test_resolve_fills_and_checks_the_task_options():
+    register_task(_spec("toy-c"))
+    try:
+        config = TrainConfig(task="toy-c")
+        assert resolve(config).options == {"size": 2}
+        with pytest.raises(ValueError, match="size must be an integer >= 1, got size=0"):
+            resolve(dataclasses.replace(config, options={"size": 0}))
+        with pytest.raises(ValueError, match="options has 'depth'"):
+            resolve(dataclasses.replace(config, options={"depth": 8}))
+    finally:
+        unregister_task("toy-c")
+    with pytest.raises(ValueError, match="task must be one of image, lm, got task='toy-c'"):
+        resolve(TrainConfig(task="toy-c"))
+
+
+def test_another_model_brings_its_own_defaults():
+    image = get_task("image")
+    fitted, short = image.regimes["fitted"], image.regimes["short"]
+    assert image.configure(short, {"model": "mlp"}).width == 1200
+    assert image.configure(short, {"model": "mlp", "width": 16}).width == 16
+    resnet = image.configure(fitted, {"model": "resnet"})
+    assert (resnet.depth, resnet.width, resnet.epochs) == (14, 8, fitted.epochs)
+    assert image.configure(short, {"epochs": 1}).width == short.width  # same model: unchanged

@@ -335,3 +335,14 @@ def test_torchrun_language_model_equals_one_process(tmp_path: Path) -> None:
     wb = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_the_single_process_stand_in_has_the_data_parallel_hooks():
+    from labelsmooth.experiment.train.distributed import DataParallel, SingleProcess
+
+    hooks = {n for n in vars(DataParallel) if not n.startswith("_")} - {"from_env"}
+    assert hooks <= set(dir(SingleProcess)), hooks - set(dir(SingleProcess))
+    one = SingleProcess()
+    loss = torch.tensor(0.25)
+    assert one.reduce_step(loss, 4, False) == (loss, 1.0, 4, False)
+    assert one.shard(None, "batch") == "batch" and one.is_writer and one.any(True)
