@@ -35,7 +35,7 @@ def tiny_idx(tmp_path_factory, synthetic_idx) -> str:
     return f"idx:{synthetic_idx(tmp_path_factory.mktemp('idx'), 200, 60)}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
     """``tiny_config(dataset, **fields)``: a :class:`TrainConfig` of a one-second image run."""
 

@@ -18,19 +18,9 @@ IMAGE = get_task("image")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, synthetic_idx):
+def tiny(tmp_path_factory, synthetic_idx, tiny_config):
     d = synthetic_idx(tmp_path_factory.mktemp("idx"), 240, 100)
-    base = TrainConfig(
-        depth=8,
-        width=4,
-        epochs=2,
-        batch_size=32,
-        lr=0.1,
-        train_size=None,
-        val_size=40,
-        eval_batch_size=256,
-        num_threads=1,
-    )
+    base = tiny_config("fashion-mnist", epochs=2, val_size=40)
     return f"idx:{d}", base
 
 

@@ -25,22 +25,9 @@ from labelsmooth.experiment.train import (
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory, synthetic_idx):
+def config(tmp_path_factory, synthetic_idx, tiny_config):
     d = synthetic_idx(tmp_path_factory.mktemp("idx"), 320, 100)
-    return TrainConfig(
-        dataset=f"idx:{d}",
-        depth=8,
-        width=4,
-        epochs=3,
-        batch_size=32,
-        lr=0.1,
-        train_size=None,
-        val_size=40,
-        eval_batch_size=256,
-        num_threads=1,
-        label_smoothing=0.1,
-        convention="others",
-    )
+    return tiny_config(f"idx:{d}", epochs=3, val_size=40, label_smoothing=0.1, convention="others")
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
