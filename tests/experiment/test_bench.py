@@ -53,6 +53,24 @@ def test_quick_run_writes_a_new_folder_in_the_current_directory(tmp_path, monkey
     assert benchmark.default_out() != out.relative_to(tmp_path)
 
 
+def test_a_measured_run_uses_fresh_processes_and_reports_memory(tmp_path, monkeypatch, capsys):
+    """Without --quick each variant is timed and measured in its own processes."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--shapes", "64x101", "--dtypes", "float32", "--variants", "builtin",
+            "--repeats", "1", "--threads", "1", "--out", "out"]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert benchmark.QUICK_CAVEAT not in printed
+    data = json.loads((tmp_path / "out" / "cpu.json").read_text())
+    assert data["smoke_test"] is False
+    assert all(r["peak_above_inputs_bytes"] is not None for r in data["results"]), data
+    table = (tmp_path / "out" / "cpu.md").read_text()
+    assert table.startswith("# CPU benchmark: label-smoothed cross-entropy")
+    assert re.search(
+        r"\| 64×101 \| float32 \| builtin \| [\d.]+ ms \(1\.00×\) \| [\d.]+× logits \|", table
+    )
+
+
 def test_quick_grid_is_small_runs_in_process_and_skips_compilation(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     calls = []
