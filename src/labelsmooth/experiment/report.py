@@ -66,8 +66,8 @@ def setting_name(eps: float, convention: str) -> str:
 
 def prefix(dataset: str, regime: str) -> str:
     """Run and plot names start with this: the dataset's slug, plus the regime unless it is
-    ``"short"`` (the names of the first reproduction)."""
-    return slug(dataset) if regime == "short" else f"{slug(dataset)}-{regime}"
+    ``"short"`` (the names of the first reproduction) or ``"default"`` (a task's only one)."""
+    return slug(dataset) if regime in ("short", "default") else f"{slug(dataset)}-{regime}"
 
 
 # --------------------------------------------------------------------------- tables

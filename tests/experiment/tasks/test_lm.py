@@ -158,10 +158,7 @@ def test_compare_lm(corpus, tmp_path, monkeypatch):
     section = Section("shakespeare", (0.0, 0.1), seeds=(0,), task="lm")
     out = run_compare([section], c, tmp_path / "cmp", plots=False, log=None)
     names = sorted(r["name"] for r in out["records"])
-    assert names == [
-        "shakespeare-default-baseline-seed0",
-        "shakespeare-default-ls0.1-uniform-seed0",
-    ]
+    assert names == ["shakespeare-baseline-seed0", "shakespeare-ls0.1-uniform-seed0"]
     table = (tmp_path / "cmp" / "results.md").read_text()
     assert "test perplexity" in table and "LS ε=0.1 (uniform)" in table
     assert "Transformer 1 layers × 16 wide" in table
