@@ -268,49 +268,71 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if progress is None else progress
     failures: list[tuple[str, str]] = []
-    f, part = _claim_partial(dest)
-    with f:
-        for url in urls:
-            reason = ""
-            resumed_stale = os.fstat(f.fileno()).st_size > 0
-            for i in range(max(1, attempts)):
-                if i:
-                    time.sleep(min(RETRY_DELAY * 2 ** (i - 1), 10.0))
-                try:
-                    _attempt(url, f, size, timeout, lambda n: _Progress(dest.name, size, n, show))
-                except _Transient as e:
-                    reason = str(e)
-                    if log is not None:
-                        log(f"{dest.name}: {url}: {reason}; retrying")
-                    continue
-                except _MirrorFailed as e:
-                    reason = str(e)
-                    f.truncate(0)
-                    break
-                got = _sha256_open(f)
-                if got == sha256:
-                    os.replace(part, dest)  # still holding the lock: nobody writes into it
+    f, part, resumable = _claim_partial(dest)
+    with f:  # the lock is held until the partial file is renamed or given up
+        try:
+            for url in urls:
+                reason = _try_url(url, f, part, dest, sha256, size, attempts, timeout, show, log)
+                if reason is None:
                     return url
-                f.truncate(0)
-                reason = f"SHA-256 {got} does not match the pinned {sha256}"
-                if resumed_stale:  # the old partial file may have come from elsewhere: once more
-                    resumed_stale = False
-                    continue
-                break
-            else:
-                reason = f"gave up after {max(1, attempts)} attempts ({reason})"
-            failures.append((url, reason))
-            if on_failure is not None:
-                on_failure(url, reason)
-            if log is not None:
-                log(f"{dest.name}: {url}: {reason}")
-        if os.fstat(f.fileno()).st_size == 0 or not part.name.endswith(dest.name + ".part"):
-            part.unlink(missing_ok=True)  # nothing to resume (or a one-off name): tidy up
+                failures.append((url, reason))
+                if on_failure is not None:
+                    on_failure(url, reason)
+                if log is not None:
+                    log(f"{dest.name}: {url}: {reason}")
+        except BaseException:
+            if not resumable:  # a one-off name is never left behind
+                part.unlink(missing_ok=True)
+            raise
+        if not resumable or os.fstat(f.fileno()).st_size == 0:
+            part.unlink(missing_ok=True)  # a one-off name, or nothing to resume: tidy up
     raise DownloadError(dest.name, failures)
 
 
-def _claim_partial(dest: Path) -> tuple[BinaryIO, Path]:
-    """The partial file of ``dest``, opened read-write and locked by this process.
+def _try_url(
+    url: str,
+    f: BinaryIO,
+    part: Path,
+    dest: Path,
+    sha256: str,
+    size: int,
+    attempts: int,
+    timeout: float,
+    show: bool,
+    log: Callable[[str], None] | None,
+) -> str | None:
+    """Up to ``attempts`` transfers from one URL into the open partial file ``f`` (at
+    ``part``); on success it is renamed to ``dest`` and ``None`` returned, else the reason."""
+    reason = ""
+    resumed_stale = os.fstat(f.fileno()).st_size > 0
+    for i in range(max(1, attempts)):
+        if i:
+            time.sleep(min(RETRY_DELAY * 2 ** (i - 1), 10.0))
+        try:
+            _attempt(url, f, size, timeout, lambda n: _Progress(dest.name, size, n, show))
+        except _Transient as e:
+            reason = str(e)
+            if log is not None:
+                log(f"{dest.name}: {url}: {reason}; retrying")
+            continue
+        except _MirrorFailed as e:
+            f.truncate(0)
+            return str(e)
+        got = _sha256_open(f)
+        if got == sha256:
+            os.replace(part, dest)  # still holding the lock: nobody writes into it
+            return None
+        f.truncate(0)
+        reason = f"SHA-256 {got} does not match the pinned {sha256}"
+        if not resumed_stale:
+            return reason
+        resumed_stale = False  # the old partial file may have come from elsewhere: once more
+    return f"gave up after {max(1, attempts)} attempts ({reason})"
+
+
+def _claim_partial(dest: Path) -> tuple[BinaryIO, Path, bool]:
+    """The partial file of ``dest``, opened read-write (and locked by this process), its path,
+    and whether it is the resumable ``<dest>.part``.
 
     ``<dest>.part`` is used (and an earlier run's leftover resumed) when it is a regular file
     that this process can lock (``flock``). When another process holds it (the same file
@@ -335,9 +357,9 @@ def _claim_partial(dest: Path) -> tuple[BinaryIO, Path]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if stat.S_ISREG(st.st_mode) and os.lstat(part).st_ino == st.st_ino:
-                    return os.fdopen(fd, "r+b"), part
+                    return os.fdopen(fd, "r+b"), part, True
             except OSError:  # locked by another process, or renamed away meanwhile
                 pass
             os.close(fd)
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    return os.fdopen(fd, "r+b"), Path(name)
+    return os.fdopen(fd, "r+b"), Path(name), False
