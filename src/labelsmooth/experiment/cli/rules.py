@@ -165,13 +165,10 @@ def add_task_and_regime(p: argparse.ArgumentParser) -> None:
         "--regime",
         default=None,
         choices=regimes,
-        help="the preset of per-run settings; --task image: fitted (an MLP 1200-1200 trained "
-        "20 epochs without weight decay or augmentation, fitting its 10k training images: an "
-        "overconfident baseline) or short (ResNet-14 (w8), 5 epochs: an already calibrated "
-        "baseline); --task lm: default; the per-run options below replace the regime's "
-        "settings (default: the task's first: "
-        + ", ".join(f"{t.name} {t.default_regime}" for t in tasks)
-        + ")",
+        help="the preset of per-run settings; "
+        + "; ".join(f"--task {t.name}: {t.regimes_help or ', '.join(t.regimes)}" for t in tasks)
+        + "; the per-run options below replace the regime's settings (default: the task's "
+        "first: " + ", ".join(f"{t.name} {t.default_regime}" for t in tasks) + ")",
     )
 
 
@@ -252,9 +249,9 @@ def check_run_options(
     for opt in _all_options():
         if getattr(args, opt.field, None) is not None:
             _check_applies(parser, spec, args, opt, regimes)
-    if args.hflip is not None and spec.name != "image":
-        parser.error(f"argument --hflip/--no-hflip: an image-task option; drop it with --task "
-                     f"{spec.name}")  # fmt: skip
+    if args.hflip is not None and "hflip" not in spec.data_fields:
+        parser.error(f"argument --hflip/--no-hflip: an image-task option; --task {spec.name} "
+                     "does not read it")  # fmt: skip
     for regime in regimes:
         try:
             resolve(run_config(args, regime))

@@ -214,6 +214,7 @@ class TaskSpec:
             them share one load).
         write_plots: ``write_plots(sections, records, plot_dir, classes)`` or None.
         display_name: ``display_name(dataset)``: the dataset's name in table headers.
+        regimes_help: What its regimes are, for ``--regime``'s help (default: their names).
     """
 
     name: str
@@ -235,6 +236,7 @@ class TaskSpec:
     data_fields: tuple[str, ...] = ("data_dir", "train_size", "val_size", "data_seed")
     write_plots: Callable[..., None] | None = None
     display_name: Callable[[str], str] = str
+    regimes_help: str = ""
 
     def __post_init__(self) -> None:
         if not self.models or not self.regimes:
