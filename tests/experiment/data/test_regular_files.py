@@ -189,3 +189,15 @@ def test_npz_through_a_link_still_loads(tmp_path):
     write_npz(tmp_path / "d.npz", _arrays())
     os.symlink(tmp_path / "d.npz", tmp_path / "link.npz")
     assert len(load_dataset(f"npz:{tmp_path / 'link.npz'}", log=None).train) == 6
+
+
+def test_writers_refuse_a_fifo_or_directory_instead_of_blocking(tmp_path):
+    fifo = _fifo(tmp_path / "out.npz")
+    with pytest.raises(ValueError, match="FIFO"):
+        write_npz(fifo, _arrays())
+    (tmp_path / "d").mkdir()
+    _fifo(tmp_path / "d" / "train-images-idx3-ubyte.gz")
+    with pytest.raises(ValueError, match="FIFO"):
+        write_idx_dir(tmp_path / "d", _arrays())
+    with pytest.raises(ValueError, match="a directory"):
+        write_npz(tmp_path / "d", _arrays())
