@@ -29,6 +29,32 @@ def _check_number(name: str, value: object, low: float, high: float, *, open_low
     return v
 
 
+def _check_tensors(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor
+) -> None:
+    """Types, dtypes and shapes of the three tensors (errors name the argument)."""
+    for name, t in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got dtype {t.dtype}")
+    if student_logits.dim() != 2:
+        raise ValueError(
+            f"student_logits must be 2-D (N, C), got shape {tuple(student_logits.shape)}"
+        )
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(
+            f"teacher_logits must have the student's shape {tuple(student_logits.shape)}, got "
+            f"shape {tuple(teacher_logits.shape)}"
+        )
+    if not isinstance(target, torch.Tensor) or target.is_floating_point():
+        raise TypeError("target must be an integer tensor of class indices (N,)")
+    if target.shape != student_logits.shape[:1]:
+        raise ValueError(
+            f"target must have shape ({student_logits.shape[0]},), got {tuple(target.shape)}"
+        )
+
+
 def distillation_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -99,26 +125,7 @@ def distillation_loss(
         >>> abs(float(same)) < 1e-6  # a student equal to its teacher: KL = 0
         True
     """
-    for name, t in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be floating point, got dtype {t.dtype}")
-    if student_logits.dim() != 2:
-        raise ValueError(
-            f"student_logits must be 2-D (N, C), got shape {tuple(student_logits.shape)}"
-        )
-    if teacher_logits.shape != student_logits.shape:
-        raise ValueError(
-            f"teacher_logits must have the student's shape {tuple(student_logits.shape)}, got "
-            f"shape {tuple(teacher_logits.shape)}"
-        )
-    if not isinstance(target, torch.Tensor) or target.is_floating_point():
-        raise TypeError("target must be an integer tensor of class indices (N,)")
-    if target.shape != student_logits.shape[:1]:
-        raise ValueError(
-            f"target must have shape ({student_logits.shape[0]},), got {tuple(target.shape)}"
-        )
+    _check_tensors(student_logits, teacher_logits, target)
     temperature = _check_number("temperature", temperature, 0.0, 1000.0, open_low=True)
     alpha = _check_number("alpha", alpha, 0.0, 1.0, open_low=False)
     check_choice("reduction", reduction, REDUCTIONS)

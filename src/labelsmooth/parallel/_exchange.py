@@ -83,6 +83,63 @@ def _vector_hash(v: torch.Tensor | None) -> float:
     return float((x * torch.cos(k)).sum() + x.sum())
 
 
+def _fingerprint(
+    opt: Options, prior: torch.Tensor | None, class_mask: torch.Tensor | None, rows: int
+) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    """The call's options as numbers, and their names (:func:`exchange` appends the
+    statistics' dtype and, validating, the targets' hashes)."""
+    names = (
+        "label_smoothing", "convention", "reduction", "kl", "ignore_index", "validate_args",
+        "prior", "class_mask", "number of rows",
+    )  # fmt: skip
+    values = (
+        opt.eps,
+        float(V.CONVENTIONS.index(opt.convention)),
+        float(V.REDUCTIONS.index(opt.reduction)),
+        float(opt.kl),
+        float(opt.ignore_index),
+        float(opt.validate),
+        _vector_hash(prior),
+        _vector_hash(class_mask),
+        float(rows),
+    )
+    return values, names
+
+
+def _slice_of(
+    vocab_range: object, rank: int, width: int
+) -> tuple[tuple[int, int] | None, str | None]:
+    """This rank's [start, stop), or None and the problem (recorded, raised after the header)."""
+    if vocab_range is None:
+        vrange = (rank * width, (rank + 1) * width)
+    elif (
+        not isinstance(vocab_range, (tuple, list))
+        or len(vocab_range) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab_range)
+    ):
+        return None, (
+            f"vocab_range must be a pair of ints (start, stop), got vocab_range={vocab_range!r}"
+        )
+    else:
+        start, stop = int(vocab_range[0]), int(vocab_range[1])
+        if not 0 <= start < stop:
+            return None, (
+                f"vocab_range must satisfy 0 <= start < stop, got vocab_range={vocab_range!r}"
+            )
+        if stop - start != width:
+            return None, (
+                f"vocab_range={vocab_range!r} holds {stop - start} classes but this rank's "
+                f"logits have V_local={width} (the last dimension)"
+            )
+        vrange = (start, stop)
+    if vrange[1] > MAX_VOCAB:
+        return None, (
+            f"vocabularies above 2**24 = {MAX_VOCAB} classes are not supported, "
+            f"got vocab_range stop={vrange[1]}"
+        )
+    return vrange, None
+
+
 def setup(
     *,
     width: int,
@@ -106,36 +163,7 @@ def setup(
     world = dist.get_world_size(group)
     if rank < 0:
         raise ValueError(f"this process is not a member of group={group!r}")
-    problem: str | None = None
-    vrange: tuple[int, int] | None = None
-    if vocab_range is None:
-        vrange = (rank * width, (rank + 1) * width)
-    elif (
-        not isinstance(vocab_range, (tuple, list))
-        or len(vocab_range) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab_range)
-    ):
-        problem = (
-            f"vocab_range must be a pair of ints (start, stop), got vocab_range={vocab_range!r}"
-        )
-    else:
-        start, stop = int(vocab_range[0]), int(vocab_range[1])
-        if not 0 <= start < stop:
-            problem = f"vocab_range must satisfy 0 <= start < stop, got vocab_range={vocab_range!r}"
-        elif stop - start != width:
-            problem = (
-                f"vocab_range={vocab_range!r} holds {stop - start} classes but this rank's "
-                f"logits have V_local={width} (the last dimension)"
-            )
-        else:
-            vrange = (start, stop)
-    if vrange is not None and vrange[1] > MAX_VOCAB:
-        problem = (
-            f"vocabularies above 2**24 = {MAX_VOCAB} classes are not supported, "
-            f"got vocab_range stop={vrange[1]}"
-        )
-        vrange = None
-
+    vrange, problem = _slice_of(vocab_range, rank, width)
     u_full = None
     full = prior if prior is not None else class_mask
     if full is not None:
@@ -161,28 +189,7 @@ def setup(
             )
         u_full = smoothing_prior(Vp, prior, class_mask, dtype=torch.float64, device=device)
 
-    names = (
-        "label_smoothing",
-        "convention",
-        "reduction",
-        "kl",
-        "ignore_index",
-        "validate_args",
-        "prior",
-        "class_mask",
-        "number of rows",
-    )  # fmt: skip  (exchange appends the statistics' dtype and, validating, the targets)
-    fingerprint = (
-        opt.eps,
-        float(V.CONVENTIONS.index(opt.convention)),
-        float(V.REDUCTIONS.index(opt.reduction)),
-        float(opt.kl),
-        float(opt.ignore_index),
-        float(opt.validate),
-        _vector_hash(prior),
-        _vector_hash(class_mask),
-        float(rows),
-    )
+    fingerprint, names = _fingerprint(opt, prior, class_mask, rows)
     return Setup(group, rank, world, vrange, problem, u_full, fingerprint, names)
 
 

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from labelsmooth.ops import linear as L
 from labelsmooth.ops import rowmath
 from labelsmooth.ops.reference import compute_dtype
-from labelsmooth.ops.rowmath import RowCoefficients
+from labelsmooth.ops.rowmath import RowCoefficients, RowStats
 from labelsmooth.parallel import _exchange as X
 from labelsmooth.parallel._cross_entropy import check_common, local_a, neutral
 
@@ -54,6 +54,40 @@ def _pick(v: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     return v if idx is None else v.index_select(0, idx)
 
 
+def _local_pass(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    st: X.Setup,
+    opt: X.Options,
+    lopt: L.LinearOptions,
+) -> tuple[RowStats, torch.Tensor | float, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Pass 1 over this slice: (local statistics (N,), A_r, the counted rows' indices (None:
+    all), owner, y_loc), the statistics neutral on ignored rows."""
+    cdt, dev, N, width = (
+        compute_dtype(weight.dtype),
+        weight.device,
+        hidden.shape[0],
+        weight.shape[0],
+    )
+    assert st.vrange is not None
+    valid, owner, y_loc = X.local_targets(target, st.vrange, opt.ignore_index)
+    idx: torch.Tensor | None = valid.nonzero().squeeze(1)  # host synchronization (free on CPU)
+    if idx is not None and idx.numel() == N:
+        idx = None
+    a, a0, A_r = local_a(st, width, cdt, dev)
+    tok = _tokens(idx, _pick(y_loc, idx), a, a0)
+    res = L.chunk_pass(hidden, weight, bias, tok, None, (False,) * 3, lopt)
+    local = neutral(N, cdt, dev)
+    for whole, part in zip(local, res.stats):
+        if idx is None:
+            whole.copy_(part)
+        else:
+            whole.index_copy_(0, idx, part)
+    return local, A_r, idx, owner, y_loc
+
+
 class _VocabParallelLinear(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -70,28 +104,14 @@ class _VocabParallelLinear(torch.autograd.Function):
         # hidden (N, H), weight (V_local, H), bias (V_local,) or None, target (N,) int64
         cdt = compute_dtype(weight.dtype)
         dev = weight.device
-        N, width = hidden.shape[0], weight.shape[0]
+        N = hidden.shape[0]
         need = (
             ctx.needs_input_grad[0],
             ctx.needs_input_grad[1],
             bias is not None and ctx.needs_input_grad[2],
         )
-        idx: torch.Tensor | None = None
         if st.problem is None:
-            assert st.vrange is not None
-            valid, owner, y_loc = X.local_targets(target, st.vrange, opt.ignore_index)
-            idx = valid.nonzero().squeeze(1)  # host synchronization (free on CPU)
-            if idx.numel() == N:
-                idx = None
-            a, a0, A_r = local_a(st, width, cdt, dev)
-            tok = _tokens(idx, _pick(y_loc, idx), a, a0)
-            res = L.chunk_pass(hidden, weight, bias, tok, None, (False,) * 3, lopt)  # pass 1
-            local = neutral(N, cdt, dev)
-            for whole, part in zip(local, res.stats):
-                if idx is None:
-                    whole.copy_(part)
-                else:
-                    whole.index_copy_(0, idx, part)
+            local, A_r, idx, owner, y_loc = _local_pass(hidden, weight, bias, target, st, opt, lopt)
         else:  # every rank raises in the exchange
             local, A_r = neutral(N, cdt, dev), 0.0
         ex = X.exchange(st, local, target, A_r, opt)

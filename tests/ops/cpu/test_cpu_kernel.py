@@ -11,6 +11,7 @@ import torch
 
 import labelsmooth
 from labelsmooth import runtime
+from labelsmooth.ops.cpu import build as cpu_build
 from labelsmooth.ops.cpu import kernel as cpu_kernel
 
 CPU = torch.device("cpu")
@@ -225,7 +226,7 @@ def fresh_build(tmp_path, reset_kernel):
 
 
 def test_builds_into_the_cache_and_reuses_it(fresh_build, monkeypatch):
-    if cpu_kernel._compiler() is None:
+    if cpu_build._compiler() is None:
         pytest.skip("no C compiler")
     assert cpu_kernel.native_unavailable(CPU) is None
     built = list(fresh_build.glob("cpu_kernels-*.so"))
@@ -244,7 +245,7 @@ def test_builds_into_the_cache_and_reuses_it(fresh_build, monkeypatch):
 
 
 def test_without_a_compiler_fused_falls_back_to_eager(fresh_build, monkeypatch):
-    monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
+    monkeypatch.setattr(cpu_build, "_compiler", lambda: None)
     with pytest.warns(RuntimeWarning, match="no C compiler"):
         reason = cpu_kernel.native_unavailable(CPU)
     assert reason is not None and "no C compiler" in reason

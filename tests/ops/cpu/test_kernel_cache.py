@@ -4,7 +4,7 @@ A planted library (its constructor writes a marker file, its "kernels" do nothin
 be loaded from a folder or file another user could have written; a truncated or corrupted
 cached library is rebuilt, never loaded (checked in a subprocess, where a crash fails the
 test instead of killing pytest); a hanging compiler is killed within the timeout; one
-warning per process. See the threat model in :mod:`labelsmooth.ops.cpu.kernel`.
+warning per process. See the threat model in :mod:`labelsmooth.ops.cpu.build`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 
 import labelsmooth
 from labelsmooth import runtime
+from labelsmooth.ops.cpu import build as cpu_build
 from labelsmooth.ops.cpu import kernel as cpu_kernel
 
 CPU = torch.device("cpu")
@@ -34,7 +35,7 @@ needs_root = pytest.mark.skipif(
     os.getuid() != 0, reason="planting a file owned by another user needs root (os.chown)"
 )
 pytestmark = pytest.mark.skipif(
-    os.name != "posix" or cpu_kernel._compiler() is None, reason="needs POSIX and a C compiler"
+    os.name != "posix" or cpu_build._compiler() is None, reason="needs POSIX and a C compiler"
 )
 
 
@@ -42,8 +43,8 @@ pytestmark = pytest.mark.skipif(
 def good(tmp_path_factory):
     """One real build, (file name, library bytes, record bytes), copied where tests need it."""
     folder = tmp_path_factory.mktemp("good")
-    name = cpu_kernel._library_name(cpu_kernel._compiler())
-    cpu_kernel._compile(cpu_kernel._compiler(), folder / name)
+    name = cpu_build._library_name(cpu_build._compiler())
+    cpu_build._compile(cpu_build._compiler(), folder / name)
     return name, (folder / name).read_bytes(), (folder / f"{name}.sha256").read_bytes()
 
 
@@ -340,14 +341,14 @@ def test_a_library_without_the_kernels_is_rebuilt_once_then_reported(
 def test_the_hash_record_is_checked_before_loading(good, tmp_path):
     lib = _install(tmp_path / "cache", good)
     record = lib.with_name(lib.name + ".sha256")
-    assert cpu_kernel._verified(lib) == hashlib.sha256(good[1]).hexdigest()
+    assert cpu_build._verified(lib) == hashlib.sha256(good[1]).hexdigest()
     for bad in (b"", b"\xff\xfe not a digest\n", b"0" * 64 + b"  " + lib.name.encode()):
         record.write_bytes(bad)
-        assert cpu_kernel._verified(lib) is None  # rebuild
+        assert cpu_build._verified(lib) is None  # rebuild
     record.unlink()
-    assert cpu_kernel._verified(lib) is None  # a library without a record: rebuild
-    with pytest.raises(cpu_kernel._BuildError, match="changed after it was verified"):
-        cpu_kernel._dlopen_verified(lib, "0" * 64)
+    assert cpu_build._verified(lib) is None  # a library without a record: rebuild
+    with pytest.raises(cpu_build.BuildError, match="changed after it was verified"):
+        cpu_build._dlopen_verified(lib, "0" * 64, {"f32": "ls_rows_f32"})
 
 
 # --- (d) leftovers of killed builds are removed -----------------------------------------------
@@ -387,7 +388,7 @@ def test_the_users_files_in_the_cache_folder_are_never_removed(good, tmp_path, r
     for path in [*users, folder / "notes.txt", outside]:
         assert path.exists(), path
         assert path.read_bytes() in (b"the user's data", b"keep")
-    assert cpu_kernel._verified(lib) is not None
+    assert cpu_build._verified(lib) is not None
 
 
 def test_the_caches_own_stale_leftovers_are_removed(good, tmp_path):
@@ -395,24 +396,24 @@ def test_the_caches_own_stale_leftovers_are_removed(good, tmp_path):
     lib = _install(folder, good)
     stamp = lib.stat().st_mtime_ns
     # leftovers of killed builds: created by the cache, so listed in its manifest
-    fd, stale = cpu_kernel._new_temp(folder)
+    fd, stale = cpu_build._new_temp(folder)
     os.close(fd)
     _aged(stale)
-    fd, recent = cpu_kernel._new_temp(folder)  # maybe a build in progress: kept
+    fd, recent = cpu_build._new_temp(folder)  # maybe a build in progress: kept
     os.close(fd)
-    fd, gone = cpu_kernel._new_temp(folder)  # renamed into place: its entry is dropped
+    fd, gone = cpu_build._new_temp(folder)  # renamed into place: its entry is dropped
     os.close(fd)
     gone.unlink()
     user = _aged(folder / ".cpu_kernels-abc123.tmp", b"the user's data")
     with runtime.options(kernel_cache_dir=folder):
         assert cpu_kernel.native_unavailable(CPU) is None
     assert not stale.exists() and recent.exists() and user.exists()
-    listed = (folder / cpu_kernel._MANIFEST_NAME).read_text().split()
+    listed = (folder / cpu_build._MANIFEST_NAME).read_text().split()
     assert listed == [recent.name]
     assert lib.stat().st_mtime_ns == stamp  # the verified build was loaded, not rebuilt
     _aged(recent)
-    cpu_kernel._remove_stale_temps(folder)
-    assert not recent.exists() and not (folder / cpu_kernel._MANIFEST_NAME).exists()
+    cpu_build._remove_stale_temps(folder)
+    assert not recent.exists() and not (folder / cpu_build._MANIFEST_NAME).exists()
 
 
 def test_a_build_lists_only_its_own_temporaries_and_leaves_none(good, tmp_path, monkeypatch):
@@ -420,18 +421,18 @@ def test_a_build_lists_only_its_own_temporaries_and_leaves_none(good, tmp_path, 
     folder.mkdir(mode=0o700)
     user = _aged(folder / ".cpu_kernels-abc123.tmp", b"the user's data")
     created: list[str] = []
-    new_temp = cpu_kernel._new_temp
+    new_temp = cpu_build._new_temp
 
     def spy(where: Path):
         fd, path = new_temp(where)
-        listed = (where / cpu_kernel._MANIFEST_NAME).read_text().split()
+        listed = (where / cpu_build._MANIFEST_NAME).read_text().split()
         assert listed[-1] == path.name  # listed before it was created
         created.append(path.name)
         return fd, path
 
-    monkeypatch.setattr(cpu_kernel, "_new_temp", spy)
-    name = cpu_kernel._library_name(cpu_kernel._compiler())
-    cpu_kernel._compile(cpu_kernel._compiler(), folder / name)
+    monkeypatch.setattr(cpu_build, "_new_temp", spy)
+    name = cpu_build._library_name(cpu_build._compiler())
+    cpu_build._compile(cpu_build._compiler(), folder / name)
     assert len(created) == 2 and user.name not in created  # the library's and the record's
     assert all(re.fullmatch(r"\.cpu_kernels-\d+-[0-9a-f]{16}\.tmp", n) for n in created)
     # renamed into place; the manifest is gone with its last entry; the user's file stays
@@ -466,8 +467,8 @@ def test_a_hanging_compiler_is_killed_with_a_clear_reason(hangs_in, tmp_path, mo
     )
     cc.chmod(0o755)
     monkeypatch.setenv("CC", str(cc))
-    monkeypatch.setattr(cpu_kernel, "_PROBE_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(cpu_kernel, "_COMPILE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(cpu_build, "_PROBE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(cpu_build, "_COMPILE_TIMEOUT_S", 0.5)
     folder = tmp_path / "cache"
     start = time.monotonic()
     with runtime.options(kernel_cache_dir=folder), _recorded() as got:
@@ -487,7 +488,7 @@ def test_a_hanging_compiler_is_killed_with_a_clear_reason(hangs_in, tmp_path, mo
 
 
 def test_one_warning_when_the_kernel_is_unavailable(monkeypatch):
-    monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
+    monkeypatch.setattr(cpu_build, "_compiler", lambda: None)
     with _recorded() as got:
         reason = cpu_kernel.native_unavailable(CPU)
         assert cpu_kernel.native_dtypes() == ()
@@ -498,10 +499,10 @@ def test_one_warning_when_the_kernel_is_unavailable(monkeypatch):
 
 
 def test_no_warning_and_no_build_when_disabled_on_purpose(monkeypatch):
-    def must_not_build():
+    def must_not_build(*args):
         raise AssertionError("built although disabled")
 
-    monkeypatch.setattr(cpu_kernel, "_open", must_not_build)
+    monkeypatch.setattr(cpu_build, "open_library", must_not_build)
     with runtime.options(native_kernel=False), _recorded() as got:
         reason = cpu_kernel.native_unavailable(CPU)
         assert cpu_kernel.native_dtypes() == ()
