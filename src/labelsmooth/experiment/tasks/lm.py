@@ -148,6 +148,28 @@ def _token_logits(
 
 
 @torch.no_grad()
+def _validation_temperature(model: TransformerLM, data: TextSplits, batch_size: int) -> float:
+    """T fitted on the validation tokens (:func:`~labelsmooth.metrics.fit_temperature`); 1
+    without validation sequences."""
+    from labelsmooth.metrics import fit_temperature
+
+    if not data.val:
+        return 1.0
+    pairs = list(_token_logits(model, data.val, batch_size))
+    val_logits = torch.cat([z for z, _ in pairs])  # (n_val, V)
+    val_target = torch.cat([t for _, t in pairs])  # (n_val,)
+    return float(fit_temperature(val_logits, val_target))
+
+
+def _sum_over_ranks(smoothed: float, nll: float, count: int) -> tuple[float, float, int]:
+    import torch.distributed as dist
+
+    sums = torch.tensor([smoothed, nll, count], dtype=torch.float64)
+    dist.all_reduce(sums)
+    return float(sums[0]), float(sums[1]), int(sums[2])
+
+
+@torch.no_grad()
 def evaluate_lm(
     model: TransformerLM,
     data: TextSplits,
@@ -173,17 +195,11 @@ def evaluate_lm(
         ``temperature`` (fitted on the validation sequences; 1 when there are none),
         ``nll_T`` and ``ece_T`` (after dividing the logits by it).
     """
-    from labelsmooth.metrics import CalibrationMeter, fit_temperature
+    from labelsmooth.metrics import CalibrationMeter
 
     was_training = model.training
     model.eval()
-    temperature = 1.0
-    if data.val:
-        pairs = list(_token_logits(model, data.val, batch_size))
-        val_logits = torch.cat([z for z, _ in pairs])  # (n_val, V)
-        val_target = torch.cat([t for _, t in pairs])  # (n_val,)
-        temperature = float(fit_temperature(val_logits, val_target))
-        del pairs, val_logits
+    temperature = _validation_temperature(model, data, batch_size)
     mask = _class_mask(data.vocab_size)
     meter = CalibrationMeter(data.vocab_size, n_bins=n_bins)
     meter_t = CalibrationMeter(data.vocab_size, n_bins=n_bins, temperature=temperature)
@@ -210,12 +226,8 @@ def evaluate_lm(
         nll += float(nll_sum)
         count += int(keep.sum())
     model.train(was_training)
-    if world_size > 1:
-        import torch.distributed as dist
-
-        sums = torch.tensor([smoothed, nll, count], dtype=torch.float64)
-        dist.all_reduce(sums)
-        smoothed, nll, count = float(sums[0]), float(sums[1]), int(sums[2])
+    if world_size > 1:  # every rank: the sums of all ranks' shards
+        smoothed, nll, count = _sum_over_ranks(smoothed, nll, count)
         meter.all_reduce()
         meter_t.all_reduce()
     m, mt = meter.compute(), meter_t.compute()

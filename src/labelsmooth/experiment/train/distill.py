@@ -115,11 +115,8 @@ def run_distill(
     say = log or (lambda _msg: None)
     out_dir = Path(out)
     t0 = time.perf_counter()
-    section = Section(grid.dataset, grid.teacher_epsilons, ("uniform",), grid.seeds, "fitted")
+    section, data, teacher_config = _teachers(grid, overrides, fallback, say)
     spec = get_task(section.task)
-    teacher_config = section_config(section, None, overrides)
-    [(section, data)] = load_sections([section], [teacher_config], fallback, say)
-    teacher_config = dataclasses.replace(teacher_config, dataset=section.dataset)
     student_base = dataclasses.replace(
         teacher_config, width=grid.student_width, label_smoothing=0.0, convention="uniform"
     )
@@ -154,15 +151,8 @@ def run_distill(
                                  resume, progress, say, temperature=float(temp))
                 )  # fmt: skip
     seconds = time.perf_counter() - t0
-    summary, table = write_distill_tables(out_dir, teachers, students, seconds)
-    say("")
-    say(table)
-    if plots:
-        try:
-            write_distill_plot(summary, out_dir / "plots", section.dataset)
-        except ImportError as e:
-            say(f"plots skipped ({e}); install matplotlib: pip install 'labelsmooth[plot]'")
-    say(f"distillation results written to {out_dir}  ({seconds / 60:.1f} min)")
+    summary, table = _write_report(out_dir, teachers, students, seconds, section.dataset,
+                                   plots, say)  # fmt: skip
     return {
         "teachers": teachers,
         "students": students,
@@ -170,6 +160,41 @@ def run_distill(
         "table": table,
         "seconds": seconds,
     }
+
+
+def _teachers(
+    grid: DistillGrid,
+    overrides: Mapping[str, Any] | None,
+    fallback: bool,
+    say: Callable[[str], None],
+) -> tuple[Section, DatasetSplits, TrainConfig]:
+    """The teachers' section (fitted regime), its data and the teachers' settings."""
+    section = Section(grid.dataset, grid.teacher_epsilons, ("uniform",), grid.seeds, "fitted")
+    config = section_config(section, None, overrides)
+    [(section, data)] = load_sections([section], [config], fallback, say)
+    return section, data, dataclasses.replace(config, dataset=section.dataset)
+
+
+def _write_report(
+    out_dir: Path,
+    teachers: list[dict[str, Any]],
+    students: list[dict[str, Any]],
+    seconds: float,
+    dataset: str,
+    plots: bool,
+    say: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], str]:
+    """The distillation table (and plot); say where they went."""
+    summary, table = write_distill_tables(out_dir, teachers, students, seconds)
+    say("")
+    say(table)
+    if plots:
+        try:
+            write_distill_plot(summary, out_dir / "plots", dataset)
+        except ImportError as e:
+            say(f"plots skipped ({e}); install matplotlib: pip install 'labelsmooth[plot]'")
+    say(f"distillation results written to {out_dir}  ({seconds / 60:.1f} min)")
+    return summary, table
 
 
 def _load_teacher(
