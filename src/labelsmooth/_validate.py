@@ -10,9 +10,11 @@ an op or a device-side assert instead.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+
+from labelsmooth.ops.pytorch_kernel import torch_smoothing
 
 __all__ = [
     "CONVENTIONS",
@@ -284,10 +286,9 @@ def check_values(
     raise AssertionError("check_values: a check failed without a message")  # pragma: no cover
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     """One call of :func:`labelsmooth.cross_entropy`, validated: every non-tensor fact the
-    registry and the implementations need (no tensors)."""
+    registry and the implementations need (no tensors). A tuple: cheap to build per call."""
 
     device_type: str
     dtype: torch.dtype
@@ -313,8 +314,6 @@ class Spec:
     def torch_smoothing(self) -> tuple[float, float] | None:
         """(ε', factor) with which PyTorch's uniform smoothing gives this convention's loss
         (uniform prior), or None (:func:`labelsmooth.ops.pytorch_kernel.torch_smoothing`)."""
-        from labelsmooth.ops.pytorch_kernel import torch_smoothing
-
         return torch_smoothing(self.eps, self.convention, self.num_classes)
 
 
@@ -335,6 +334,59 @@ def loss_spec(
     """Every check of :func:`labelsmooth.cross_entropy` that needs no tensor data (types,
     shapes, dtypes, devices, options), into a :class:`Spec`. The data checks are
     :func:`check_values`."""
+    # The common case is checked with a few cheap comparisons (this runs on every call);
+    # anything unusual goes through the full checks, which raise the messages.
+    if not (
+        type(input) is torch.Tensor
+        and input.dtype in FLOAT_DTYPES
+        and input.dim() >= 2
+        and type(target) is torch.Tensor
+        and type(label_smoothing) is float
+        and 0.0 <= label_smoothing <= 1.0
+        and reduction in REDUCTIONS
+        and convention in CONVENTIONS
+        and type(ignore_index) is int
+        and _INT64_MIN <= ignore_index <= _INT64_MAX
+        and kl is False
+        and inplace_backward is False
+        and type(return_nll) is bool
+        and not target.is_floating_point()
+        and target.dtype is not torch.bool
+        and target.device == input.device
+        and target.shape == input.shape[:1] + input.shape[2:]
+        and input.shape[1] >= 1
+    ):
+        return _loss_spec_checked(
+            input, target, weight, ignore_index, reduction, label_smoothing, convention,
+            prior, class_mask, kl, inplace_backward, return_nll,
+        )  # fmt: skip
+    if weight is not None or prior is not None or class_mask is not None:
+        return _loss_spec_checked(
+            input, target, weight, ignore_index, reduction, label_smoothing, convention,
+            prior, class_mask, kl, inplace_backward, return_nll,
+        )  # fmt: skip
+    return Spec(
+        input.device.type, input.dtype, input.numel(), input.shape[1], False, convention,
+        False, False, False, False, False, (), label_smoothing, ignore_index, reduction,
+        False, return_nll,
+    )  # fmt: skip
+
+
+def _loss_spec_checked(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    convention: str,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    kl: bool,
+    inplace_backward: bool,
+    return_nll: bool,
+) -> Spec:
+    """:func:`loss_spec` for every call: each argument through its full check."""
     check_input(input)
     eps = check_loss_options(label_smoothing, reduction, convention, ignore_index)
     check_flags(kl=kl, inplace_backward=inplace_backward, return_nll=return_nll)

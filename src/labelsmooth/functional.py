@@ -94,16 +94,18 @@ def cross_entropy(
             (class-index targets; gradient computed in the forward pass, on CPU by a small
             C kernel compiled on first use, eager torch blocks otherwise), "triton" (CUDA,
             needs triton: one Triton kernel per row, the same options as "fused") or
-            "torch" (PyTorch's own kernel, for the options it covers). An explicit impl that
-            cannot run the arguments raises ``ValueError`` saying why. "auto" on CPU takes
-            "torch" for small inputs it covers (under 2**16 elements for float32 with the C
-            kernel, else 2**19) and "fused" otherwise; on CUDA with triton installed,
-            "torch" for inputs it covers under 2**28 elements and "triton" otherwise (without
-            triton: "torch" where it covers the options, else "fused"); on other devices
-            (no committed benchmark yet) "torch" whenever it covers the options, else
-            "fused"; "reference" when none of these can run the call (soft targets PyTorch
-            does not cover, gradients for ``weight`` or ``prior``). :func:`chosen_impl`
-            tells which one a call gets.
+            "torch" (PyTorch's own kernel, for the calls it can run exactly: every
+            convention with a uniform prior and no KL form, through a change of ε, see
+            :mod:`labelsmooth.ops.pytorch_kernel`). An explicit impl that cannot run the
+            arguments raises ``ValueError`` saying why. "auto" on CPU takes "torch" for
+            inputs it covers under 2**16 elements (2**19 without the C kernel or for other
+            dtypes than float32) and "fused" otherwise; on CUDA with triton installed,
+            "torch" for inputs it covers under 2**28 elements and "triton" otherwise
+            (without triton: "torch" where it covers the options, else "fused"); on other
+            devices (no committed benchmark yet) "torch" whenever it covers the options,
+            else "fused"; "reference" when none of these can run the call (soft targets
+            PyTorch does not cover, gradients for ``weight`` or ``prior``).
+            :func:`chosen_impl` tells which one a call gets.
         inplace_backward: ``impl="fused"`` or ``"triton"`` only: backward writes the gradient into
             ``input``'s storage, so the extra memory is O(N). The logits are overwritten
             during backward — opt-in. Uses of the logits after the loss read the logits;
@@ -123,6 +125,12 @@ def cross_entropy(
     target mass (ε = 0, or excluded by ``class_mask``) adds nothing; ``+inf``/NaN in a
     counted row give inf/NaN as in PyTorch. Every path is computed relative to each row's
     max, so a common offset of the logits costs no precision.
+
+    Under ``torch.compile`` (``fullgraph=True`` included), ``torch.export`` and
+    ``torch.func`` (``grad``, ``vjp``, ``vmap``) every impl traces without a graph break:
+    the fused kernels are ``torch.library`` ops (:mod:`labelsmooth.ops.library`) and the
+    checks of ``validate_args=True`` run inside an op when the graph runs, raising the same
+    errors as in eager mode.
 
     Returns:
         Loss tensor in the input's dtype: the target's shape for "none", else a scalar
@@ -187,7 +195,7 @@ def _resolve(impl: str, spec: V.Spec) -> _dispatch.Impl:
 def _traced(t: torch.Tensor) -> bool:
     """Whether a tracer (torch.compile, torch.export) or a torch.func transform sees this
     call: then nothing may read tensor data on the host (no ``.item()``)."""
-    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(t)
+    return torch.compiler.is_compiling() or _library._wrapped(t)
 
 
 def _checked(
@@ -257,10 +265,14 @@ def _run_fused(
     """The fused family (``impl="fused"`` / ``"triton"``): one op, ``backend`` its rows."""
     uniform_prior = not (spec.prior or spec.class_mask)
     need_grad = input.requires_grad and torch.is_grad_enabled()
-    loss, nll, _, _ = torch.ops.labelsmooth.fused_cross_entropy(
+    args = (
         input, target, weight, u, spec.ignore_index, spec.reduction, spec.eps, spec.convention,
         spec.kl, uniform_prior, backend, need_grad, spec.inplace_backward,
     )  # fmt: skip
+    if not torch.compiler.is_compiling() and _library._wrapped(input):
+        loss, nll, _, _ = _library.FusedForTransforms.apply(*args)
+    else:
+        loss, nll, _, _ = torch.ops.labelsmooth.fused_cross_entropy(*args)
     return loss, nll.detach()
 
 
@@ -312,6 +324,9 @@ def chosen_impl(
         'torch'
         >>> labelsmooth.chosen_impl(torch.zeros(8, 10), torch.zeros(8, dtype=torch.long),
         ...                         convention="others")
+        'torch'
+        >>> labelsmooth.chosen_impl(torch.zeros(8, 10), torch.zeros(8, dtype=torch.long),
+        ...                         convention="others", kl=True)
         'fused'
     """
     spec = V.loss_spec(

@@ -33,7 +33,7 @@ from labelsmooth import _validate as V
 from labelsmooth.ops import rowmath
 from labelsmooth.ops.reference import compute_dtype
 
-__all__ = ["checked_target", "fused_cross_entropy", "fused_gradient_"]
+__all__ = ["checked_target", "fused_cross_entropy", "fused_gradient_", "FusedForTransforms"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +219,7 @@ def _setup_context(ctx, inputs, output) -> None:
     # only the loss is differentiable; no zero-filled (N, C) gradient is made for the others
     ctx.mark_non_differentiable(nll, grad, stats)
     ctx.set_materialize_grads(False)
+    ctx.in_transform = False
     ctx.impl = "triton" if backend == "triton" else "fused"
     ctx.reduction = reduction
     ctx.inplace = inplace
@@ -237,7 +238,9 @@ def _backward(ctx, grad_loss, _grad_nll, _grad_grad, _grad_stats):
     # chain rule is ∂L/∂x = grad_loss · grad (per row for reduction="none"). An ignored row's
     # gradient is 0 and stays 0 whatever its incoming gradient holds (inf, NaN): selected,
     # not multiplied.
-    eager = not torch.compiler.is_compiling()
+    # plain eager autograd: guards and the in-place scaling; traced or transformed: a pure
+    # function of its inputs
+    eager = not (torch.compiler.is_compiling() or ctx.in_transform)
     if eager and torch.is_grad_enabled():
         raise RuntimeError(_DOUBLE_BACKWARD.format(impl=ctx.impl))
     if eager and ctx.consumed:
@@ -263,6 +266,33 @@ def _backward(ctx, grad_loss, _grad_nll, _grad_grad, _grad_stats):
 
 
 fused_cross_entropy.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _wrapped(t: Tensor) -> bool:
+    """A tensor of a torch.func transform (grad, vjp, vmap)."""
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
+
+
+class FusedForTransforms(torch.autograd.Function):
+    """The same op and the same autograd formula (:func:`_setup_context`, :func:`_backward`)
+    for calls inside ``torch.func`` transforms: PyTorch's functorch needs an
+    ``autograd.Function`` with ``setup_context``, which ops registered with
+    ``register_autograd`` do not provide. ``vmap`` of it runs the op's loop rule."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*args):
+        return fused_cross_entropy(*args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output)
+        ctx.in_transform = True
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _backward(ctx, *grads)
 
 
 @fused_cross_entropy.register_vmap

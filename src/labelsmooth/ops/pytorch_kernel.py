@@ -71,9 +71,12 @@ def cross_entropy_builtin(
         return_nll: also compute the per-row unsmoothed NLL (in the compute dtype), a
             second, gradient-free pass; else ``nll`` is None.
     """
-    mapped = torch_smoothing(label_smoothing, convention, input.shape[1])
-    assert mapped is not None  # the registry refuses what torch_smoothing cannot map
-    eps, factor = mapped
+    if convention == "uniform":
+        eps, factor = label_smoothing, 1.0
+    else:
+        mapped = torch_smoothing(label_smoothing, convention, input.shape[1])
+        assert mapped is not None  # the registry refuses what torch_smoothing cannot map
+        eps, factor = mapped
     if weight is not None and weight.dtype != input.dtype:
         weight = weight.to(input.dtype)
     soft = target.is_floating_point()
@@ -104,7 +107,8 @@ def cross_entropy_builtin(
             out = torch.where((target != ignore_index).any(), out, 0)
     if factor != 1.0:
         out = out * factor
-    out = out.to(input.dtype)
+    if out.dtype != input.dtype:
+        out = out.to(input.dtype)
     if not return_nll:
         return out, None
     with torch.no_grad():  # a second pass: "torch" runs small inputs, where that is cheap

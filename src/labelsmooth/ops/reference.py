@@ -88,7 +88,9 @@ def smoothed_target(
     """
     eps = label_smoothing
     valid = target != ignore_index
-    onehot = F.one_hot(torch.where(valid, target, 0), num_classes).to(u.dtype)  # (M, C)
+    # (M, C); a comparison, not F.one_hot, which reads the targets on the host (no vmap)
+    classes = torch.arange(num_classes, device=target.device)
+    onehot = (torch.where(valid, target, 0).unsqueeze(-1) == classes).to(u.dtype)
     if convention == "uniform":
         q = (1 - eps) * onehot + eps * u
     elif convention == "others":
