@@ -242,6 +242,7 @@ SPEC = register_task(
         data_fields=("data_dir", "hflip", "val_size", "data_seed", "train_size", "test_size"),
         write_plots=_write_plots,
         display_name=image_metrics.display_name,
+        run_line=image_metrics.run_line,
         regimes_help="fitted (an MLP 1200-1200 trained 20 epochs without weight decay or "
         "augmentation, fitting its 10k training images: an overconfident baseline) or short "
         "(ResNet-14 (w8), 5 epochs: an already calibrated baseline)",

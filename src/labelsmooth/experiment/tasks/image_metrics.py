@@ -34,6 +34,7 @@ __all__ = [
     "COLUMNS",
     "display_name",
     "model_title",
+    "run_line",
     "table_header",
     "projection_classes",
 ]
@@ -44,6 +45,16 @@ def model_title(config: Mapping[str, Any]) -> str:
     if config.get("model") == "mlp":
         return f"MLP {config['width']}-{config['width']}"
     return f"ResNet-{config['depth']} (w{config['width']})"
+
+
+def run_line(record: Mapping[str, Any]) -> str:
+    """One log line for a finished run: test top-1, NLL, ECE, T and ECE after T."""
+    m, a = record["metrics"], record["metrics_after_temperature"]
+    return (
+        f"[{record['name']}] test top-1 {100 * m['top1']:.2f}%  NLL {m['nll']:.4f}  "
+        f"ECE {100 * m['ece']:.2f}%  T {record['temperature']:.3f}  "
+        f"ECE after T {100 * a['ece']:.2f}%  ({record['seconds']:.0f} s)"
+    )
 
 
 def display_name(dataset: str) -> str:

@@ -215,6 +215,8 @@ class TaskSpec:
         write_plots: ``write_plots(sections, records, plot_dir, classes)`` or None.
         display_name: ``display_name(dataset)``: the dataset's name in table headers.
         regimes_help: What its regimes are, for ``--regime``'s help (default: their names).
+        run_line: ``run_line(record)``: the log line of a finished run in a comparison
+            (default: the task's ``describe`` of the final metrics and the training time).
     """
 
     name: str
@@ -237,6 +239,7 @@ class TaskSpec:
     write_plots: Callable[..., None] | None = None
     display_name: Callable[[str], str] = str
     regimes_help: str = ""
+    run_line: Callable[[Mapping[str, Any]], str] | None = None
 
     def __post_init__(self) -> None:
         if not self.models or not self.regimes:

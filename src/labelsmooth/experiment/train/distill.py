@@ -23,7 +23,7 @@ from labelsmooth.experiment.data import DatasetSplits
 from labelsmooth.experiment.files import write_json
 from labelsmooth.experiment.tasks import Distillation, ImageClassification, get_task
 from labelsmooth.experiment.tasks.distillation import write_distill_plot, write_distill_tables
-from labelsmooth.experiment.tasks.image_metrics import calibrate, train_metrics
+from labelsmooth.experiment.tasks.image_metrics import calibrate, run_line, train_metrics
 from labelsmooth.experiment.train.checkpoint import load_checkpoint
 from labelsmooth.experiment.train.grid import (
     RunSpec,
@@ -264,5 +264,5 @@ def _student_run(
         },
     )
     write_json(record_path, record)
-    log(f"[{name}] {image.describe(before)}  ({result.seconds:.0f} s)")
+    log(run_line(record))
     return record

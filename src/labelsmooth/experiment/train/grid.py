@@ -267,5 +267,8 @@ def train_run(
     record = run_record(run.name, config, result, regime=regime, convention=run.convention,
                          **parts)  # fmt: skip
     write_json(record_path, record)
-    log(f"[{run.name}] {task.describe(result.metrics)}  ({result.seconds:.0f} s)")
+    if spec.run_line is not None:
+        log(spec.run_line(record))
+    else:
+        log(f"[{run.name}] {task.describe(result.metrics)}  ({result.seconds:.0f} s)")
     return record
