@@ -391,6 +391,26 @@ def test_the_users_files_in_the_cache_folder_are_never_removed(good, tmp_path, r
     assert cpu_build._verified(lib) is not None
 
 
+@pytest.mark.timeout(60)  # the failure this guards against is a build that blocks forever
+@pytest.mark.parametrize("kind", ["fifo", "folder", "link"])
+def test_a_manifest_that_is_not_a_regular_file_never_blocks_a_build(good, tmp_path, kind):
+    folder = tmp_path / "cache"
+    lib = _install(folder, good)
+    lib.write_bytes(b"damaged")  # forces a build, which writes the manifest
+    manifest = folder / ".cpu_kernels.tmp-files"
+    if kind == "fifo":
+        os.mkfifo(manifest)
+    elif kind == "folder":
+        manifest.mkdir()
+    else:
+        (tmp_path / "elsewhere").write_text("")
+        manifest.symlink_to(tmp_path / "elsewhere")
+    with runtime.options(kernel_cache_dir=folder), _recorded():
+        cpu_kernel.native_unavailable(CPU)  # returns (built elsewhere or reported), no hang
+    assert os.path.lexists(manifest)  # left as it was
+    assert (tmp_path / "elsewhere").read_text() == "" if kind == "link" else True
+
+
 def test_the_caches_own_stale_leftovers_are_removed(good, tmp_path):
     folder = tmp_path / "cache"
     lib = _install(folder, good)

@@ -319,8 +319,13 @@ def _new_temp(folder: Path) -> tuple[int, Path]:
     user keeps in the folder; ``O_EXCL`` makes sure it is a new file, not someone's.
     """
     name = f"{_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{_TEMP_SUFFIX}"
-    fd = os.open(folder / _MANIFEST_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_LINKS, 0o600)
+    manifest = folder / _MANIFEST_NAME
+    # O_NONBLOCK: a FIFO in its place fails at once (ENXIO) instead of blocking the build
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | _NO_LINKS
+    fd = os.open(manifest, flags, 0o600)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Untrusted(f"{manifest} is not a regular file")
         os.write(fd, (name + "\n").encode())
     finally:
         os.close(fd)
