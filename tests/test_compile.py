@@ -209,3 +209,37 @@ def test_export_of_a_module_runs_and_equals_eager():
     torch.testing.assert_close(program.module()(h, y), model(h, y))
     h2 = torch.randn(12, 7)
     torch.testing.assert_close(program.module()(h2, y), model(h2, y))
+
+
+@pytest.mark.parametrize("impl", ("chunked", "reference"))
+@pytest.mark.parametrize("reduction", ("mean", "none"))
+def test_linear_cross_entropy_fullgraph(impl, reduction):
+    g = torch.Generator().manual_seed(4)
+    hidden = torch.randn(2, 9, 16, generator=g)
+    head = torch.nn.Linear(16, 37)
+    y = torch.randint(0, 37, (2, 9), generator=g)
+    y[0, 3] = -100
+    kw = dict(label_smoothing=0.1, reduction=reduction, impl=impl, chunk_size=5)
+
+    def step(h, y):
+        return labelsmooth.linear_cross_entropy(
+            h, head.weight, y, head.bias, convention="others", **kw
+        )
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(step)(hidden, y)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    params = (head.weight, head.bias)
+    results = []
+    for fn in (compiled, step):
+        h = hidden.clone().requires_grad_(True)
+        loss = fn(h, y)
+        grads = torch.autograd.grad(loss.sum(), (h, *params))
+        results.append((loss.detach(), *grads))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    bad = y.clone()
+    bad[1, 1] = 37
+    with pytest.raises(ValueError, match="class index 37"):
+        compiled(hidden, bad)

@@ -33,7 +33,15 @@ from labelsmooth import _validate as V
 from labelsmooth.ops import rowmath
 from labelsmooth.ops.reference import compute_dtype
 
-__all__ = ["checked_target", "fused_cross_entropy", "fused_gradient_", "FusedForTransforms"]
+__all__ = [
+    "checked_target",
+    "fused_cross_entropy",
+    "fused_gradient_",
+    "linear_cross_entropy",
+    "linear_cross_entropy_backward",
+    "FusedForTransforms",
+    "LinearForTransforms",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,26 +281,32 @@ def _wrapped(t: Tensor) -> bool:
     return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
-class FusedForTransforms(torch.autograd.Function):
-    """The same op and the same autograd formula (:func:`_setup_context`, :func:`_backward`)
-    for calls inside ``torch.func`` transforms: PyTorch's functorch needs an
-    ``autograd.Function`` with ``setup_context``, which ops registered with
-    ``register_autograd`` do not provide. ``vmap`` of it runs the op's loop rule."""
+def _for_transforms(name, op, setup_context, backward):
+    """The same op and the same autograd formula as an ``autograd.Function``, for calls
+    inside ``torch.func`` transforms: PyTorch's functorch needs an ``autograd.Function`` with
+    ``setup_context``, which ops registered with ``register_autograd`` do not provide.
+    ``vmap`` of it runs the op's own vmap rule (where it has one)."""
 
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(*args):
-        return fused_cross_entropy(*args)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _setup_context(ctx, inputs, output)
+    def _setup(ctx, inputs, output):
+        setup_context(ctx, inputs, output)
         ctx.in_transform = True
 
-    @staticmethod
-    def backward(ctx, *grads):
-        return _backward(ctx, *grads)
+    return type(
+        name,
+        (torch.autograd.Function,),
+        {
+            "generate_vmap_rule": True,
+            "forward": staticmethod(lambda *args: op(*args)),
+            "setup_context": staticmethod(_setup),
+            "backward": staticmethod(lambda ctx, *grads: backward(ctx, *grads)),
+        },
+    )
+
+
+#: ``fused_cross_entropy`` for torch.func transforms (see :func:`_for_transforms`).
+FusedForTransforms = _for_transforms(
+    "FusedForTransforms", fused_cross_entropy, _setup_context, _backward
+)
 
 
 @fused_cross_entropy.register_vmap
@@ -312,3 +326,161 @@ def _fused_vmap(info, in_dims, input, target, weight, u, *args):
         for b in range(info.batch_size)
     ]
     return tuple(torch.stack(list(o)) for o in zip(*outs)), (0, 0, 0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The chunked linear head
+
+
+@torch.library.custom_op("labelsmooth::linear_cross_entropy", mutates_args=())
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    u: Tensor,
+    ignore_index: int,
+    reduction: str,
+    eps: float,
+    convention: str,
+    kl: bool,
+    softcap: float | None,
+    chunk_size: int,
+    uniform_prior: bool,
+    need_hidden: bool,
+    need_weight: bool,
+    need_bias: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(loss, per-token NLL, ∂loss/∂hidden, ∂loss/∂weight, ∂loss/∂bias) of the chunked head
+    (:mod:`labelsmooth.ops.linear`); ``hidden`` (N, H), ``target`` (N,) int64, validated.
+    The gradients are computed in the same pass (empty when not asked for, and always empty
+    for ``reduction="none"``, whose backward runs the chunk loop again)."""
+    from labelsmooth.ops import linear
+
+    opt = linear.LinearOptions(
+        ignore_index, reduction, eps, convention, kl, softcap, chunk_size, uniform_prior
+    )
+    need = (need_hidden, need_weight, need_bias and bias is not None)
+    loss, nll, grads = linear.forward(hidden, weight, bias, target, u, opt, need)
+    gh, gw, gb = (g if g is not None else hidden.new_empty(0) for g in grads)
+    return loss, nll, gh, gw, gb
+
+
+@linear_cross_entropy.register_fake
+def _linear_fake(hidden, weight, bias, target, u, ignore_index, reduction, *args):
+    need_h, need_w, need_b = args[-3:]
+    cdt = compute_dtype(weight.dtype)
+    now = reduction != "none"
+    N = hidden.shape[0]
+    return (
+        hidden.new_empty((N,) if reduction == "none" else ()),
+        hidden.new_empty((N,), dtype=cdt),
+        torch.empty_like(hidden) if now and need_h else hidden.new_empty(0),
+        torch.empty_like(weight) if now and need_w else hidden.new_empty(0),
+        torch.empty_like(bias) if now and need_b and bias is not None else hidden.new_empty(0),
+    )
+
+
+@torch.library.custom_op("labelsmooth::linear_cross_entropy_backward", mutates_args=())
+def linear_cross_entropy_backward(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    u: Tensor,
+    grad_loss: Tensor,
+    ignore_index: int,
+    eps: float,
+    convention: str,
+    kl: bool,
+    softcap: float | None,
+    chunk_size: int,
+    uniform_prior: bool,
+    need_hidden: bool,
+    need_weight: bool,
+    need_bias: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``reduction="none"``: the gradients for one incoming gradient per token, by the chunk
+    loop again (each row's coefficients times its incoming gradient)."""
+    from labelsmooth.ops import linear
+
+    opt = linear.LinearOptions(
+        ignore_index, "none", eps, convention, kl, softcap, chunk_size, uniform_prior
+    )
+    need = (need_hidden, need_weight, need_bias and bias is not None)
+    grads = linear.backward_none(hidden, weight, bias, target, u, opt, need, grad_loss)
+    gh, gw, gb = (g if g is not None else hidden.new_empty(0) for g in grads)
+    return gh, gw, gb
+
+
+@linear_cross_entropy_backward.register_fake
+def _linear_backward_fake(hidden, weight, bias, *args):
+    need_h, need_w, need_b = args[-3:]
+    return (
+        torch.empty_like(hidden) if need_h else hidden.new_empty(0),
+        torch.empty_like(weight) if need_w else hidden.new_empty(0),
+        torch.empty_like(bias) if need_b and bias is not None else hidden.new_empty(0),
+    )
+
+
+_LINEAR = "linear_cross_entropy(impl='chunked')"
+
+
+def _linear_setup_context(ctx, inputs, output) -> None:
+    hidden, weight, bias, target, u, ignore_index, reduction, *rest = inputs
+    _, nll, gh, gw, gb = output
+    ctx.mark_non_differentiable(nll, gh, gw, gb)
+    ctx.set_materialize_grads(False)
+    ctx.in_transform = False
+    ctx.consumed = False
+    ctx.reduction = reduction
+    ctx.need = tuple(rest[-3:])
+    ctx.has_bias = bias is not None
+    if reduction != "none":
+        ctx.save_for_backward(gh, gw, gb)
+    else:
+        eps, convention, kl, softcap, chunk_size, uniform_prior = rest[:6]
+        ctx.args = (ignore_index, eps, convention, kl, softcap, chunk_size, uniform_prior)
+        ctx.save_for_backward(hidden, weight, bias, target, u)
+
+
+def _linear_backward(ctx, grad_loss, *_):
+    # the chain rule with the gradients computed in the forward pass: ∂L/∂θ = grad_loss · g
+    eager = not (torch.compiler.is_compiling() or ctx.in_transform)
+    if eager and torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{_LINEAR} does not support double backward (create_graph=True): its gradients "
+            "are computed without a graph; use impl='reference'"
+        )
+    need_h, need_w, need_b = ctx.need
+    need_b = need_b and ctx.has_bias
+    if ctx.reduction == "none":
+        hidden, weight, bias, target, u = ctx.saved_tensors
+        grads = linear_cross_entropy_backward(
+            hidden, weight, bias, target, u, grad_loss, *ctx.args, need_h, need_w, need_b
+        )
+    else:
+        if eager and ctx.consumed:
+            raise RuntimeError(
+                f"{_LINEAR} cannot backward twice through the same loss (retain_graph=True): "
+                "its gradients are computed in the forward pass and handed out once; use "
+                "impl='reference'"
+            )
+        ctx.consumed = True
+        grads = ctx.saved_tensors
+        if not eager:
+            grads = tuple(g * grad_loss.to(g.dtype) for g in grads)
+        elif grad_loss.device.type != "cpu" or float(grad_loss) != 1.0:
+            for g in grads:
+                g.mul_(grad_loss.to(g.dtype))
+    gh, gw, gb = grads
+    none = (None,) * 13
+    return (gh if need_h else None, gw if need_w else None, gb if need_b else None, *none)
+
+
+linear_cross_entropy.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+
+#: ``linear_cross_entropy`` for torch.func transforms (see :func:`_for_transforms`).
+LinearForTransforms = _for_transforms(
+    "LinearForTransforms", linear_cross_entropy, _linear_setup_context, _linear_backward
+)

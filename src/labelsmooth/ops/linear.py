@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -236,92 +235,65 @@ def _scatter(values: torch.Tensor, tok: Tokens, N: int) -> torch.Tensor:
     return values.new_zeros(N).index_copy_(0, tok.idx, values)
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: Any,
-        hidden: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        target: torch.Tensor,
-        u: torch.Tensor,
-        opt: LinearOptions,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # hidden (N, H), weight (V, H), bias (V,) or None, target (N,) int64, u (V,) float64
-        cdt = compute_dtype(weight.dtype)
-        tok = _tokens(target, u, cdt, opt)
-        need = (
-            ctx.needs_input_grad[0],
-            ctx.needs_input_grad[1],
-            bias is not None and ctx.needs_input_grad[2],
-        )
-        now = any(need) and opt.reduction != "none"  # gradients in this pass
-        coef = None
-        if now:
-            coef = tok.plan.grad_coefficients()
-        res = chunk_pass(hidden, weight, bias, tok, coef, need, opt)
+def forward(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    u: torch.Tensor,
+    opt: LinearOptions,
+    need: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
+    """(loss, nll, [grad_hidden, grad_weight, grad_bias]) of the chunk loop, the gradients
+    flagged in ``need`` computed in the same pass (none for ``reduction="none"``: they need
+    the incoming gradient, see :func:`backward_none`). The body of the op
+    ``labelsmooth::linear_cross_entropy`` (:mod:`labelsmooth.ops.library`)."""
+    # hidden (N, H), weight (V, H), bias (V,) or None, target (N,) int64, u (V,) float64
+    cdt = compute_dtype(weight.dtype)
+    tok = _tokens(target, u, cdt, opt)
+    now = any(need) and opt.reduction != "none"  # gradients in this pass
+    coef = tok.plan.grad_coefficients() if now else None
+    res = chunk_pass(hidden, weight, bias, tok, coef, need, opt)
+    N = hidden.shape[0]
+    out, nll = rowmath.finish(
+        res.stats, tok.plan, None, u, kl=opt.kl, reduction=opt.reduction,
+        shape=torch.Size([tok.count]),
+    )  # fmt: skip
+    if opt.reduction == "none":
+        out = _scatter(out, tok, N)
+    nll = _scatter(nll, tok, N).to(cdt)  # −log p_y per token, 0 for ignored tokens
+    grads: list[torch.Tensor | None] = [None, None, None]
+    if now:
+        grads = [
+            res.grad_hidden,
+            None if res.grad_weight is None else res.grad_weight.to(weight.dtype),
+            None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype),
+        ]
+    return out.to(hidden.dtype), nll, grads
 
-        N = hidden.shape[0]
-        out, nll = rowmath.finish(
-            res.stats, tok.plan, None, u, kl=opt.kl, reduction=opt.reduction,
-            shape=torch.Size([tok.count]),
-        )  # fmt: skip
-        if opt.reduction == "none":
-            out = _scatter(out, tok, N)
-        nll = _scatter(nll, tok, N).to(cdt)  # −log p_y per token, 0 for ignored tokens
-        ctx.mark_non_differentiable(nll)
 
-        ctx.opt, ctx.tok, ctx.need, ctx.consumed = opt, tok, need, False
-        if now:
-            ctx.grads = [
-                res.grad_hidden,
-                None if res.grad_weight is None else res.grad_weight.to(weight.dtype),
-                None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype),
-            ]
-        elif any(need):  # "none": backward runs the loop again
-            ctx.save_for_backward(hidden, weight, bias)
-        return out.to(hidden.dtype), nll
-
-    @staticmethod
-    def backward(
-        ctx: Any, grad_output: torch.Tensor, grad_nll: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, ...]:
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "linear_cross_entropy(impl='chunked') does not support double backward "
-                "(create_graph=True): its gradients are computed without a graph; use "
-                "impl='reference'"
-            )
-        opt: LinearOptions = ctx.opt
-        if opt.reduction != "none":
-            if ctx.consumed:
-                raise RuntimeError(
-                    "linear_cross_entropy(impl='chunked') cannot backward twice through the "
-                    "same loss (retain_graph=True): its gradients are computed in the forward "
-                    "pass and handed out once; use impl='reference'"
-                )
-            ctx.consumed = True
-            grads = ctx.grads
-            ctx.grads = None
-            scale_needed = grad_output.device.type != "cpu" or float(grad_output) != 1.0
-            if scale_needed:
-                for gr in grads:
-                    if gr is not None:
-                        gr.mul_(grad_output.to(gr.dtype))
-            return grads[0], grads[1], grads[2], None, None, None
-
-        # "none": the chunk loop again, each row's coefficients times its incoming gradient
-        hidden, weight, bias = ctx.saved_tensors
-        tok: Tokens = ctx.tok
-        go = grad_output.reshape(-1)
-        if tok.idx is not None:
-            go = go.index_select(0, tok.idx)
-        go = go.to(torch.float64)
-        g_p, g_y, g_a = tok.plan.grad_coefficients()  # no scale: the reduction is "none"
-        res = chunk_pass(hidden, weight, bias, tok, (g_p * go, g_y * go, g_a * go), ctx.need, opt)
-        gw = None if res.grad_weight is None else res.grad_weight.to(weight.dtype)
-        gb = None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype)
-        return res.grad_hidden, gw, gb, None, None, None
+def backward_none(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    u: torch.Tensor,
+    opt: LinearOptions,
+    need: tuple[bool, bool, bool],
+    grad_output: torch.Tensor,
+) -> list[torch.Tensor | None]:
+    """``reduction="none"``: the chunk loop again, each row's coefficients times its incoming
+    gradient (an ignored token's incoming gradient is never read)."""
+    tok = _tokens(target, u, compute_dtype(weight.dtype), opt)
+    go = grad_output.reshape(-1)
+    if tok.idx is not None:
+        go = go.index_select(0, tok.idx)
+    go = go.to(torch.float64)
+    g_p, g_y, g_a = tok.plan.grad_coefficients()  # no scale: the reduction is "none"
+    res = chunk_pass(hidden, weight, bias, tok, (g_p * go, g_y * go, g_a * go), need, opt)
+    gw = None if res.grad_weight is None else res.grad_weight.to(weight.dtype)
+    gb = None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype)
+    return [res.grad_hidden, gw, gb]
 
 
 def linear_cross_entropy_chunked(
@@ -335,8 +307,23 @@ def linear_cross_entropy_chunked(
     """(loss, nll) by the chunk loop; ``hidden`` (N, H), ``target`` (N,) int64, validated.
     The loss is (N,) for ``reduction="none"``, else a scalar; ``nll`` is the unsmoothed
     negative log-likelihood of every token (N,), 0 for ignored ones, detached."""
-    loss, nll = _LinearCrossEntropy.apply(hidden, weight, bias, target, u, opt)
-    return loss, nll
+    from labelsmooth.ops import library
+
+    grad_on = torch.is_grad_enabled()
+    need = (
+        grad_on and hidden.requires_grad,
+        grad_on and weight.requires_grad,
+        grad_on and bias is not None and bias.requires_grad,
+    )
+    args = (
+        hidden, weight, bias, target, u, opt.ignore_index, opt.reduction, opt.eps,
+        opt.convention, opt.kl, opt.softcap, opt.chunk_size, opt.uniform_prior, *need,
+    )  # fmt: skip
+    if not torch.compiler.is_compiling() and library._wrapped(hidden):
+        loss, nll, *_ = library.LinearForTransforms.apply(*args)
+    else:
+        loss, nll, *_ = library.linear_cross_entropy(*args)
+    return loss, nll.detach()
 
 
 def linear_cross_entropy_reference(
@@ -507,10 +494,15 @@ def prepare(
     V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
     flat_target = target.reshape(-1)
     if validate_args:
-        V.check_values(
-            stand_in, flat_target, ignore_index, soft=False, kl=kl, weight=None, prior=prior,
-            class_mask=class_mask,
-        )  # fmt: skip
+        if torch.compiler.is_compiling():  # the same checks, run by an op when the graph runs
+            flat_target = torch.ops.labelsmooth.checked_target(
+                flat_target, None, prior, class_mask, num_classes, ignore_index, False, kl
+            )
+        else:
+            V.check_values(
+                stand_in, flat_target, ignore_index, soft=False, kl=kl, weight=None,
+                prior=prior, class_mask=class_mask,
+            )  # fmt: skip
     resolved = resolve_impl(impl, prior)
     u = smoothing_prior(num_classes, prior, class_mask, dtype=torch.float64, device=hidden.device)
     opt = LinearOptions(
