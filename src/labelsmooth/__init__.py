@@ -20,6 +20,7 @@ from labelsmooth.functional import (
     smooth_labels,
 )
 from labelsmooth.modules import LabelSmoothingCrossEntropy, LinearCrossEntropyLoss
+from labelsmooth.online import OnlineLabelSmoothing
 from labelsmooth.runtime import empty_cache
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "LabelSmoothingCrossEntropy",
     "linear_cross_entropy",
     "LinearCrossEntropyLoss",
+    "OnlineLabelSmoothing",
     "empty_cache",
     "runtime",
     "__version__",
@@ -45,7 +47,16 @@ _LAZY_SUBMODULES = ("parallel", "metrics", "integrations", "runtime")
 # remove them so that ``dir(labelsmooth)`` is the public API. They stay importable by their
 # full names (``import labelsmooth.functional``), and attribute access still finds them through
 # ``__getattr__`` below (``mock.patch("labelsmooth.functional...")`` keeps working).
-for _name in ("distillation", "functional", "modules", "runtime", "ops", "_dispatch", "_validate"):
+for _name in (
+    "distillation",
+    "functional",
+    "modules",
+    "online",
+    "runtime",
+    "ops",
+    "_dispatch",
+    "_validate",
+):
     globals().pop(_name, None)
 del _name
 
