@@ -55,7 +55,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 # the cross-entropy benchmark's step builder, resident-set probes and machine record
-from labelsmooth.experiment.bench import _make_step, _reset_peak, _rss_kib, machine_info
+from labelsmooth.experiment import bench as ls_bench
+from labelsmooth.experiment.bench import machine_info, reset_peak, rss_kib
 
 EPS = 0.1
 SHAPES = [(8192, 32000), (256, 1000)]
@@ -127,7 +128,7 @@ def make_step(variant: str, x, y) -> tuple[Callable[[], None], str]:  # noqa: AN
     import torch
 
     if variant in _SHARED:
-        return _make_step(_SHARED[variant], x, y), ""
+        return ls_bench.make_step(_SHARED[variant], x, y), ""
     if variant == "hf-labelsmoother":
         from transformers.trainer_pt_utils import LabelSmoother
 
@@ -178,11 +179,11 @@ def run_memory(variant: str, n: int, c: int) -> dict:
     step, note = make_step(variant, x, y)
     labelsmooth.empty_cache()
     gc.collect()
-    ok = _reset_peak()
-    before = _rss_kib("VmRSS")
+    ok = reset_peak()
+    before = rss_kib("VmRSS")
     step()  # the first step: its cached buffers are part of the peak
     step()
-    peak = _rss_kib("VmHWM") if ok else 0
+    peak = rss_kib("VmHWM") if ok else 0
     result: dict = {"variant": variant, "shape": [n, c], "dtype": "float32"}
     result["peak_above_before_bytes"] = max(0, peak - before) * 1024 if ok else None
     result["logits_bytes"] = x.numel() * x.element_size()

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # the resident-set probes of the cross-entropy benchmark (Linux /proc), not a second copy
-from labelsmooth.experiment.bench import _reset_peak, _rss_kib
+from labelsmooth.experiment.bench import reset_peak, rss_kib
 
 EPS = 0.1
 SHAPES = [(2048, 512, 128256), (4096, 1024, 32000)]
@@ -60,7 +60,7 @@ def _loadavg() -> str:
         return "n/a"
 
 
-def _make_step(variant: str, h, w, y) -> Callable[[], None]:  # noqa: ANN001
+def make_step(variant: str, h, w, y) -> Callable[[], None]:  # noqa: ANN001
     """One forward + backward of ``variant``; the gradients are computed and dropped."""
     import torch
     import torch.nn.functional as F
@@ -105,16 +105,16 @@ def run_one(variant: str, n: int, hdim: int, v: int, repeats: int, threads: int,
     h = torch.randn(n, hdim, generator=g).requires_grad_(True)
     w = (torch.randn(v, hdim, generator=g) / hdim**0.5).requires_grad_(True)
     y = torch.randint(0, v, (n,), generator=g)
-    step = _make_step(variant, h, w, y)
+    step = make_step(variant, h, w, y)
     step()  # warm-up (and compilation)
     result: dict = {"variant": variant, "shape": [n, hdim, v]}
     if measure == "memory":
         labelsmooth.empty_cache()
         gc.collect()
-        ok = _reset_peak()
-        before = _rss_kib("VmRSS")
+        ok = reset_peak()
+        before = rss_kib("VmRSS")
         step()
-        peak = _rss_kib("VmHWM")
+        peak = rss_kib("VmHWM")
         result["peak_above_inputs_bytes"] = max(0, peak - before) * 1024 if ok else None
     else:
         times = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from labelsmooth._validate import CONVENTIONS
 from labelsmooth.distillation import distillation_loss
 from labelsmooth.functional import (
     chosen_impl,
@@ -35,6 +36,7 @@ __all__ = [
     "linear_cross_entropy",
     "LinearCrossEntropyLoss",
     "OnlineLabelSmoothing",
+    "CONVENTIONS",
     "empty_cache",
     "runtime",
     "__version__",

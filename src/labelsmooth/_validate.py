@@ -108,6 +108,7 @@ def check_input(input: torch.Tensor) -> None:
         )
 
 
+# long function: the soft and class-index rules side by side, each message by its condition
 def check_target(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -1,5 +1,7 @@
 """Public functions: validate once into a spec, ask the implementation registry, call.
 
+Long file: the public functions' docstrings are the API reference (math, arguments, examples).
+
 The math lives in :mod:`labelsmooth.ops`; this file only checks arguments and chooses a path.
 """
 
@@ -195,7 +197,7 @@ def _resolve(impl: str, spec: V.Spec) -> _dispatch.Impl:
 def _traced(t: torch.Tensor) -> bool:
     """Whether a tracer (torch.compile, torch.export) or a torch.func transform sees this
     call: then nothing may read tensor data on the host (no ``.item()``)."""
-    return torch.compiler.is_compiling() or _library._wrapped(t)
+    return torch.compiler.is_compiling() or _library.is_transformed(t)
 
 
 def _checked(
@@ -269,7 +271,7 @@ def _run_fused(
         input, target, weight, u, spec.ignore_index, spec.reduction, spec.eps, spec.convention,
         spec.kl, uniform_prior, backend, need_grad, spec.inplace_backward,
     )  # fmt: skip
-    if not torch.compiler.is_compiling() and _library._wrapped(input):
+    if not torch.compiler.is_compiling() and _library.is_transformed(input):
         loss, nll, _, _ = _library.FusedForTransforms.apply(*args)
     else:
         loss, nll, _, _ = torch.ops.labelsmooth.fused_cross_entropy(*args)
@@ -573,7 +575,14 @@ def linear_cross_entropy(
         class_mask=class_mask, kl=kl, softcap=softcap, chunk_size=chunk_size,
         return_nll=return_nll, impl=impl, validate_args=validate_args,
     )  # fmt: skip
-    loss, nll = _linear.run(call)
+    if call.impl == "chunked":
+        run = _library.chunked_linear_cross_entropy
+    else:
+        run = _linear.linear_cross_entropy_reference
+    loss, nll = run(call.hidden, call.weight, call.bias, call.target, call.u, call.opt)
+    if reduction == "none":
+        loss = loss.reshape(call.out_shape)
+    nll = nll.reshape(call.out_shape)
     if not return_nll:
         return loss
     flat = call.target  # (N,) int64: _reduce_nll counts its non-ignored entries

@@ -1,5 +1,7 @@
 """Benchmark of label-smoothed cross-entropy variants: forward + backward time and peak memory.
 
+Long file: the variants, their subprocess runner, the memory probe and the report of one tool.
+
 Each (variant, shape, dtype) runs in fresh subprocesses so that peak memory is that variant's
 alone. Memory is measured on one step from a cold start (labelsmooth's cached gradient buffer
 released first with :func:`labelsmooth.empty_cache`). Times are medians of several
@@ -92,7 +94,7 @@ DEFAULT_OUT = Path("labelsmooth-bench")
 _SAME_CALL = {"fused": "fused", "reference": "reference"}
 
 
-def _rss_kib(field: str) -> int:
+def rss_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -100,7 +102,7 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def _reset_peak() -> bool:
+def reset_peak() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -109,7 +111,7 @@ def _reset_peak() -> bool:
         return False
 
 
-def _make_step(variant: str, x, y) -> Callable[[], None]:  # noqa: ANN001
+def make_step(variant: str, x, y) -> Callable[[], None]:  # noqa: ANN001
     """The forward + backward step of ``variant`` (the gradient is computed and dropped)."""
     import torch
     import torch.nn.functional as F
@@ -198,7 +200,7 @@ def run_one(
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(n, c, generator=g) * 2).to(getattr(torch, dtype))
     y = torch.randint(0, c, (n,), generator=g)
-    step = _make_step(variant, x, y)
+    step = make_step(variant, x, y)
     restore = getattr(step, "restore", lambda: None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -209,10 +211,10 @@ def run_one(
         labelsmooth.empty_cache()
         restore()
         gc.collect()
-        peak_ok = _reset_peak()
-        before = _rss_kib("VmRSS")
+        peak_ok = reset_peak()
+        before = rss_kib("VmRSS")
         step()
-        peak = _rss_kib("VmHWM") if peak_ok else 0
+        peak = rss_kib("VmHWM") if peak_ok else 0
     times = []  # time: steady state, as in a training loop
     for _ in range(repeats if measure in ("time", "both") else 0):
         restore()
@@ -391,6 +393,7 @@ def _variants_run(results: Sequence[dict]) -> list[str]:
     return [v for v in VARIANTS if v in present] + sorted(present - set(VARIANTS))
 
 
+# long function: the report's sections in the order a reader sees them
 def render_markdown(
     results: Sequence[dict],
     info: dict,
@@ -664,6 +667,7 @@ def _merge(old: dict, results: list[dict]) -> list[dict]:
     return merged + [n for n in results if (tuple(n["shape"]), n["dtype"]) in fresh]
 
 
+# long function: the command's arguments, the grid and its writers in one place
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: ``labelsmooth bench [--quick] [--shapes NxC ...] [--out DIR] ...``."""
     p = build_parser()

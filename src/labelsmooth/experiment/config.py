@@ -18,7 +18,7 @@ from typing import Any
 
 # The one place the application reads the library's list of conventions: the library has no
 # public name for it yet (labelsmooth.cross_entropy's docstring lists the same three).
-from labelsmooth._validate import CONVENTIONS
+from labelsmooth import CONVENTIONS
 
 __all__ = [
     "CONVENTIONS",

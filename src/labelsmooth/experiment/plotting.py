@@ -1,5 +1,7 @@
 """Calibration and label-smoothing plots; matplotlib (the ``plot`` extra) is imported lazily.
 
+Long file: one function per figure the experiment draws, sharing the layout helpers here.
+
 Every function builds a :class:`matplotlib.figure.Figure` directly on an Agg canvas, never
 through ``pyplot``, so nothing leaks into pyplot's global state and no display is needed. Each
 returns the Figure and, given ``path``, also saves it as PNG (dpi 120).
@@ -104,6 +106,7 @@ def _save(fig: Figure, path: str | os.PathLike[str] | None) -> None:
         fig.savefig(os.fspath(path), dpi=_DPI, format="png")
 
 
+# long function: bars, gap shading, legend and the count panel of one figure
 def reliability_diagram(
     probs: Tensor,
     target: Tensor,

@@ -1,6 +1,8 @@
 """The ``torch.library`` ops: how the fused kernels meet autograd, ``torch.compile`` and
 ``torch.func``.
 
+Long file: every op with its fake function, autograd formula and vmap rule, side by side.
+
 Two ops, both opaque to the tracer (their bodies run eagerly, so they may synchronize, raise
 and call C or Triton kernels), each with a fake (meta) function that gives the shapes and
 dtypes of its outputs without data:
@@ -30,7 +32,7 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validate as V
-from labelsmooth.ops import rowmath
+from labelsmooth.ops import linear, rowmath
 from labelsmooth.ops.reference import compute_dtype
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "linear_cross_entropy_backward",
     "FusedForTransforms",
     "LinearForTransforms",
+    "chunked_linear_cross_entropy",
+    "is_transformed",
 ]
 
 
@@ -276,7 +280,7 @@ def _backward(ctx, grad_loss, _grad_nll, _grad_grad, _grad_stats):
 fused_cross_entropy.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _wrapped(t: Tensor) -> bool:
+def is_transformed(t: Tensor) -> bool:
     """A tensor of a torch.func transform (grad, vjp, vmap)."""
     return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
 
@@ -355,8 +359,6 @@ def linear_cross_entropy(
     (:mod:`labelsmooth.ops.linear`); ``hidden`` (N, H), ``target`` (N,) int64, validated.
     The gradients are computed in the same pass (empty when not asked for, and always empty
     for ``reduction="none"``, whose backward runs the chunk loop again)."""
-    from labelsmooth.ops import linear
-
     opt = linear.LinearOptions(
         ignore_index, reduction, eps, convention, kl, softcap, chunk_size, uniform_prior
     )
@@ -402,8 +404,6 @@ def linear_cross_entropy_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``reduction="none"``: the gradients for one incoming gradient per token, by the chunk
     loop again (each row's coefficients times its incoming gradient)."""
-    from labelsmooth.ops import linear
-
     opt = linear.LinearOptions(
         ignore_index, "none", eps, convention, kl, softcap, chunk_size, uniform_prior
     )
@@ -484,3 +484,31 @@ linear_cross_entropy.register_autograd(_linear_backward, setup_context=_linear_s
 LinearForTransforms = _for_transforms(
     "LinearForTransforms", linear_cross_entropy, _linear_setup_context, _linear_backward
 )
+
+
+def chunked_linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    u: Tensor,
+    opt: linear.LinearOptions,
+) -> tuple[Tensor, Tensor]:
+    """(loss, nll) by the chunk loop (``impl="chunked"``); ``hidden`` (N, H), ``target`` (N,)
+    int64, validated. The loss is (N,) for ``reduction="none"``, else a scalar; ``nll`` is
+    the unsmoothed negative log-likelihood of every token (N,), 0 for ignored ones, detached."""
+    grad_on = torch.is_grad_enabled()
+    need = (
+        grad_on and hidden.requires_grad,
+        grad_on and weight.requires_grad,
+        grad_on and bias is not None and bias.requires_grad,
+    )
+    args = (
+        hidden, weight, bias, target, u, opt.ignore_index, opt.reduction, opt.eps,
+        opt.convention, opt.kl, opt.softcap, opt.chunk_size, opt.uniform_prior, *need,
+    )  # fmt: skip
+    if not torch.compiler.is_compiling() and is_transformed(hidden):
+        loss, nll, *_ = LinearForTransforms.apply(*args)
+    else:
+        loss, nll, *_ = linear_cross_entropy(*args)
+    return loss, nll.detach()

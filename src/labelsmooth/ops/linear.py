@@ -1,5 +1,7 @@
 """Chunked linear head + label-smoothed cross-entropy: the N × V logits never exist at once.
 
+Long file: the chunk loop, its two passes and the argument checks of one public function.
+
 ``linear_cross_entropy(hidden, weight, target, bias)`` equals
 ``cross_entropy(F.linear(hidden, weight, bias), target, ...)``; this module computes it over
 chunks of tokens, so that at most ``chunk × V`` logits (one buffer, reused) exist at a time.
@@ -57,8 +59,8 @@ __all__ = [
     "LinearCall",
     "default_chunk_size",
     "prepare",
-    "run",
-    "linear_cross_entropy_chunked",
+    "forward",
+    "backward_none",
     "linear_cross_entropy_reference",
     # the chunk machinery labelsmooth.parallel reuses
     "Tokens",
@@ -146,6 +148,7 @@ class _Pass:
     grad_bias: torch.Tensor | None
 
 
+# long function: one chunk loop (matmul, softcap, row kernel, three gradients), top to bottom
 def chunk_pass(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -296,36 +299,6 @@ def backward_none(
     return [res.grad_hidden, gw, gb]
 
 
-def linear_cross_entropy_chunked(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    target: torch.Tensor,
-    u: torch.Tensor,
-    opt: LinearOptions,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, nll) by the chunk loop; ``hidden`` (N, H), ``target`` (N,) int64, validated.
-    The loss is (N,) for ``reduction="none"``, else a scalar; ``nll`` is the unsmoothed
-    negative log-likelihood of every token (N,), 0 for ignored ones, detached."""
-    from labelsmooth.ops import library
-
-    grad_on = torch.is_grad_enabled()
-    need = (
-        grad_on and hidden.requires_grad,
-        grad_on and weight.requires_grad,
-        grad_on and bias is not None and bias.requires_grad,
-    )
-    args = (
-        hidden, weight, bias, target, u, opt.ignore_index, opt.reduction, opt.eps,
-        opt.convention, opt.kl, opt.softcap, opt.chunk_size, opt.uniform_prior, *need,
-    )  # fmt: skip
-    if not torch.compiler.is_compiling() and library._wrapped(hidden):
-        loss, nll, *_ = library.LinearForTransforms.apply(*args)
-    else:
-        loss, nll, *_ = library.linear_cross_entropy(*args)
-    return loss, nll.detach()
-
-
 def linear_cross_entropy_reference(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -336,7 +309,8 @@ def linear_cross_entropy_reference(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, nll) by the plain composition: ``F.linear``, softcap, the reference loss on the
     dense (N, V) logits (autograd does the rest; any option, double backward included).
-    Same outputs as :func:`linear_cross_entropy_chunked`."""
+    Same outputs as the chunked op
+    (:func:`labelsmooth.ops.library.chunked_linear_cross_entropy`)."""
     logits = F.linear(hidden, weight, bias)  # (N, V)
     if opt.softcap is not None:
         logits = opt.softcap * torch.tanh(logits / opt.softcap)
@@ -392,26 +366,11 @@ def resolve_impl(impl: str, prior: torch.Tensor | None) -> str:
     return impl
 
 
-def prepare(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    target: torch.Tensor,
-    bias: torch.Tensor | None,
-    *,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    convention: str,
-    prior: torch.Tensor | None,
-    class_mask: torch.Tensor | None,
-    kl: bool,
-    softcap: float | None,
-    chunk_size: int | None,
-    return_nll: bool,
-    impl: str,
-    validate_args: bool,
-) -> LinearCall:
-    """Check every argument (errors name the argument and its value) and resolve ``impl``."""
+# long function: one check per tensor property, each with the message that names it
+def _check_tensors(
+    hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Types, shapes, dtypes and devices of the tensors (errors name the argument)."""
     hidden = _check_tensor("hidden", hidden)
     weight = _check_tensor("weight", weight)
     target = _check_tensor("target", target)
@@ -470,9 +429,11 @@ def prepare(
             f"target must be on hidden's device, got target.device={target.device} and "
             f"hidden.device={hidden.device}"
         )
-    eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
-    V.check_choice("impl", impl, LINEAR_IMPLS)
-    V.check_flags(kl=kl, return_nll=return_nll, validate_args=validate_args)
+    return hidden, weight, target, bias
+
+
+def _check_softcap_and_chunk(softcap: float | None, chunk_size: int | None) -> float | None:
+    """``softcap`` as a float (or None) and ``chunk_size`` a positive int or None."""
     if softcap is not None:
         if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
             raise TypeError(f"softcap must be a positive float or None, got softcap={softcap!r}")
@@ -487,6 +448,36 @@ def prepare(
             f"got chunk_size={chunk_size!r}"
         )
 
+    return softcap
+
+
+# long function: the checks in the order a reader meets the arguments, then the call's plan
+def prepare(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    convention: str,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    kl: bool,
+    softcap: float | None,
+    chunk_size: int | None,
+    return_nll: bool,
+    impl: str,
+    validate_args: bool,
+) -> LinearCall:
+    """Check every argument (errors name the argument and its value) and resolve ``impl``."""
+    hidden, weight, target, bias = _check_tensors(hidden, weight, target, bias)
+    num_classes, H = weight.shape
+    eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
+    V.check_choice("impl", impl, LINEAR_IMPLS)
+    V.check_flags(kl=kl, return_nll=return_nll, validate_args=validate_args)
+    softcap = _check_softcap_and_chunk(softcap, chunk_size)
     N = target.numel()
     # a zero-stride (N, V) stand-in for the logits: the shared checks read only its shape
     stand_in = hidden.new_empty(()).expand(N, num_classes)
@@ -525,13 +516,3 @@ def prepare(
         impl=resolved,
         out_shape=tuple(target.shape),
     )
-
-
-def run(call: LinearCall) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, per-token nll) of a prepared call; the loss has the target's shape for "none",
-    the nll (0 for ignored tokens, detached, compute dtype) always has it."""
-    fn = linear_cross_entropy_chunked if call.impl == "chunked" else linear_cross_entropy_reference
-    loss, nll = fn(call.hidden, call.weight, call.bias, call.target, call.u, call.opt)
-    if call.opt.reduction == "none":
-        loss = loss.reshape(call.out_shape)
-    return loss, nll.reshape(call.out_shape)
