@@ -374,6 +374,30 @@ def _check_collectives(world: int, rank: int) -> None:
         dist.all_reduce = real  # type: ignore[assignment]
 
 
+def _check_compiled(world: int, rank: int) -> None:
+    """torch.compile(fullgraph=True) of a step with the vocabulary-parallel loss equals eager
+    (the collectives run inside the op when the graph runs)."""
+    V = VOCAB[world]
+    start, stop = _ranges(world)[rank]
+    logits, target, prior, _ = _data(V, 11)
+    vr = None if LAYOUTS[world] is None else (start, stop)
+
+    def step(x, y):
+        return vocab_parallel_cross_entropy(
+            x, y, vocab_range=vr, label_smoothing=0.1, convention="others", prior=prior
+        )
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    results = []
+    for fn in (compiled, step):
+        local = logits[:, start:stop].clone().requires_grad_()
+        loss = fn(local, target)
+        loss.backward()
+        results.append((loss.detach(), local.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOL)
+
+
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -399,6 +423,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             run(f"linear {case}", lambda c=dict(case): _check_linear(world, rank, c))
         run("collectives", lambda: _check_collectives(world, rank))
         run("errors", lambda: _check_errors(world, rank))
+        if world == 2:
+            run("compiled", lambda: _check_compiled(world, rank))
     finally:
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(failures))
         dist.destroy_process_group()

@@ -17,8 +17,6 @@ Backward only scales the saved gradient by the incoming one: no collective.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.distributed as dist
 
@@ -89,58 +87,121 @@ def local_a(
     return a64.to(dtype), None, a64.sum().to(dtype)
 
 
-class _VocabParallelCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: Any, x: torch.Tensor, target: torch.Tensor, st: X.Setup, opt: X.Options
-    ) -> torch.Tensor:
-        # x (N, V_local) contiguous, target (N,) int64 global class ids
-        cdt = compute_dtype(x.dtype)
-        N, width = x.shape
-        need_grad = ctx.needs_input_grad[0]
-        if st.problem is None:
-            assert st.vrange is not None
-            _, owner, y_loc = X.local_targets(target, st.vrange, opt.ignore_index)
-            a, a0, A_r = local_a(st, width, cdt, x.device)
-            local = device_row_statistics(x, Rows(y=y_loc, a=a, a0=a0), None)  # pass 1
-        else:  # every rank raises in the exchange
-            local, A_r = neutral(N, cdt, x.device), 0.0
-        ex = X.exchange(st, local, target, A_r, opt)
-        out, _ = rowmath.finish(
-            ex.stats, ex.plan, None, ex.u, kl=opt.kl, reduction=opt.reduction,
-            shape=target.shape,
-        )  # fmt: skip
-        ctx.reduction, ctx.consumed = opt.reduction, False
-        if need_grad:
-            y2, g_p, g_y, g_a = X.grad_rows(ex, y_loc, owner, local.s)
-            a2 = ex.plan.a[ex.start : ex.stop].to(cdt)
-            rows = Rows(
-                y=y2, a=a2, a0=ex.plan.a0, g_p=g_p.to(cdt), g_a=g_a.to(cdt), g_y=g_y.to(cdt)
-            )
-            grad = _cpu_runtime.empty_like_gradient(x)
-            device_row_statistics(x, rows, grad)  # pass 2: the gradient of the local slice
-            ctx.save_for_backward(grad)
-        return out.to(x.dtype)
+#: Process groups by key, for the op below (an op takes no Python objects): filled by the
+#: public function on each call, read by the op's body when it runs.
+_GROUPS: dict[str, dist.ProcessGroup | None] = {}
 
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "vocab_parallel_cross_entropy does not support double backward "
-                "(create_graph=True): its gradient is computed without a graph"
-            )
-        if ctx.consumed:
-            raise RuntimeError(
-                "vocab_parallel_cross_entropy cannot backward twice through the same loss "
-                "(retain_graph=True): its gradient is scaled in place"
-            )
-        ctx.consumed = True
-        (grad,) = ctx.saved_tensors
-        if ctx.reduction == "none":
-            grad.mul_(grad_output.reshape(-1, 1).to(grad.dtype))
-        elif grad_output.device.type != "cpu" or float(grad_output) != 1.0:
-            grad.mul_(grad_output.to(grad.dtype))
-        return grad, None, None, None
+
+def _group_key(group: dist.ProcessGroup | None) -> str:
+    key = "default" if group is None else f"{group.group_name}"
+    _GROUPS[key] = group
+    return key
+
+
+class _Repr:
+    """A malformed ``vocab_range`` by its repr (the exchange reports it on every rank)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@torch.library.custom_op("labelsmooth::vocab_parallel_cross_entropy", mutates_args=())
+def vocab_parallel_op(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    prior: torch.Tensor | None,
+    class_mask: torch.Tensor | None,
+    group_key: str,
+    vocab_range: list[int],
+    vocab_range_repr: str,
+    ignore_index: int,
+    reduction: str,
+    eps: float,
+    convention: str,
+    kl: bool,
+    validate_args: bool,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, ∂loss/∂x of this rank's slice) — the collectives run here, when the op runs
+    (eagerly, or inside a compiled graph). ``x`` (N, V_local) contiguous, ``target`` (N,)
+    int64 global class ids; ``vocab_range`` [start, stop], or [] with the argument's repr
+    (None: equal slices; anything else is this rank's problem, raised on every rank)."""
+    opt = X.Options(ignore_index, reduction, eps, convention, kl, validate_args)
+    given: object = tuple(vocab_range) if vocab_range else _Repr(vocab_range_repr)
+    if vocab_range_repr == "None":
+        given = None
+    st = X.setup(
+        width=x.shape[1], rows=target.shape[0], device=x.device, group=_GROUPS[group_key],
+        vocab_range=given, prior=prior, class_mask=class_mask, opt=opt,
+    )  # fmt: skip
+    # x (N, V_local) contiguous, target (N,) int64 global class ids
+    cdt = compute_dtype(x.dtype)
+    N, width = x.shape
+    if st.problem is None:
+        assert st.vrange is not None
+        _, owner, y_loc = X.local_targets(target, st.vrange, opt.ignore_index)
+        a, a0, A_r = local_a(st, width, cdt, x.device)
+        local = device_row_statistics(x, Rows(y=y_loc, a=a, a0=a0), None)  # pass 1
+    else:  # every rank raises in the exchange
+        local, A_r = neutral(N, cdt, x.device), 0.0
+    ex = X.exchange(st, local, target, A_r, opt)
+    out, _ = rowmath.finish(
+        ex.stats, ex.plan, None, ex.u, kl=opt.kl, reduction=opt.reduction, shape=target.shape
+    )
+    if not need_grad:
+        return out.to(x.dtype), x.new_empty(0)
+    y2, g_p, g_y, g_a = X.grad_rows(ex, y_loc, owner, local.s)
+    a2 = ex.plan.a[ex.start : ex.stop].to(cdt)
+    rows = Rows(y=y2, a=a2, a0=ex.plan.a0, g_p=g_p.to(cdt), g_a=g_a.to(cdt), g_y=g_y.to(cdt))
+    grad = _cpu_runtime.empty_like_gradient(x)
+    device_row_statistics(x, rows, grad)  # pass 2: the gradient of the local slice
+    return out.to(x.dtype), grad
+
+
+@vocab_parallel_op.register_fake
+def _vocab_parallel_fake(
+    x, target, prior, class_mask, group_key, vocab_range, ignore_index, reduction, *args
+):
+    need_grad = args[-1]
+    out = x.new_empty(target.shape if reduction == "none" else ())
+    return out, (torch.empty_like(x) if need_grad else x.new_empty(0))
+
+
+def _vp_setup_context(ctx, inputs, output) -> None:
+    ctx.reduction = inputs[8]
+    ctx.consumed = False
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(output[1])
+
+
+def _vp_backward(ctx, grad_output, _grad_grad):
+    # the gradient of the slice was computed in the forward pass: ∂L/∂x = grad_output · grad
+    eager = not torch.compiler.is_compiling()
+    if eager and torch.is_grad_enabled():
+        raise RuntimeError(
+            "vocab_parallel_cross_entropy does not support double backward "
+            "(create_graph=True): its gradient is computed without a graph"
+        )
+    if eager and ctx.consumed:
+        raise RuntimeError(
+            "vocab_parallel_cross_entropy cannot backward twice through the same loss "
+            "(retain_graph=True): its gradient is scaled in place"
+        )
+    ctx.consumed = True
+    (grad,) = ctx.saved_tensors
+    go = grad_output.reshape(-1, 1) if ctx.reduction == "none" else grad_output
+    if not eager:
+        grad = grad * go.to(grad.dtype)
+    elif go.dim() or go.device.type != "cpu" or float(go) != 1.0:
+        grad.mul_(go.to(grad.dtype))
+    return (grad, *(None,) * 13)
+
+
+vocab_parallel_op.register_autograd(_vp_backward, setup_context=_vp_setup_context)
 
 
 def vocab_parallel_cross_entropy(
@@ -279,9 +340,25 @@ def vocab_parallel_cross_entropy(
     if not x.is_contiguous():
         x = x.contiguous()
     y = target.reshape(-1).long()
-    st = X.setup(
-        width=width, rows=y.shape[0], device=x.device, group=group, vocab_range=vocab_range,
-        prior=prior, class_mask=class_mask, opt=opt,
+    need_grad = local_logits.requires_grad and torch.is_grad_enabled()
+    loss, _ = vocab_parallel_op(
+        x, y, prior, class_mask, _group_key(group), _range_list(vocab_range), repr(vocab_range),
+        opt.ignore_index, opt.reduction, opt.eps, opt.convention, opt.kl, opt.validate, need_grad,
     )  # fmt: skip
-    loss = _VocabParallelCrossEntropy.apply(x, y, st, opt)
     return loss.reshape(target.shape) if reduction == "none" else loss
+
+
+def _range_list(vocab_range: object) -> list[int]:
+    """``vocab_range`` as the op's list argument: [] for None; anything that is not a pair
+    of ints is handed over as it is checked later (every rank raises in the exchange)."""
+    if vocab_range is None:
+        return []
+    if (
+        isinstance(vocab_range, (tuple, list))
+        and len(vocab_range) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in vocab_range)
+    ):
+        return [int(vocab_range[0]), int(vocab_range[1])]
+    raise ValueError(
+        f"vocab_range must be a pair of ints (start, stop) or None, got vocab_range={vocab_range!r}"
+    )
