@@ -272,3 +272,28 @@ def test_auto_on_cuda_follows_the_committed_gpu_measurements(monkeypatch):
     monkeypatch.setattr(_dispatch, "_triton_missing", lambda: True)
     assert _dispatch.choose_auto(spec(big)) == "torch"
     assert _dispatch.choose_auto(spec(1000, "others", kl=True)) == "fused"
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused", "torch"])
+def test_non_finite_incoming_gradient_at_an_ignored_position_gives_zero(impl):
+    x = torch.randn(4, 5, requires_grad=True)
+    y = torch.tensor([0, -100, 2, 3])
+    loss = labelsmooth.cross_entropy(x, y, reduction="none", label_smoothing=0.1, impl=impl)
+    go = torch.tensor([1.0, float("nan"), 1.0, 1.0])  # NaN where the row is ignored
+    (g,) = torch.autograd.grad(loss, x, go)
+    assert torch.isfinite(g).all() and (g[1] == 0).all()
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused", "torch"])
+def test_counted_targets_of_zero_weight_give_nan_in_every_impl(impl):
+    x = torch.randn(3, 4)
+    w = torch.tensor([0.0, 1.0, 1.0, 1.0])
+    loss = labelsmooth.cross_entropy(
+        x, torch.tensor([0, 0, -100]), w, label_smoothing=0.1, impl=impl
+    )
+    assert torch.isnan(loss)
+
+
+def test_ignore_index_outside_int64_is_one_clear_error():
+    with pytest.raises(ValueError, match="ignore_index must fit in int64"):
+        labelsmooth.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), ignore_index=2**70)
