@@ -1,0 +1,606 @@
+"""Compiled training steps: labelsmooth against F.cross_entropy, both under torch.compile.
+
+Three comparisons, ε = 0.1, float32, gradients of every parameter, one SGD update per step:
+
+(a) **MLP step** 784-1200-1200-10 (ReLU), batch 128: the compiled step with
+    ``labelsmooth.cross_entropy(label_smoothing=0.1)`` (impl auto; also ``convention="others"``)
+    against the same compiled step with ``F.cross_entropy(label_smoothing=0.1)``.
+    Target: ≤ 1.05× the compiled built-in's time.
+(b) **LM head** 2048 tokens × H 512 × V 32000: the compiled step with
+    ``labelsmooth.linear_cross_entropy(hidden, weight, target, label_smoothing=0.1)`` against
+    compiled ``F.linear`` + ``F.cross_entropy``; gradients of hidden and weight, SGD on weight.
+    Targets: time ≤ 1.0×, peak memory of a step ≤ 0.5× the compiled built-in's.
+(c) **eager vs compiled labelsmooth**: the MLP step of (a) with labelsmooth, not compiled.
+
+How a step is compiled: ``loss.backward()`` inside a compiled region always splits the graph
+(Dynamo does not trace it), so a step is two compiled regions, the same for every variant:
+forward + loss (``torch.compile(fullgraph=True)``; if that raises, ``fullgraph=False`` and the
+reason is recorded) and the SGD update (``torch._foreach_add_``, ``fullgraph=True``); the
+backward between them runs the backward graph AOTAutograd compiled with the forward region.
+Eager variants run the same two functions uncompiled.
+
+Time: interleaved rounds in one process (each round runs every variant of a comparison in a
+shuffled order; a round's ratio is the variant's time over the baseline's in that round; the
+tables give the median ratio and each variant's median and best time per step). Compilation
+is excluded: every variant is warmed up first (3 steps); the first call (which compiles, from
+an empty Inductor cache unless ``--inductor-cache shared``) is reported separately.
+
+Peak memory (b): one fresh subprocess per variant (a process's peak resident set only grows):
+warm-up, then one step; CPU: Linux ``VmHWM`` after a reset via ``/proc/self/clear_refs``
+minus the resident set before the step (glibc told to return blocks ≥ 1 MiB to the system,
+so the resident set follows live memory); CUDA: ``torch.cuda.max_memory_allocated`` minus the
+allocated memory before the step.
+
+    python benchmarks/bench_compile.py --out benchmarks/results      # CPU: compile.{md,json}
+    python benchmarks/bench_compile.py --device cuda --out DIR        # compile-cuda.{md,json}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import labelsmooth
+
+EPS = 0.1
+LR = 0.01
+WARMUP = 3
+MLP_FULL = (128, (784, 1200, 1200, 10))  # batch, layer widths
+MLP_QUICK = (16, (64, 32, 32, 10))
+LM_FULL = (2048, 512, 32000)  # tokens N, hidden H, vocabulary V
+LM_QUICK = (64, 32, 500)
+TARGET_MLP = 1.05  # compiled labelsmooth step ≤ 1.05× the compiled built-in step
+TARGET_LM_TIME = 1.0
+TARGET_LM_MEMORY = 0.5
+
+MLP_BASE = "F.cross_entropy, compiled"
+MLP_VARIANTS = {
+    MLP_BASE: ("builtin", True),
+    "labelsmooth auto, compiled": ("uniform", True),
+    "labelsmooth auto others, compiled": ("others", True),
+    "F.cross_entropy, eager": ("builtin", False),
+    "labelsmooth auto, eager": ("uniform", False),
+}
+LM_BASE = "F.linear + F.cross_entropy, compiled"
+LM_VARIANTS = {
+    LM_BASE: ("builtin", True),
+    "linear_cross_entropy, compiled": ("labelsmooth", True),
+    "linear_cross_entropy, eager": ("labelsmooth", False),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# steps
+# --------------------------------------------------------------------------------------------
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _sgd(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        torch._foreach_add_(params, grads, alpha=-LR)
+
+
+@dataclass
+class Step:
+    """One variant's training step, built and warmed up."""
+
+    run: Callable[[], None]
+    fullgraph: bool | None  # the forward region compiled whole (None: eager)
+    fallback_reason: str | None  # why fullgraph=True was not used
+    first_call_s: float  # the first step (compilation included for a compiled variant)
+    graph_breaks: int | None  # torch._dynamo.explain of the forward region (None: eager)
+
+
+@dataclass
+class Case:
+    """What a step needs: ``forward(*args) -> loss``, the parameters SGD updates, and every
+    leaf whose gradient is dropped after the step."""
+
+    forward: Callable[..., torch.Tensor]
+    args: tuple[torch.Tensor, ...]
+    params: list[torch.Tensor]
+    leaves: list[torch.Tensor]
+    compiled: bool
+
+
+def graph_breaks(cases: dict[str, Case]) -> dict[str, int | None]:
+    """``torch._dynamo.explain`` of each compiled forward region, then a Dynamo reset (so the
+    timed steps compile from scratch; call this before building any step)."""
+    out = {
+        k: torch._dynamo.explain(c.forward)(*c.args).graph_break_count if c.compiled else None
+        for k, c in cases.items()
+    }
+    torch._dynamo.reset()
+    return out
+
+
+def build(case: Case, breaks: int | None, device: str) -> Step:
+    """The step of ``case``, run ``WARMUP`` times; the first call is timed."""
+    forward, args, params, leaves, compiled = (
+        case.forward, case.args, case.params, case.leaves, case.compiled
+    )  # fmt: skip
+    update = torch.compile(_sgd, fullgraph=True) if compiled else _sgd
+    reason = None
+
+    def make(fwd: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            fwd(*args).backward()
+            update(params, [p.grad for p in params])  # type: ignore[misc]
+            for t in leaves:
+                t.grad = None
+
+        return run
+
+    fullgraph: bool | None = None
+    t0 = time.perf_counter()
+    if compiled:
+        fullgraph = True
+        run = make(torch.compile(forward, fullgraph=True))
+        try:
+            run()
+        except Exception as e:  # a graph break under fullgraph=True: compile it in pieces
+            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+            for t in leaves:
+                t.grad = None
+            fullgraph = False
+            t0 = time.perf_counter()
+            run = make(torch.compile(forward, fullgraph=False))
+            run()
+    else:
+        run = make(forward)
+        run()
+    _sync(device)
+    first = time.perf_counter() - t0
+    for _ in range(WARMUP - 1):
+        run()
+    _sync(device)
+    return Step(run, fullgraph, reason, first, breaks)
+
+
+def _loss_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if kind == "builtin":
+        return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=EPS)
+    return lambda logits, y: labelsmooth.cross_entropy(
+        logits, y, label_smoothing=EPS, convention=kind
+    )
+
+
+def mlp_case(variant: str, quick: bool, device: str) -> Case:
+    kind, compiled = MLP_VARIANTS[variant]
+    batch, widths = MLP_QUICK if quick else MLP_FULL
+    torch.manual_seed(0)  # the same weights and data for every variant
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
+    model = nn.Sequential(*layers).to(device)
+    x = torch.randn(batch, widths[0], device=device)
+    y = torch.randint(0, widths[-1], (batch,), device=device)
+    loss = _loss_fn(kind)
+
+    def forward(xx: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+        return loss(model(xx), yy)
+
+    params = list(model.parameters())
+    return Case(forward, (x, y), params, params, compiled)
+
+
+def lm_inputs(quick: bool, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, hdim, v = LM_QUICK if quick else LM_FULL
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(n, hdim, generator=g).to(device).requires_grad_(True)
+    w = (torch.randn(v, hdim, generator=g) / hdim**0.5).to(device).requires_grad_(True)
+    y = torch.randint(0, v, (n,), generator=g).to(device)
+    return h, w, y
+
+
+def lm_case(variant: str, quick: bool, device: str) -> Case:
+    kind, compiled = LM_VARIANTS[variant]
+    h, w, y = lm_inputs(quick, device)
+    if kind == "builtin":
+
+        def forward(hh: torch.Tensor, ww: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(F.linear(hh, ww), yy, label_smoothing=EPS)
+
+    else:
+
+        def forward(hh: torch.Tensor, ww: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+            return labelsmooth.linear_cross_entropy(hh, ww, yy, label_smoothing=EPS)
+
+    return Case(forward, (h, w, y), [w], [h, w], compiled)
+
+
+# --------------------------------------------------------------------------------------------
+# measurements
+# --------------------------------------------------------------------------------------------
+
+
+def interleaved(
+    steps: dict[str, Step], base: str, rounds: int, per_round: int, device: str
+) -> dict[str, dict[str, Any]]:
+    """Median ratio to ``base`` over interleaved rounds, median and best ms per step."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    order = list(steps)
+    rng = random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            run = steps[name].run
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                run()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) / per_round * 1e3)
+    out: dict[str, dict[str, Any]] = {}
+    for name, ts in times.items():
+        s = steps[name]
+        out[name] = {
+            "median_ms": statistics.median(ts),
+            "best_ms": min(ts),
+            "times_ms": ts,
+            "median_ratio": statistics.median(t / b for t, b in zip(ts, times[base])),
+            "first_call_s": s.first_call_s,
+            "compiled": s.fullgraph is not None,
+            "fullgraph": s.fullgraph,
+            "fallback_reason": s.fallback_reason,
+            "graph_breaks": s.graph_breaks,
+        }
+    return out
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_of_one_step(variant: str, quick: bool, device: str) -> dict[str, Any]:
+    """Run in a fresh process: the peak memory of one LM-head step above what it started with."""
+    import gc
+
+    case = lm_case(variant, quick, device)
+    step = build(case, None, device)
+    labelsmooth.empty_cache()
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step.run()
+        torch.cuda.synchronize()
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - before, "how": "cuda allocator"}
+    if not _reset_peak():
+        return {"peak_bytes": None, "how": "n/a (no /proc/self/clear_refs)"}
+    before = _rss_kib("VmRSS")
+    step.run()
+    return {"peak_bytes": max(0, _rss_kib("VmHWM") - before) * 1024, "how": "VmHWM - VmRSS"}
+
+
+def _memory_subprocess(variant: str, args: argparse.Namespace, env: dict[str, str]) -> dict:
+    cmd = [sys.executable, __file__, "--one", variant, "--device", args.device,
+           "--threads", str(args.threads)] + (["--quick"] if args.quick else [])  # fmt: skip
+    env = {**env, "OMP_NUM_THREADS": str(args.threads), "MALLOC_MMAP_THRESHOLD_": "1048576"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        return {"peak_bytes": None, "error": proc.stderr.strip()[-600:]}
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=10"],
+        capture_output=True,
+        text=True,
+        cwd=Path(labelsmooth.__file__).parent,
+        check=False,
+    ).stdout.strip()
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": args.threads,
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "labelsmooth": labelsmooth.__version__,
+        "labelsmooth_commit": commit or None,
+        "platform": platform.platform(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    return info
+
+
+def _load() -> str:
+    return (
+        "n/a" if not hasattr(os, "getloadavg") else ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+
+
+def _mib(b: float | None) -> str:
+    return "n/a" if b is None else f"{b / 2**20:.0f} MiB"
+
+
+def _how(r: dict[str, Any]) -> str:
+    if not r["compiled"]:
+        return "eager"
+    if r["fullgraph"]:
+        return f"fullgraph=True ({r['graph_breaks']} breaks)"
+    return f"fullgraph=False ({r['graph_breaks']} breaks)"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def targets(data: dict[str, Any]) -> list[str]:
+    if data["quick"]:
+        return ["- not checked: `--quick` is a smoke test at tiny shapes, not a measurement"]
+    mlp, lm = data["mlp"], data["lm"]
+    out = []
+    for name in ("labelsmooth auto, compiled", "labelsmooth auto others, compiled"):
+        r = mlp[name]["median_ratio"]
+        out.append(
+            f"- (a) `{name}` ≤ {TARGET_MLP}× `{MLP_BASE}` at the MLP shape: "
+            f"{r:.3f}× — {_verdict(r <= TARGET_MLP)}"
+        )
+    ls = lm["linear_cross_entropy, compiled"]
+    r = ls["median_ratio"]
+    out.append(
+        f"- (b) `linear_cross_entropy, compiled` time ≤ {TARGET_LM_TIME}× `{LM_BASE}`: "
+        f"{r:.3f}× — {_verdict(r <= TARGET_LM_TIME)}"
+    )
+    base_peak = lm[LM_BASE].get("peak_bytes")
+    if ls.get("peak_bytes") is not None and base_peak:
+        m = ls["peak_bytes"] / base_peak
+        out.append(
+            f"- (b) `linear_cross_entropy, compiled` peak memory of a step ≤ "
+            f"{TARGET_LM_MEMORY}× `{LM_BASE}`'s: {m:.3f}× ({_mib(ls['peak_bytes'])} vs "
+            f"{_mib(base_peak)}) — {_verdict(m <= TARGET_LM_MEMORY)}"
+        )
+    else:
+        out.append("- (b) peak memory: not measured (see the table) — NOT met (no number)")
+    how = "whole (fullgraph=True)" if ls["fullgraph"] else "in pieces (fullgraph=False)"
+    out.append(f"- (b) `linear_cross_entropy`'s forward compiled {how}")
+    if ls["fallback_reason"]:
+        out.append(f"  - fullgraph=True raised: `{ls['fallback_reason']}`")
+    c = mlp["labelsmooth auto, compiled"]["median_ms"] / mlp["labelsmooth auto, eager"]["median_ms"]
+    out.append(f"- (c) compiled / eager labelsmooth MLP step (median times): {c:.3f}× (no target)")
+    return out
+
+
+def render(data: dict[str, Any]) -> str:
+    info = data["machine"]
+    (b, widths), (n, hdim, v) = data["mlp_shape"], data["lm_shape"]
+    dev = info["gpu"] if info["device"] == "cuda" else f"CPU {info['cpu']}"
+    title = "# torch.compile: training steps with labelsmooth against F.cross_entropy"
+    lines = [title + (" (`--quick` smoke test, not a measurement)" if data["quick"] else ""), ""]
+    lines += [
+        f"Command: `{data['command']}`",
+        "",
+        f"Machine: {dev}, {info['cores']} cores, {info['threads']} torch thread(s); Python "
+        f"{info['python']}, torch {info['torch']}, labelsmooth {info['labelsmooth']} "
+        f"(commit {info['labelsmooth_commit'] or 'unknown'}); {info['platform']}; "
+        f"measured {info['date']}. Load average (1, 5, 15 min) at the start: "
+        f"{data['load'][0]}; after (a)+(c): {data['load'][1]}; at the end: {data['load'][2]}. "
+        f"Inductor cache: {data['inductor_cache']}. {data['rounds']} interleaved rounds; "
+        f"{data['mlp_steps_per_round']} MLP steps and {data['lm_steps_per_round']} LM-head "
+        "step(s) per variant per round.",
+        "",
+        "Each step: forward, loss (ε = 0.1, mean), backward, SGD update (lr 0.01); float32. The "
+        "forward + loss region is compiled with fullgraph=True when that works (else "
+        "fullgraph=False, noted); graph breaks are `torch._dynamo.explain` of that region; the "
+        "backward cannot be in a compiled region. First call: the first step's wall time "
+        "(compilation of both regions included), excluded from the step times.",
+        "",
+        f"## (a) and (c): MLP {'-'.join(map(str, widths))}, batch {b}",
+        "",
+        f"| variant | compiled | median ms/step | best ms/step | median ratio to "
+        f"`{MLP_BASE}` | first call |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, r in data["mlp"].items():
+        lines.append(
+            f"| {name} | {_how(r)} | {r['median_ms']:.2f} | {r['best_ms']:.2f} | "
+            f"{r['median_ratio']:.3f}× | {r['first_call_s']:.1f} s |"
+        )
+    lines += [
+        "",
+        f"## (b): LM head, {n} tokens × H {hdim} × V {v}",
+        "",
+        "Peak memory: one step in a fresh process after the warm-up, above the memory before "
+        f"the step ({data['memory_how']}); it includes the gradients of hidden and weight "
+        f"({_mib((n * hdim + v * hdim) * 4)}), which every variant produces.",
+        "",
+        f"| variant | compiled | median ms/step | best ms/step | median ratio to `{LM_BASE}` "
+        "| peak memory of a step (× base) | first call |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    base_peak = data["lm"][LM_BASE].get("peak_bytes")
+    for name, r in data["lm"].items():
+        peak = _mib(r.get("peak_bytes"))
+        if r.get("peak_bytes") is not None and base_peak:
+            peak += f" ({r['peak_bytes'] / base_peak:.3f}×)"
+        lines.append(
+            f"| {name} | {_how(r)} | {r['median_ms']:.1f} | {r['best_ms']:.1f} | "
+            f"{r['median_ratio']:.3f}× | {peak} | {r['first_call_s']:.1f} s |"
+        )
+    errors = [f"- {k}: `{r['memory_error']}`" for k, r in data["lm"].items() if "memory_error" in r]
+    if errors:
+        lines += ["", "Memory measurement errors:", ""] + errors
+    lines += ["", "## Targets", ""] + targets(data)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"bench_compile: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = _Parser(prog="bench_compile.py", description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a memory subprocess
+    p.add_argument("--quick", action="store_true",
+                   help="tiny shapes and 2 rounds: a smoke test, not a measurement")  # fmt: skip
+    p.add_argument("--rounds", type=_positive, default=None,
+                   help="interleaved rounds (default 10; 2 with --quick)")  # fmt: skip
+    p.add_argument("--mlp-steps", type=_positive, default=None,
+                   help="MLP steps per variant per round (default 20; 2 with --quick)")  # fmt: skip
+    p.add_argument("--lm-steps", type=_positive, default=1,
+                   help="LM-head steps per variant per round (default 1)")  # fmt: skip
+    p.add_argument("--threads", type=_positive, default=1, help="torch.set_num_threads (1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--inductor-cache", choices=("fresh", "shared"), default="fresh",
+                   help="fresh: an empty Inductor cache for this run, so first calls are cold "
+                   "compiles (default); shared: the user's cache")  # fmt: skip
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for compile.{md,json} (compile-cuda.* with --device cuda); "
+                   "default: print only")  # fmt: skip
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available to torch")
+    if args.one is not None and args.one not in LM_VARIANTS:
+        p.error(f"--one: unknown variant {args.one!r}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {str(args.out)!r} exists and is not a folder")
+    args.rounds = args.rounds or (2 if args.quick else 10)
+    args.mlp_steps = args.mlp_steps or (2 if args.quick else 20)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)  # before compiling: Inductor's C++ uses this count
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)  # graph-break warnings
+    torch._dynamo.config.recompile_limit = 64  # every variant compiles the same update code
+    if args.one is not None:
+        print(json.dumps(peak_of_one_step(args.one, args.quick, args.device)))
+        return 0
+    command = "python benchmarks/bench_compile.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    env = dict(os.environ)
+    cache_note = "the user's (shared; first calls may be cache hits)"
+    tmp = None
+    if args.inductor_cache == "fresh":
+        tmp = tempfile.TemporaryDirectory(prefix="bench-compile-inductor-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = env["TORCHINDUCTOR_CACHE_DIR"] = tmp.name
+        cache_note = "empty at the start of the run (first calls are cold compiles)"
+    try:
+        loads = [_load()]
+        print(f"load average {loads[0]}; (a)+(c): MLP steps", flush=True)
+        cases = {k: mlp_case(k, args.quick, args.device) for k in MLP_VARIANTS}
+        breaks = graph_breaks(cases)
+        mlp_steps = {k: build(c, breaks[k], args.device) for k, c in cases.items()}
+        mlp = interleaved(mlp_steps, MLP_BASE, args.rounds, args.mlp_steps, args.device)
+        del mlp_steps, cases
+        loads.append(_load())
+        print(f"load average {loads[1]}; (b): LM-head steps", flush=True)
+        cases = {k: lm_case(k, args.quick, args.device) for k in LM_VARIANTS}
+        breaks = graph_breaks(cases)
+        lm_steps = {k: build(c, breaks[k], args.device) for k, c in cases.items()}
+        lm = interleaved(lm_steps, LM_BASE, args.rounds, args.lm_steps, args.device)
+        del lm_steps, cases
+        how = "n/a"
+        for name in LM_VARIANTS:
+            print(f"(b) peak memory: {name} (fresh process)", flush=True)
+            mem = _memory_subprocess(name, args, env)
+            lm[name]["peak_bytes"] = mem.get("peak_bytes")
+            how = mem.get("how", how)
+            if "error" in mem:
+                lm[name]["memory_error"] = mem["error"].splitlines()[-1][:300]
+        loads.append(_load())
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.write("bench_compile: error: the measurement failed (traceback above)\n")
+        return 1
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    data = {
+        "command": command,
+        "quick": args.quick,
+        "machine": machine_info(args),
+        "load": loads,
+        "inductor_cache": cache_note,
+        "rounds": args.rounds,
+        "mlp_steps_per_round": args.mlp_steps,
+        "lm_steps_per_round": args.lm_steps,
+        "mlp_shape": MLP_QUICK if args.quick else MLP_FULL,
+        "lm_shape": LM_QUICK if args.quick else LM_FULL,
+        "memory_how": how,
+        "mlp": mlp,
+        "lm": lm,
+    }
+    data["targets"] = targets(data)
+    text = render(data)
+    print(text)
+    if args.out is not None:
+        stem = "compile" if args.device == "cpu" else "compile-cuda"
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{stem}.md").write_text(text)
+        (args.out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {args.out / (stem + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
