@@ -7,13 +7,11 @@
 # $OUT: machine.txt, tests-gpu.{txt,xml} (the gpu tests of impl="triton"), gpu.{md,json} (the
 # benchmark), tests-gpu-others.{txt,xml} (every other gpu-marked test), tests-cuda.{txt,xml}
 # (the interpreter test grid, compiled on the GPU), gpu-linear.{md,json} (the linear-head
-# benchmark), compile-cuda.{md,json} (compiled training steps, benchmarks/bench_compile.py),
-# gpu_check.log (all output). Each step has its own time limit (about 10 minutes in
+# benchmark), gpu_check.log (all output). Each step has its own time limit (about 8 minutes in
 # all) and a failing step does not stop the next. Liger-Kernel and Cut Cross-Entropy are timed
 # only if importable, or if their wheels are given as WHEELS="a.whl b.whl" (LIGER_WHEEL=path is
 # still read), installed with --no-deps into a temporary folder; nothing else is installed.
-# STEPS="tests bench others grid linear compile" (the default: all) selects steps; machine.txt
-# always.
+# STEPS="tests bench others grid linear" (the default: all) selects steps; machine.txt always.
 set -u
 : "${OUT:?set OUT to the folder for the results}"
 mkdir -p "$OUT"
@@ -35,7 +33,7 @@ step "machine"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
-STEPS=${STEPS:-tests bench others grid linear compile}
+STEPS=${STEPS:-tests bench others grid linear}
 want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 wheels="${WHEELS:-} ${LIGER_WHEEL:-}"
@@ -87,12 +85,6 @@ fi
 if want linear; then
 step "linear-head benchmark"
 timeout 150 "$PY" benchmarks/gpu_linear.py --out "$OUT" --budget-s 110 --iters 5
-echo "exit status $? (124: time limit)"
-fi
-
-if want compile; then
-step "compiled training steps (bench_compile.py --device cuda)"
-timeout 180 "$PY" benchmarks/bench_compile.py --device cuda --rounds 5 --out "$OUT"
 echo "exit status $? (124: time limit)"
 fi
 
