@@ -194,10 +194,14 @@ def _resolve(impl: str, spec: V.Spec) -> _dispatch.Impl:
     return entry
 
 
-def _traced(t: torch.Tensor) -> bool:
+def _traced(input: torch.Tensor, target: torch.Tensor) -> bool:
     """Whether a tracer (torch.compile, torch.export) or a torch.func transform sees this
     call: then nothing may read tensor data on the host (no ``.item()``)."""
-    return torch.compiler.is_compiling() or _library.is_transformed(t)
+    return (
+        torch.compiler.is_compiling()
+        or _library.is_transformed(input)
+        or _library.is_transformed(target)
+    )
 
 
 def _checked(
@@ -212,7 +216,7 @@ def _checked(
     calls. Eager: one pass and one synchronization here. Traced: the op
     ``labelsmooth::checked_target`` runs them when the graph runs (and returns the target the
     loss uses, so the check cannot be dropped)."""
-    if _traced(input) or _traced(target):
+    if _traced(input, target):
         return torch.ops.labelsmooth.checked_target(
             target, weight, prior, class_mask, spec.num_classes, spec.ignore_index, spec.soft,
             spec.kl,
@@ -238,12 +242,16 @@ def _run_torch(
     that protect ignored rows are skipped when none is)."""
     checked = None
     if validate_args:
-        if spec.soft or _traced(input) or _traced(target):
+        if spec.soft or _traced(input, target):
             target = _checked(spec, input, target, weight, prior, class_mask)
         elif target.numel() == 0:
             checked = (spec.ignore_index, spec.ignore_index)
         else:
-            lo, hi = torch.stack(torch.aminmax(target)).tolist()  # the one synchronization
+            lo_t, hi_t = torch.aminmax(target)
+            if spec.device_type == "cpu":  # no synchronization to save: two cheap reads
+                lo, hi = lo_t.item(), hi_t.item()
+            else:  # one synchronization
+                lo, hi = torch.stack((lo_t, hi_t)).tolist()
             if lo < 0 or hi >= spec.num_classes or weight is not None:
                 V.check_values(
                     input, target, spec.ignore_index, soft=False, kl=False, weight=weight,
@@ -365,7 +373,8 @@ def smooth_labels(
         num_classes: C.
         label_smoothing: ε in [0, 1].
         convention: "uniform", "others" or "unnormalized".
-        prior: (C,) non-negative smoothing prior u(k), normalized internally.
+        prior: (C,) non-negative smoothing prior u(k), normalized internally; or (C, C),
+            class-conditional: row y (normalized) is the prior of every target of class y.
         class_mask: (C,) bool; False classes get no smoothing mass.
         ignore_index: target value whose row is all zeros.
         dtype: floating dtype of the result.
@@ -378,6 +387,10 @@ def smooth_labels(
         >>> labelsmooth.smooth_labels(torch.tensor([0, 2]), 4, 0.3, convention="others")
         tensor([[0.7000, 0.1000, 0.1000, 0.1000],
                 [0.1000, 0.1000, 0.7000, 0.1000]])
+        >>> confusable = torch.tensor([[0., 1, 0], [1, 0, 1], [0, 1, 0]])  # row y: target y
+        >>> labelsmooth.smooth_labels(torch.tensor([0, 1]), 3, 0.2, prior=confusable)
+        tensor([[0.8000, 0.2000, 0.0000],
+                [0.1000, 0.8000, 0.1000]])
     """
     if not isinstance(target, torch.Tensor) or target.is_floating_point():
         what = type(target).__name__ if not isinstance(target, torch.Tensor) else target.dtype
@@ -393,7 +406,7 @@ def smooth_labels(
     shape = (target.shape[0], num_classes, *target.shape[1:]) if target.dim() else (num_classes,)
     stand_in = torch.empty((), device=target.device).expand(shape)  # no (N, C) memory
     V.check_target(stand_in, target, ignore_index, soft_needs_distribution=False)
-    V.check_class_vector("prior", prior, stand_in, kind="float")
+    V.check_prior_tensor(prior, stand_in)  # (C,) or (C, C)
     V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
     V.check_values(
         stand_in, target, ignore_index, soft=False, kl=False, weight=None, prior=prior,
