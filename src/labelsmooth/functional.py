@@ -150,6 +150,16 @@ def cross_entropy(
         >>> bool(kl < loss)
         True
     """
+    if type(input) is not torch.Tensor:  # a DTensor (docs/parallel.md); plain tensors skip it
+        from labelsmooth.parallel import dtensor
+
+        if dtensor.is_dtensor(input):
+            return dtensor.cross_entropy(
+                cross_entropy, input, target, weight, ignore_index, reduction, label_smoothing,
+                convention=convention, prior=prior, class_mask=class_mask, kl=kl, impl=impl,
+                inplace_backward=inplace_backward, validate_args=validate_args,
+                return_nll=return_nll,
+            )  # fmt: skip
     spec = V.loss_spec(
         input, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
         class_mask, kl, inplace_backward, return_nll,
