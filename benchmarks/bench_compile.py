@@ -38,10 +38,10 @@ allocated memory before the step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -49,17 +49,20 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import labelsmooth
+
+# the resident-set probes of the cross-entropy benchmark (Linux /proc), not a second copy
+from labelsmooth.experiment.bench import machine_info as ls_machine_info
+from labelsmooth.experiment.bench import reset_peak, rss_kib
 
 EPS = 0.1
 LR = 0.01
@@ -71,6 +74,8 @@ LM_QUICK = (64, 32, 500)
 TARGET_MLP = 1.05  # compiled labelsmooth step ≤ 1.05× the compiled built-in step
 TARGET_LM_TIME = 1.0
 TARGET_LM_MEMORY = 0.5
+BACKENDS = ("inductor", "aot_eager", "eager")  # torch.compile(backend=...)
+PARTS = ("mlp", "lm")
 
 MLP_BASE = "F.cross_entropy, compiled"
 MLP_VARIANTS = {
@@ -81,9 +86,10 @@ MLP_VARIANTS = {
     "labelsmooth auto, eager": ("uniform", False),
 }
 LM_BASE = "F.linear + F.cross_entropy, compiled"
+LM_COMPILED = "linear_cross_entropy, compiled"
 LM_VARIANTS = {
     LM_BASE: ("builtin", True),
-    "linear_cross_entropy, compiled": ("labelsmooth", True),
+    LM_COMPILED: ("labelsmooth", True),
     "linear_cross_entropy, eager": ("labelsmooth", False),
 }
 
@@ -137,12 +143,13 @@ def graph_breaks(cases: dict[str, Case]) -> dict[str, int | None]:
     return out
 
 
-def build(case: Case, breaks: int | None, device: str) -> Step:
-    """The step of ``case``, run ``WARMUP`` times; the first call is timed."""
+def build(case: Case, breaks: int | None, device: str, backend: str = "inductor") -> Step:
+    """The step of ``case``, run ``WARMUP`` times; the first call is timed. ``backend`` is
+    ``torch.compile``'s (``inductor``, its default, generates code; ``eager`` only traces)."""
     forward, args, params, leaves, compiled = (
         case.forward, case.args, case.params, case.leaves, case.compiled
     )  # fmt: skip
-    update = torch.compile(_sgd, fullgraph=True) if compiled else _sgd
+    update = torch.compile(_sgd, fullgraph=True, backend=backend) if compiled else _sgd
     reason = None
 
     def make(fwd: Callable[..., torch.Tensor]) -> Callable[[], None]:
@@ -158,7 +165,7 @@ def build(case: Case, breaks: int | None, device: str) -> Step:
     t0 = time.perf_counter()
     if compiled:
         fullgraph = True
-        run = make(torch.compile(forward, fullgraph=True))
+        run = make(torch.compile(forward, fullgraph=True, backend=backend))
         try:
             run()
         except Exception as e:  # a graph break under fullgraph=True: compile it in pieces
@@ -167,7 +174,7 @@ def build(case: Case, breaks: int | None, device: str) -> Step:
                 t.grad = None
             fullgraph = False
             t0 = time.perf_counter()
-            run = make(torch.compile(forward, fullgraph=False))
+            run = make(torch.compile(forward, fullgraph=False, backend=backend))
             run()
     else:
         run = make(forward)
@@ -183,8 +190,8 @@ def build(case: Case, breaks: int | None, device: str) -> Step:
 def _loss_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if kind == "builtin":
         return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=EPS)
-    return lambda logits, y: labelsmooth.cross_entropy(
-        logits, y, label_smoothing=EPS, convention=kind
+    return lambda logits, y: cast(  # a tensor: return_nll is False
+        torch.Tensor, labelsmooth.cross_entropy(logits, y, label_smoothing=EPS, convention=kind)
     )
 
 
@@ -203,7 +210,7 @@ def mlp_case(variant: str, quick: bool, device: str) -> Case:
     def forward(xx: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
         return loss(model(xx), yy)
 
-    params = list(model.parameters())
+    params: list[torch.Tensor] = list(model.parameters())
     return Case(forward, (x, y), params, params, compiled)
 
 
@@ -227,7 +234,8 @@ def lm_case(variant: str, quick: bool, device: str) -> Case:
     else:
 
         def forward(hh: torch.Tensor, ww: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
-            return labelsmooth.linear_cross_entropy(hh, ww, yy, label_smoothing=EPS)
+            out = labelsmooth.linear_cross_entropy(hh, ww, yy, label_smoothing=EPS)
+            return cast(torch.Tensor, out)  # a tensor: return_nll is False
 
     return Case(forward, (h, w, y), [w], [h, w], compiled)
 
@@ -257,11 +265,17 @@ def interleaved(
     out: dict[str, dict[str, Any]] = {}
     for name, ts in times.items():
         s = steps[name]
+        ratios = [t / b for t, b in zip(ts, times[base])]
+        q1, _, q3 = (
+            statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+        )
         out[name] = {
             "median_ms": statistics.median(ts),
             "best_ms": min(ts),
             "times_ms": ts,
-            "median_ratio": statistics.median(t / b for t, b in zip(ts, times[base])),
+            "median_ratio": statistics.median(ratios),
+            "ratio_q1": q1,
+            "ratio_q3": q3,
             "first_call_s": s.first_call_s,
             "compiled": s.fullgraph is not None,
             "fullgraph": s.fullgraph,
@@ -271,29 +285,12 @@ def interleaved(
     return out
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_of_one_step(variant: str, quick: bool, device: str) -> dict[str, Any]:
+def peak_of_one_step(variant: str, quick: bool, device: str, backend: str) -> dict[str, Any]:
     """Run in a fresh process: the peak memory of one LM-head step above what it started with."""
     import gc
 
     case = lm_case(variant, quick, device)
-    step = build(case, None, device)
+    step = build(case, None, device, backend)
     labelsmooth.empty_cache()
     gc.collect()
     if device == "cuda":
@@ -303,16 +300,17 @@ def peak_of_one_step(variant: str, quick: bool, device: str) -> dict[str, Any]:
         step.run()
         torch.cuda.synchronize()
         return {"peak_bytes": torch.cuda.max_memory_allocated() - before, "how": "cuda allocator"}
-    if not _reset_peak():
+    if not reset_peak():
         return {"peak_bytes": None, "how": "n/a (no /proc/self/clear_refs)"}
-    before = _rss_kib("VmRSS")
+    before = rss_kib("VmRSS")
     step.run()
-    return {"peak_bytes": max(0, _rss_kib("VmHWM") - before) * 1024, "how": "VmHWM - VmRSS"}
+    return {"peak_bytes": max(0, rss_kib("VmHWM") - before) * 1024, "how": "VmHWM - VmRSS"}
 
 
 def _memory_subprocess(variant: str, args: argparse.Namespace, env: dict[str, str]) -> dict:
     cmd = [sys.executable, __file__, "--one", variant, "--device", args.device,
-           "--threads", str(args.threads)] + (["--quick"] if args.quick else [])  # fmt: skip
+           "--threads", str(args.threads), "--backend", args.backend,
+           ] + (["--quick"] if args.quick else [])  # fmt: skip
     env = {**env, "OMP_NUM_THREADS": str(args.threads), "MALLOC_MMAP_THRESHOLD_": "1048576"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -326,14 +324,9 @@ def _memory_subprocess(variant: str, args: argparse.Namespace, env: dict[str, st
 
 
 def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
+    """The cross-entropy benchmark's record (CPU, versions, C compiler, date) and the device."""
+    info = dict(ls_machine_info(args.threads))
+    info.pop("load_average", None)  # recorded at each phase instead (``load``)
     commit = subprocess.run(
         ["git", "describe", "--always", "--dirty", "--abbrev=10"],
         capture_output=True,
@@ -341,26 +334,21 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         cwd=Path(labelsmooth.__file__).parent,
         check=False,
     ).stdout.strip()
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": args.threads,
-        "device": args.device,
-        "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "labelsmooth": labelsmooth.__version__,
-        "labelsmooth_commit": commit or None,
-        "platform": platform.platform(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    info.update(
+        device=args.device,
+        gpu=torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+        labelsmooth_commit=commit or None,
+    )
     return info
 
 
-def _load() -> str:
-    return (
-        "n/a" if not hasattr(os, "getloadavg") else ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    )
+def loadavg() -> str:
+    """``/proc/loadavg`` as it reads (1, 5, 15 min, running/total, last pid), else getloadavg."""
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().strip()
+    except OSError:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
 def _mib(b: float | None) -> str:
@@ -370,39 +358,42 @@ def _mib(b: float | None) -> str:
 def _how(r: dict[str, Any]) -> str:
     if not r["compiled"]:
         return "eager"
-    if r["fullgraph"]:
-        return f"fullgraph=True ({r['graph_breaks']} breaks)"
-    return f"fullgraph=False ({r['graph_breaks']} breaks)"
+    return f"fullgraph={r['fullgraph']} ({r['graph_breaks']} breaks)"
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
+def _ratio(r: dict[str, Any]) -> str:
+    """The median ratio and the quartiles of the per-round ratios."""
+    return f"{r['median_ratio']:.3f}× ({r['ratio_q1']:.3f}–{r['ratio_q3']:.3f})"
 
 
-def targets(data: dict[str, Any]) -> list[str]:
-    if data["quick"]:
-        return ["- not checked: `--quick` is a smoke test at tiny shapes, not a measurement"]
-    mlp, lm = data["mlp"], data["lm"]
+def _verdict(value: float, limit: float) -> str:
+    return f"{value:.3f}× — {'met' if value <= limit else 'NOT met'}"
+
+
+def _targets_mlp(mlp: dict[str, Any]) -> list[str]:
     out = []
     for name in ("labelsmooth auto, compiled", "labelsmooth auto others, compiled"):
-        r = mlp[name]["median_ratio"]
+        r = mlp[name]
         out.append(
-            f"- (a) `{name}` ≤ {TARGET_MLP}× `{MLP_BASE}` at the MLP shape: "
-            f"{r:.3f}× — {_verdict(r <= TARGET_MLP)}"
+            f"- (a) `{name}` time ≤ {TARGET_MLP}× `{MLP_BASE}`'s at the MLP shape: "
+            f"{_verdict(r['median_ratio'], TARGET_MLP)} (round ratios, quartiles: "
+            f"{r['ratio_q1']:.3f}–{r['ratio_q3']:.3f})"
         )
-    ls = lm["linear_cross_entropy, compiled"]
-    r = ls["median_ratio"]
-    out.append(
-        f"- (b) `linear_cross_entropy, compiled` time ≤ {TARGET_LM_TIME}× `{LM_BASE}`: "
-        f"{r:.3f}× — {_verdict(r <= TARGET_LM_TIME)}"
-    )
-    base_peak = lm[LM_BASE].get("peak_bytes")
-    if ls.get("peak_bytes") is not None and base_peak:
-        m = ls["peak_bytes"] / base_peak
+    return out
+
+
+def _targets_lm(lm: dict[str, Any]) -> list[str]:
+    ls = lm[LM_COMPILED]
+    out = [
+        f"- (b) `{LM_COMPILED}` time ≤ {TARGET_LM_TIME}× `{LM_BASE}`'s: "
+        f"{_verdict(ls['median_ratio'], TARGET_LM_TIME)} (round ratios, quartiles: "
+        f"{ls['ratio_q1']:.3f}–{ls['ratio_q3']:.3f})"
+    ]
+    peak, base_peak = ls.get("peak_bytes"), lm[LM_BASE].get("peak_bytes")
+    if peak is not None and base_peak:
         out.append(
-            f"- (b) `linear_cross_entropy, compiled` peak memory of a step ≤ "
-            f"{TARGET_LM_MEMORY}× `{LM_BASE}`'s: {m:.3f}× ({_mib(ls['peak_bytes'])} vs "
-            f"{_mib(base_peak)}) — {_verdict(m <= TARGET_LM_MEMORY)}"
+            f"- (b) `{LM_COMPILED}` peak memory of a step ≤ {TARGET_LM_MEMORY}× `{LM_BASE}`'s: "
+            f"{_verdict(peak / base_peak, TARGET_LM_MEMORY)} ({_mib(peak)} vs {_mib(base_peak)})"
         )
     else:
         out.append("- (b) peak memory: not measured (see the table) — NOT met (no number)")
@@ -410,55 +401,88 @@ def targets(data: dict[str, Any]) -> list[str]:
     out.append(f"- (b) `linear_cross_entropy`'s forward compiled {how}")
     if ls["fallback_reason"]:
         out.append(f"  - fullgraph=True raised: `{ls['fallback_reason']}`")
-    c = mlp["labelsmooth auto, compiled"]["median_ms"] / mlp["labelsmooth auto, eager"]["median_ms"]
-    out.append(f"- (c) compiled / eager labelsmooth MLP step (median times): {c:.3f}× (no target)")
     return out
 
 
-def render(data: dict[str, Any]) -> str:
+def targets(data: dict[str, Any]) -> list[str]:
+    """Every target of the issue with its measured value and verdict (markdown lines)."""
+    if data["quick"]:
+        return ["- not checked: `--quick` is a smoke test at tiny shapes, not a measurement"]
+    if data["backend"] != "inductor":
+        return [f"- not checked: compiled with backend={data['backend']!r}, not inductor"]
+    mlp, lm = data.get("mlp"), data.get("lm")
+    out = _targets_mlp(mlp) if mlp else ["- (a) not measured in this run (`--parts`)"]
+    out += _targets_lm(lm) if lm else ["- (b) not measured in this run (`--parts`)"]
+    for label, part, compiled, eager in (
+        ("MLP", mlp, "labelsmooth auto, compiled", "labelsmooth auto, eager"),
+        ("LM-head", lm, LM_COMPILED, "linear_cross_entropy, eager"),
+    ):
+        if part:
+            c = part[compiled]["median_ms"] / part[eager]["median_ms"]
+            out.append(f"- (c) compiled / eager labelsmooth {label} step (median times): "
+                       f"{c:.3f}× (no target)")  # fmt: skip
+    return out
+
+
+def _header(data: dict[str, Any]) -> list[str]:
     info = data["machine"]
-    (b, widths), (n, hdim, v) = data["mlp_shape"], data["lm_shape"]
-    dev = info["gpu"] if info["device"] == "cuda" else f"CPU {info['cpu']}"
+    dev = f"GPU {info['gpu']}" if info["device"] == "cuda" else f"CPU {info['cpu']}"
     title = "# torch.compile: training steps with labelsmooth against F.cross_entropy"
-    lines = [title + (" (`--quick` smoke test, not a measurement)" if data["quick"] else ""), ""]
-    lines += [
+    loads = "; ".join(f"{when}: `{value}`" for when, value in data["load"])
+    return [
+        title + (" (`--quick` smoke test, not a measurement)" if data["quick"] else ""),
+        "",
         f"Command: `{data['command']}`",
         "",
         f"Machine: {dev}, {info['cores']} cores, {info['threads']} torch thread(s); Python "
         f"{info['python']}, torch {info['torch']}, labelsmooth {info['labelsmooth']} "
-        f"(commit {info['labelsmooth_commit'] or 'unknown'}); {info['platform']}; "
-        f"measured {info['date']}. Load average (1, 5, 15 min) at the start: "
-        f"{data['load'][0]}; after (a)+(c): {data['load'][1]}; at the end: {data['load'][2]}. "
-        f"Inductor cache: {data['inductor_cache']}. {data['rounds']} interleaved rounds; "
-        f"{data['mlp_steps_per_round']} MLP steps and {data['lm_steps_per_round']} LM-head "
-        "step(s) per variant per round.",
+        f"(commit {info['labelsmooth_commit'] or 'unknown'}), C compiler {info['c_compiler']}; "
+        f"{info['platform']}; measured {info['date']}. Load (`/proc/loadavg`) {loads}. "
+        f"torch.compile backend: {data['backend']}; Inductor cache: {data['inductor_cache']}. "
+        f"{data['rounds']} interleaved rounds; {data['mlp_steps_per_round']} MLP steps and "
+        f"{data['lm_steps_per_round']} LM-head step(s) per variant per round.",
         "",
         "Each step: forward, loss (ε = 0.1, mean), backward, SGD update (lr 0.01); float32. The "
         "forward + loss region is compiled with fullgraph=True when that works (else "
         "fullgraph=False, noted); graph breaks are `torch._dynamo.explain` of that region; the "
-        "backward cannot be in a compiled region. First call: the first step's wall time "
-        "(compilation of both regions included), excluded from the step times.",
+        "backward cannot be in a compiled region. Ratio: the median over rounds of the "
+        "variant's time over the baseline's in the same round, with the quartiles of those "
+        "per-round ratios in brackets. First call: the first step's wall time (compilation of "
+        "both regions included; the first compiled variant also pays Inductor's one-time "
+        "start-up), excluded from the step times.",
+    ]
+
+
+def _mlp_table(data: dict[str, Any]) -> list[str]:
+    b, widths = data["mlp_shape"]
+    lines = [
         "",
         f"## (a) and (c): MLP {'-'.join(map(str, widths))}, batch {b}",
         "",
-        f"| variant | compiled | median ms/step | best ms/step | median ratio to "
-        f"`{MLP_BASE}` | first call |",
+        f"| variant | compiled | median ms/step | best ms/step | ratio to `{MLP_BASE}` "
+        "| first call |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for name, r in data["mlp"].items():
         lines.append(
-            f"| {name} | {_how(r)} | {r['median_ms']:.2f} | {r['best_ms']:.2f} | "
-            f"{r['median_ratio']:.3f}× | {r['first_call_s']:.1f} s |"
+            f"| {name} | {_how(r)} | {r['median_ms']:.2f} | {r['best_ms']:.2f} | {_ratio(r)} "
+            f"| {r['first_call_s']:.1f} s |"
         )
-    lines += [
+    return lines
+
+
+def _lm_table(data: dict[str, Any]) -> list[str]:
+    n, hdim, v = data["lm_shape"]
+    lines = [
         "",
-        f"## (b): LM head, {n} tokens × H {hdim} × V {v}",
+        f"## (b) and (c): LM head, {n} tokens × H {hdim} × V {v}",
         "",
         "Peak memory: one step in a fresh process after the warm-up, above the memory before "
         f"the step ({data['memory_how']}); it includes the gradients of hidden and weight "
-        f"({_mib((n * hdim + v * hdim) * 4)}), which every variant produces.",
+        f"({_mib((n * hdim + v * hdim) * 4)}), which every variant produces; the built-in's "
+        f"logits alone are {_mib(n * v * 4)}.",
         "",
-        f"| variant | compiled | median ms/step | best ms/step | median ratio to `{LM_BASE}` "
+        f"| variant | compiled | median ms/step | best ms/step | ratio to `{LM_BASE}` "
         "| peak memory of a step (× base) | first call |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
@@ -468,13 +492,19 @@ def render(data: dict[str, Any]) -> str:
         if r.get("peak_bytes") is not None and base_peak:
             peak += f" ({r['peak_bytes'] / base_peak:.3f}×)"
         lines.append(
-            f"| {name} | {_how(r)} | {r['median_ms']:.1f} | {r['best_ms']:.1f} | "
-            f"{r['median_ratio']:.3f}× | {peak} | {r['first_call_s']:.1f} s |"
+            f"| {name} | {_how(r)} | {r['median_ms']:.1f} | {r['best_ms']:.1f} | {_ratio(r)} "
+            f"| {peak} | {r['first_call_s']:.1f} s |"
         )
     errors = [f"- {k}: `{r['memory_error']}`" for k, r in data["lm"].items() if "memory_error" in r]
-    if errors:
-        lines += ["", "Memory measurement errors:", ""] + errors
-    lines += ["", "## Targets", ""] + targets(data)
+    return lines + (["", "Memory measurement errors:", ""] + errors if errors else [])
+
+
+def render(data: dict[str, Any]) -> str:
+    """The markdown report of one run."""
+    lines = _header(data)
+    lines += _mlp_table(data) if data.get("mlp") else []
+    lines += _lm_table(data) if data.get("lm") else []
+    lines += ["", "## Targets", ""] + data["targets"]
     return "\n".join(lines) + "\n"
 
 
@@ -484,9 +514,10 @@ def render(data: dict[str, Any]) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        sys.stderr.write(f"bench_compile: error: {message}\n")
-        raise SystemExit(2)
+    """argparse with one ``bench_compile: error: …`` line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"bench_compile: error: {message}\n")
 
 
 def _positive(text: str) -> int:
@@ -495,11 +526,25 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _check_out(p: argparse.ArgumentParser, out: Path) -> None:
+    """Refuse, before any work, an output folder that cannot be created or written."""
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        p.error(f"--out {str(out)!r}: {str(probe)!r} exists and is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        p.error(f"--out {str(out)!r}: {str(probe)!r} is not writable")
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = _Parser(prog="bench_compile.py", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a memory subprocess
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes and 2 rounds: a smoke test, not a measurement")  # fmt: skip
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="which comparisons: mlp = (a) + (c) at the MLP, lm = (b) + (c) at the "
+                   "LM head, with its peak memory (default: both)")  # fmt: skip
     p.add_argument("--rounds", type=_positive, default=None,
                    help="interleaved rounds (default 10; 2 with --quick)")  # fmt: skip
     p.add_argument("--mlp-steps", type=_positive, default=None,
@@ -508,6 +553,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="LM-head steps per variant per round (default 1)")  # fmt: skip
     p.add_argument("--threads", type=_positive, default=1, help="torch.set_num_threads (1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--backend", choices=BACKENDS, default="inductor",
+                   help="torch.compile's backend (default inductor, torch.compile's own; "
+                   "eager and aot_eager only trace, for a smoke test; targets are checked "
+                   "with inductor only)")  # fmt: skip
     p.add_argument("--inductor-cache", choices=("fresh", "shared"), default="fresh",
                    help="fresh: an empty Inductor cache for this run, so first calls are cold "
                    "compiles (default); shared: the user's cache")  # fmt: skip
@@ -519,86 +568,123 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--device cuda: no CUDA device is available to torch")
     if args.one is not None and args.one not in LM_VARIANTS:
         p.error(f"--one: unknown variant {args.one!r}")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        p.error(f"--out {str(args.out)!r} exists and is not a folder")
+    if args.out is not None:
+        _check_out(p, args.out)
+    args.parts = [part for part in PARTS if part in args.parts]  # the order of the report
     args.rounds = args.rounds or (2 if args.quick else 10)
     args.mlp_steps = args.mlp_steps or (2 if args.quick else 20)
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(argv)
-    torch.set_num_threads(args.threads)  # before compiling: Inductor's C++ uses this count
-    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)  # graph-break warnings
-    torch._dynamo.config.recompile_limit = 64  # every variant compiles the same update code
-    if args.one is not None:
-        print(json.dumps(peak_of_one_step(args.one, args.quick, args.device)))
-        return 0
-    command = "python benchmarks/bench_compile.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+def measure_mlp(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """(a) + (c): every MLP variant built, then timed in interleaved rounds."""
+    cases = {k: mlp_case(k, args.quick, args.device) for k in MLP_VARIANTS}
+    breaks = graph_breaks(cases)
+    steps = {k: build(c, breaks[k], args.device, args.backend) for k, c in cases.items()}
+    return interleaved(steps, MLP_BASE, args.rounds, args.mlp_steps, args.device)
+
+
+def measure_lm(args: argparse.Namespace, env: dict[str, str]) -> tuple[dict, str]:
+    """(b) + (c): the LM-head variants timed here, then each one's peak memory in a fresh
+    process; returns the rows and how memory was measured."""
+    cases = {k: lm_case(k, args.quick, args.device) for k in LM_VARIANTS}
+    breaks = graph_breaks(cases)
+    steps = {k: build(c, breaks[k], args.device, args.backend) for k, c in cases.items()}
+    lm = interleaved(steps, LM_BASE, args.rounds, args.lm_steps, args.device)
+    del steps, cases
+    how = "n/a"
+    for name in LM_VARIANTS:
+        print(f"(b) peak memory: {name} (fresh process)", flush=True)
+        mem = _memory_subprocess(name, args, env)
+        lm[name]["peak_bytes"] = mem.get("peak_bytes")
+        how = mem.get("how", how)
+        if "error" in mem:
+            lm[name]["memory_error"] = mem["error"].splitlines()[-1][:300]
+    return lm, how
+
+
+def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Every part asked for, with the load before and after each; the report's data."""
     env = dict(os.environ)
     cache_note = "the user's (shared; first calls may be cache hits)"
     tmp = None
-    if args.inductor_cache == "fresh":
+    if args.inductor_cache == "fresh":  # for the subprocesses too; restored by ``main``
         tmp = tempfile.TemporaryDirectory(prefix="bench-compile-inductor-")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = env["TORCHINDUCTOR_CACHE_DIR"] = tmp.name
         cache_note = "empty at the start of the run (first calls are cold compiles)"
+    data: dict[str, Any] = {"command": command, "quick": args.quick, "backend": args.backend,
+                            "parts": args.parts, "load": [("start", loadavg())]}  # fmt: skip
     try:
-        loads = [_load()]
-        print(f"load average {loads[0]}; (a)+(c): MLP steps", flush=True)
-        cases = {k: mlp_case(k, args.quick, args.device) for k in MLP_VARIANTS}
-        breaks = graph_breaks(cases)
-        mlp_steps = {k: build(c, breaks[k], args.device) for k, c in cases.items()}
-        mlp = interleaved(mlp_steps, MLP_BASE, args.rounds, args.mlp_steps, args.device)
-        del mlp_steps, cases
-        loads.append(_load())
-        print(f"load average {loads[1]}; (b): LM-head steps", flush=True)
-        cases = {k: lm_case(k, args.quick, args.device) for k in LM_VARIANTS}
-        breaks = graph_breaks(cases)
-        lm_steps = {k: build(c, breaks[k], args.device) for k, c in cases.items()}
-        lm = interleaved(lm_steps, LM_BASE, args.rounds, args.lm_steps, args.device)
-        del lm_steps, cases
-        how = "n/a"
-        for name in LM_VARIANTS:
-            print(f"(b) peak memory: {name} (fresh process)", flush=True)
-            mem = _memory_subprocess(name, args, env)
-            lm[name]["peak_bytes"] = mem.get("peak_bytes")
-            how = mem.get("how", how)
-            if "error" in mem:
-                lm[name]["memory_error"] = mem["error"].splitlines()[-1][:300]
-        loads.append(_load())
-    except Exception:
-        traceback.print_exc()
-        sys.stderr.write("bench_compile: error: the measurement failed (traceback above)\n")
-        return 1
+        if "mlp" in args.parts:
+            print(f"load {data['load'][-1][1]}; (a)+(c): MLP steps", flush=True)
+            data["mlp"] = measure_mlp(args)
+            data["load"].append(("after the MLP", loadavg()))
+        if "lm" in args.parts:
+            print(f"load {data['load'][-1][1]}; (b)+(c): LM-head steps", flush=True)
+            data["lm"], data["memory_how"] = measure_lm(args, env)
+            data["load"].append(("after the LM head", loadavg()))
     finally:
         if tmp is not None:
             tmp.cleanup()
-    data = {
-        "command": command,
-        "quick": args.quick,
-        "machine": machine_info(args),
-        "load": loads,
-        "inductor_cache": cache_note,
-        "rounds": args.rounds,
-        "mlp_steps_per_round": args.mlp_steps,
-        "lm_steps_per_round": args.lm_steps,
-        "mlp_shape": MLP_QUICK if args.quick else MLP_FULL,
-        "lm_shape": LM_QUICK if args.quick else LM_FULL,
-        "memory_how": how,
-        "mlp": mlp,
-        "lm": lm,
-    }
+    data.update(
+        machine=machine_info(args),
+        inductor_cache=cache_note,
+        rounds=args.rounds,
+        mlp_steps_per_round=args.mlp_steps,
+        lm_steps_per_round=args.lm_steps,
+        mlp_shape=MLP_QUICK if args.quick else MLP_FULL,
+        lm_shape=LM_QUICK if args.quick else LM_FULL,
+    )
     data["targets"] = targets(data)
-    text = render(data)
-    print(text)
+    return data
+
+
+def write(data: dict[str, Any], out: Path, device: str) -> Path:
+    """``compile.{md,json}`` (``compile-cuda.*`` on CUDA) in ``out``; returns the md path."""
+    stem = "compile" if device == "cpu" else "compile-cuda"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(render(data))
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
+    return out / f"{stem}.md"
+
+
+@contextlib.contextmanager
+def _settings(threads: int) -> Iterator[None]:
+    """The run's torch settings, restored afterwards (``main`` may be called in a process)."""
+    old_threads, old_cache = torch.get_num_threads(), os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    log = logging.getLogger("torch._dynamo")
+    old_level = log.level
+    torch.set_num_threads(threads)  # before compiling: Inductor's C++ uses this count
+    log.setLevel(logging.ERROR)  # graph-break warnings
+    try:  # every variant compiles the same update code
+        with torch._dynamo.config.patch(recompile_limit=64):
+            yield
+    finally:
+        torch.set_num_threads(old_threads)
+        log.setLevel(old_level)
+        if old_cache is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = old_cache
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join(["python benchmarks/bench_compile.py", *words])
+    with _settings(args.threads):
+        if args.one is not None:
+            print(json.dumps(peak_of_one_step(args.one, args.quick, args.device, args.backend)))
+            return 0
+        try:
+            data = measure(args, command)
+        except Exception:
+            traceback.print_exc()
+            sys.stderr.write("bench_compile: error: the measurement failed (traceback above)\n")
+            return 1
+    print(render(data))
     if args.out is not None:
-        stem = "compile" if args.device == "cpu" else "compile-cuda"
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{stem}.md").write_text(text)
-        (args.out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
-        print(f"wrote {args.out / (stem + '.md')}")
+        print(f"wrote {write(data, args.out, args.device)}")
     return 0
 
 
