@@ -26,9 +26,15 @@ __all__ = [
     "FieldRule",
     "FIELD_RULES",
     "RESUME_FREE_FIELDS",
+    "LOSSES",
     "check_field",
     "config_differences",
 ]
+
+#: The training losses: ``"ce"`` (:func:`labelsmooth.cross_entropy` with ``label_smoothing``
+#: and ``convention``) and ``"ols"`` (:class:`labelsmooth.OnlineLabelSmoothing`, Zhang et al.
+#: 2021: ``ols_alpha``·CE(one-hot) + (1 − ``ols_alpha``)·CE(S[y]), S learned per epoch).
+LOSSES = ("ce", "ols")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ FIELD_RULES: dict[str, FieldRule] = {
     ),
     "width": _int_at_least(1),
     "label_smoothing": _UNIT_INTERVAL_OPEN,
+    "loss": FieldRule(f"one of {', '.join(LOSSES)}", lambda v: v in LOSSES),
+    "ols_alpha": FieldRule("a number in [0, 1]", lambda v: _is_real(v) and 0 <= v <= 1),
     "convention": FieldRule(f"one of {', '.join(CONVENTIONS)}", lambda v: v in CONVENTIONS),
     "epochs": _int_at_least(1),
     "batch_size": _int_at_least(1),
@@ -121,7 +129,14 @@ class TrainConfig:
         width: Channels of the first ResNet stage (``(w, 2w, 4w)``), or the MLP's hidden
             units, >= 1.
         label_smoothing: ``eps`` in ``[0, 1)``.
-        convention: ``"uniform"``, ``"others"`` or ``"unnormalized"``.
+        convention: ``"uniform"``, ``"others"`` or ``"unnormalized"`` (with ``loss="ols"``:
+            where the soft part's mass goes, as :class:`labelsmooth.OnlineLabelSmoothing`'s
+            ``convention``).
+        loss: ``"ce"`` (label-smoothed cross-entropy with ``label_smoothing``) or ``"ols"``
+            (online label smoothing; ``label_smoothing`` must then be 0: its soft part
+            replaces the uniform ε term). Which losses a task takes is the task's to say.
+        ols_alpha: With ``loss="ols"``, the weight α of the one-hot part, in ``[0, 1]`` (0.5,
+            the paper's); left at 0.5 otherwise.
         epochs: Number of epochs, >= 1.
         batch_size: Training batch size, >= 1.
         lr: Peak learning rate (after warm-up, finite, > 0), cosine-annealed to 0 over all steps.
@@ -158,6 +173,8 @@ class TrainConfig:
     width: int = 8
     label_smoothing: float = 0.0
     convention: str = "uniform"
+    loss: str = "ce"
+    ols_alpha: float = 0.5
     epochs: int = 5
     batch_size: int = 128
     lr: float = 0.1
@@ -182,6 +199,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             check_field(f.name, getattr(self, f.name))
+        if self.loss == "ols" and self.label_smoothing != 0:
+            raise ValueError(
+                "loss='ols' replaces the uniform ε term by the learned soft labels (Zhang et "
+                f"al.: α·onehot + (1 − α)·S[y]), so label_smoothing must be 0, got "
+                f"label_smoothing={self.label_smoothing!r}"
+            )
+        if self.loss != "ols" and self.ols_alpha != 0.5:
+            raise ValueError(
+                f"ols_alpha is read only with loss='ols', got ols_alpha={self.ols_alpha!r} "
+                f"with loss={self.loss!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""

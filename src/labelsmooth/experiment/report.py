@@ -34,6 +34,8 @@ __all__ = [
     "slug",
     "prefix",
     "setting_name",
+    "ols_alpha",
+    "is_baseline",
     "mean_std",
     "summarize",
     "format_table",
@@ -59,9 +61,27 @@ def slug(dataset: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", dataset).strip("-")[-48:] or "data"
 
 
-def setting_name(eps: float, convention: str) -> str:
-    """The table's name of a smoothing setting: ``"baseline"`` or ``"LS ε=0.1 (uniform)"``."""
+def setting_name(eps: float, convention: str, ols_alpha: float | None = None) -> str:
+    """The table's name of a smoothing setting: ``"baseline"``, ``"LS ε=0.1 (uniform)"``, or
+    with ``ols_alpha`` online label smoothing: ``"OLS (α=0.5)"`` (``"OLS (α=0.5, others)"``
+    with another convention than the paper's uniform)."""
+    if ols_alpha is not None:
+        conv = "" if convention in ("uniform", "-") else f", {convention}"
+        return f"OLS (α={ols_alpha:g}{conv})"
     return "baseline" if eps == 0 else f"LS ε={eps:g} ({convention})"
+
+
+def ols_alpha(record: Mapping[str, Any]) -> float | None:
+    """The α of an online-label-smoothing run's record, or None (a cross-entropy run; also
+    every record written before the loss was recorded)."""
+    if record.get("loss", "ce") != "ols":
+        return None
+    return float(record["ols_alpha"])
+
+
+def is_baseline(row: Mapping[str, Any]) -> bool:
+    """Whether a record or summary row is the baseline (ε = 0, plain cross-entropy)."""
+    return row["label_smoothing"] == 0 and row.get("loss", "ce") == "ce"
 
 
 def prefix(dataset: str, regime: str) -> str:
@@ -82,25 +102,27 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def summarize(records: Sequence[dict[str, Any]], spec: TaskSpec) -> list[dict[str, Any]]:
     """Mean and standard deviation (ddof 1; 0 for one seed) of each of the task's metrics per
-    (regime, dataset, ε, convention).
+    (regime, dataset, ε, convention, loss, OLS α).
 
     Metrics are in their shown unit (percent for accuracies and ECE); ``d_<key>`` of each
     ``delta`` column is the difference to the same regime's and dataset's baseline.
     """
-    groups: dict[tuple[str, str, float, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, float, str, float | None], list[dict[str, Any]]] = {}
     for r in records:
-        group = (_regime(r), r["dataset"], r["label_smoothing"], r["convention"])
+        group = (_regime(r), r["dataset"], r["label_smoothing"], r["convention"], ols_alpha(r))
         groups.setdefault(group, []).append(r)
     rows = []
-    for (regime, dataset, eps, conv), rs in groups.items():
+    for (regime, dataset, eps, conv, alpha), rs in groups.items():
         row: dict[str, Any] = {
             "regime": regime,
             "dataset": dataset,
             "label_smoothing": eps,
             "convention": conv,
-            "trick": setting_name(eps, conv),
+            "trick": setting_name(eps, conv, alpha),
             "seeds": len(rs),
         }
+        if alpha is not None:  # only then: a grid without OLS writes the summary as before
+            row.update(loss="ols", ols_alpha=alpha)
         for key, metric in spec.metrics.items():
             row[key], row[f"{key}_std"] = mean_std(
                 [metric.scale * float(metric.get(r)) for r in rs]
@@ -111,8 +133,7 @@ def summarize(records: Sequence[dict[str, Any]], spec: TaskSpec) -> list[dict[st
             (
                 b
                 for b in rows
-                if (b["regime"], b["dataset"]) == (row["regime"], row["dataset"])
-                and b["label_smoothing"] == 0
+                if (b["regime"], b["dataset"]) == (row["regime"], row["dataset"]) and is_baseline(b)
             ),
             None,
         )
@@ -160,7 +181,7 @@ def _table_row(r: dict[str, Any], record: dict[str, Any], model: str, spec: Task
         return f"{r[key]:.{digits}f} ± {r[f'{key}_std']:.{digits}f}"
 
     def delta(key: str, digits: int) -> str:
-        return "—" if r["label_smoothing"] == 0 else f"{r[f'd_{key}']:+.{digits}f}"
+        return "—" if is_baseline(r) else f"{r[f'd_{key}']:+.{digits}f}"
 
     dtype = str(record.get("dtype", "?"))
     return [
@@ -178,12 +199,22 @@ def _flat(r: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
     cfg = r["config"]
     row = {"name": r["name"], "regime": _regime(r)}
     row.update({k: r[k] for k in ("dataset", "label_smoothing", "convention", "seed")})
+    if ols_alpha(r) is not None:  # only then: a grid without OLS writes results.csv as before
+        row.update(loss="ols", ols_alpha=ols_alpha(r))
     row.update({k: cfg.get(k, "resnet") for k in ("model",)})
     row.update({k: cfg[k] for k in ("depth", "width", "epochs", "batch_size", "lr")})
     row["train_size"] = r["sizes"].get("train", math.nan)
     for key, metric in spec.metrics.items():
         row[key] = metric.get(r)
     return row
+
+
+def _one_layout(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CSV rows with the same columns: those of OLS rows (``loss``, ``ols_alpha``) added to
+    the others as ``ce`` and empty."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    blank = {"loss": "ce", "ols_alpha": ""}
+    return [{k: r.get(k, blank.get(k, "")) for k in columns} for r in rows]
 
 
 def write_tables(
@@ -197,8 +228,8 @@ def write_tables(
     summary rows and the markdown text."""
     summary = summarize(records, spec)
     table = format_table(summary, records, seconds, spec)
-    write_csv(out_dir / "results.csv", [_flat(r, spec) for r in records])
-    write_csv(out_dir / "summary.csv", summary)
+    write_csv(out_dir / "results.csv", _one_layout([_flat(r, spec) for r in records]))
+    write_csv(out_dir / "summary.csv", _one_layout(summary))
     write_text(out_dir / "results.md", table + "\n")
     write_json(
         out_dir / "summary.json", {"summary": summary, "seconds": seconds, "base": base.to_dict()}

@@ -1,4 +1,5 @@
-"""``labelsmooth compare``: baseline against label smoothing over ε × conventions × seeds."""
+"""``labelsmooth compare``: baseline against label smoothing over ε × conventions × seeds, and
+online label smoothing (``--ols``) beside them."""
 
 from __future__ import annotations
 
@@ -9,22 +10,24 @@ from typing import Any
 from labelsmooth.experiment.config import CONVENTIONS
 
 from . import rules
-from .common import (
-    DATASET_HELP,
-    add_results_options,
-    dataset_type,
-    field_type,
-    progress_flag,
-    refuse_repeats,
-    unwritable,
-    warn_if_busy,
-)
+from .common import DATASET_HELP, add_results_options, dataset_type, field_type
 
 __all__ = ["add_subcommand", "check_arguments", "execute"]
 
 
+#: ``--ols`` alone: the paper's α.
+DEFAULT_OLS_ALPHA = 0.5
+
+
 def _shown(values: Any) -> str:
     return " ".join(map(str, values))
+
+
+def _values(p: argparse.ArgumentParser, flag: str, field: str, parse: Any, help: str) -> None:
+    """A list option (``nargs="+"``) of TrainConfig field ``field``, None when not given."""
+    metavar = {"label_smoothing": "EPS", "seed": "SEED", "ols_alpha": "ALPHA"}[field]
+    p.add_argument(flag, nargs="+", type=field_type(field, parse), default=None,
+                   metavar=metavar, help=help)  # fmt: skip
 
 
 def add_subcommand(sub: Any) -> None:
@@ -54,15 +57,9 @@ def add_subcommand(sub: Any) -> None:
         metavar="SPEC",
         help=f"{DATASET_HELP} (default: {d.dataset}; --task lm: shakespeare)",
     )
-    cmp.add_argument(
-        "--label-smoothing",
-        nargs="+",
-        type=field_type("label_smoothing", float),
-        default=None,
-        metavar="EPS",
-        help=f"ε values in [0, 1); 0 is the baseline (default: {_shown(d.epsilons)}; --task "
-        f"lm: {_shown(get_task('lm').grid.epsilons)})",
-    )
+    _values(cmp, "--label-smoothing", "label_smoothing", float,
+            f"ε values in [0, 1); 0 is the baseline (default: {_shown(d.epsilons)}; --task "
+            f"lm: {_shown(get_task('lm').grid.epsilons)})")  # fmt: skip
     cmp.add_argument(
         "--conventions",
         nargs="+",
@@ -72,15 +69,19 @@ def add_subcommand(sub: Any) -> None:
         help=f"conventions of every ε > 0, from {', '.join(CONVENTIONS)} "
         f"(default: {_shown(d.conventions)})",
     )
+    _values(cmp, "--seeds", "seed", int,
+            f"seeds, each >= 0 and given once (default: {_shown(d.seeds)}; --task lm: "
+            f"{_shown(get_task('lm').grid.seeds)})")  # fmt: skip
     cmp.add_argument(
-        "--seeds",
-        nargs="+",
-        type=field_type("seed", int),
-        default=None,
-        metavar="SEED",
-        help=f"seeds, each >= 0 and given once (default: {_shown(d.seeds)}; --task lm: "
-        f"{_shown(get_task('lm').grid.seeds)})",
+        "--ols",
+        action="store_true",
+        help="--task image: add online label smoothing runs (Zhang et al. 2021: "
+        "α·CE(one-hot) + (1−α)·CE(S[y]), S the mean prediction of each class's correct "
+        "training samples in the previous epoch), one row per --ols-alpha, beside the ε rows",
     )
+    _values(cmp, "--ols-alpha", "ols_alpha", float,
+            f"with --ols: α values in [0, 1], the weight of the one-hot part (default: "
+            f"{DEFAULT_OLS_ALPHA}, the paper's)")  # fmt: skip
     add_results_options(cmp, "compare-results")
     rules.add_run_options(cmp)
 
@@ -93,18 +94,23 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     grid = {"--dataset": args.dataset, "--label-smoothing": args.label_smoothing}
     grid["--conventions"] = args.conventions
     given = [flag for flag, v in grid.items() if v is not None]
+    given += ["--ols"] if args.ols else []
     if args.regime is not None:
         given.append("--regime")
     if args.full and args.task != "image":
         parser.error(f"argument --full: the image reproduction; drop it with --task {args.task}")
     if args.full and given:
         parser.error(f"argument --full: fixes the grid; drop {', '.join(given)}")
-    refuse_repeats(parser, [("--seeds", args.seeds), *grid.items()])
+    if args.ols_alpha is not None and not args.ols:
+        parser.error("argument --ols-alpha: the α of --ols's runs; add --ols (or drop it)")
     spec = get_task(args.task)
-    rules.check_run_options(parser, args, rules.regimes_in_play(spec, args, every=args.full))
-    why = unwritable(args.out)
-    if why is not None:
-        parser.error(f"argument --out: {why}")
+    if args.ols and "ols" not in spec.losses:
+        parser.error(
+            f"argument --ols: online label smoothing is not a loss of --task {args.task} (it "
+            f"takes {', '.join(spec.losses)}); drop --ols or use --task image"
+        )
+    repeats = [("--seeds", args.seeds), *grid.items(), ("--ols-alpha", args.ols_alpha)]
+    rules.check_grid(parser, args, repeats, rules.regimes_in_play(spec, args, every=args.full))
     try:
         world = world_size_from_env()
     except ValueError as e:
@@ -138,23 +144,13 @@ def execute(args: argparse.Namespace) -> int:
                 d.seeds,
                 args.regime or d.regime,
                 task=args.task,
+                ols_alphas=tuple(args.ols_alpha or [DEFAULT_OLS_ALPHA]) if args.ols else (),
             )
             for ds in (args.dataset or [d.dataset])
         ]
     if args.seeds is not None:
         sections = [dataclasses.replace(s, seeds=tuple(args.seeds)) for s in sections]
-    overrides = rules.run_overrides(args)  # on each regime's preset (see rules)
-    warn_if_busy(rules.run_config(args, sections[0].regime_name).num_threads)
     distill = dataclasses.replace(FULL_DISTILL, seeds=sections[0].seeds) if args.full else None
-    run_compare(
-        sections,
-        None,
-        args.out,
-        overrides=overrides,
-        distill=distill,
-        resume=args.resume,
-        fallback=not args.no_fallback,
-        plots=not args.no_plots,
-        progress=progress_flag(args),
-    )
+    # the per-run options on each regime's preset (see rules)
+    run_compare(sections, None, distill=distill, **rules.grid_run(args, sections[0].regime_name))
     return 0

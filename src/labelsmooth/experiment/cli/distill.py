@@ -6,17 +6,7 @@ import argparse
 from typing import Any
 
 from . import rules
-from .common import (
-    DATASET_HELP,
-    add_results_options,
-    bounded_float,
-    dataset_type,
-    field_type,
-    progress_flag,
-    refuse_repeats,
-    unwritable,
-    warn_if_busy,
-)
+from .common import DATASET_HELP, add_results_options, bounded_float, dataset_type, field_type
 
 __all__ = ["add_subcommand", "check_arguments", "execute"]
 
@@ -80,18 +70,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             f"argument --regime: distill's teachers and students are {_REGIME}-regime runs; "
             f"got --regime {args.regime}"
         )
-    refuse_repeats(
-        parser,
-        [
-            ("--seeds", args.seeds),
-            ("--teacher-eps", args.teacher_eps),
-            ("--temperatures", args.temperatures),
-        ],
-    )
-    rules.check_run_options(parser, args, [_REGIME])
-    why = unwritable(args.out)
-    if why is not None:
-        parser.error(f"argument --out: {why}")
+    repeats = [("--seeds", args.seeds), ("--teacher-eps", args.teacher_eps)]
+    rules.check_grid(parser, args, [*repeats, ("--temperatures", args.temperatures)], [_REGIME])
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -107,14 +87,5 @@ def execute(args: argparse.Namespace) -> int:
         args.alpha,
         args.student_width,
     )
-    warn_if_busy(rules.run_config(args, _REGIME).num_threads)
-    run_distill(
-        grid,
-        args.out,
-        overrides=rules.run_overrides(args),
-        resume=args.resume,
-        fallback=not args.no_fallback,
-        plots=not args.no_plots,
-        progress=progress_flag(args),
-    )
+    run_distill(grid, **rules.grid_run(args, _REGIME))
     return 0

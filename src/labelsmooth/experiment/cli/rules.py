@@ -24,7 +24,7 @@ from typing import Any
 from labelsmooth.experiment.config import TrainConfig
 from labelsmooth.experiment.tasks import TaskSpec, get_task, registered_tasks, resolve, task_names
 
-from .common import field_type
+from .common import field_type, progress_flag, refuse_repeats, unwritable, warn_if_busy
 
 __all__ = [
     "RunOption",
@@ -32,6 +32,8 @@ __all__ = [
     "add_task_and_regime",
     "add_run_options",
     "check_run_options",
+    "check_grid",
+    "grid_run",
     "regimes_in_play",
     "run_config",
     "run_overrides",
@@ -257,6 +259,36 @@ def check_run_options(
             resolve(run_config(args, regime))
         except ValueError as e:
             parser.error(_as_argument_error(str(e)))
+
+
+def check_grid(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    lists: Sequence[tuple[str, Sequence[Any] | None]],
+    regimes: Sequence[str],
+) -> None:
+    """A grid command's checks (``compare``, ``distill``): no value twice in its ``lists``
+    (flag, values), the run rules of every regime in play, a writable ``--out``."""
+    refuse_repeats(parser, lists)
+    check_run_options(parser, args, regimes)
+    why = unwritable(args.out)
+    if why is not None:
+        parser.error(f"argument --out: {why}")
+
+
+def grid_run(args: argparse.Namespace, regime: str) -> dict[str, Any]:
+    """A grid command's keyword arguments of ``run_compare``/``run_distill`` (``out``, the
+    per-run ``overrides``, ``resume``, ``fallback``, ``plots``, ``progress``); first the
+    busy-machine warning for ``regime``'s thread count, when it applies."""
+    warn_if_busy(run_config(args, regime).num_threads)
+    return {
+        "out": args.out,
+        "overrides": run_overrides(args),
+        "resume": args.resume,
+        "fallback": not args.no_fallback,
+        "plots": not args.no_plots,
+        "progress": progress_flag(args),
+    }
 
 
 def _check_applies(

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from labelsmooth.experiment.config import CONVENTIONS
+from labelsmooth.experiment.config import CONVENTIONS, LOSSES
 
 from . import rules
 from .common import DATASET_HELP, dataset_type, field_type, progress_flag, unwritable, warn_if_busy
@@ -45,7 +45,25 @@ def add_subcommand(sub: Any) -> None:
         choices=CONVENTIONS,
         help="where the ε mass goes: uniform (ε/C on every class, as PyTorch), others "
         "(ε/(C-1) on the other classes), unnormalized (1-ε on the target, ε/C on the "
-        "others) (default: uniform)",
+        "others); with --loss ols, where the soft part's mass goes (default: uniform)",
+    )
+    tr.add_argument(
+        "--loss",
+        default="ce",
+        choices=LOSSES,
+        help="ce: label-smoothed cross-entropy (labelsmooth.cross_entropy); ols: online label "
+        "smoothing (labelsmooth.OnlineLabelSmoothing, Zhang et al. 2021: α·CE(one-hot) + "
+        "(1−α)·CE(S[y]), S[y] the mean prediction of class y's correctly classified training "
+        "samples in the previous epoch, uniform in the first; --task image only, with "
+        "--label-smoothing 0) (default: ce)",
+    )
+    tr.add_argument(
+        "--ols-alpha",
+        type=field_type("ols_alpha", float),
+        default=None,
+        metavar="ALPHA",
+        help="with --loss ols: α in [0, 1], the weight of the one-hot part (default: 0.5, the "
+        "paper's)",
     )
     tr.add_argument(
         "--seed",
@@ -68,10 +86,24 @@ def add_subcommand(sub: Any) -> None:
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The shared run rules, the output folder, torchrun's batch split."""
+    """The loss's rules, the shared run rules, the output folder, torchrun's batch split."""
     from labelsmooth.experiment.tasks import get_task
 
-    rules.check_run_options(parser, args, rules.regimes_in_play(get_task(args.task), args))
+    spec = get_task(args.task)
+    if args.ols_alpha is not None and args.loss != "ols":
+        parser.error(f"argument --ols-alpha: the α of --loss ols; got --loss {args.loss}")
+    if args.loss not in spec.losses:
+        parser.error(
+            f"argument --loss: {args.loss} is not a loss of --task {args.task} (it takes "
+            f"{', '.join(spec.losses)})"
+        )
+    if args.loss == "ols" and args.label_smoothing != 0:
+        parser.error(
+            f"argument --label-smoothing: --loss ols replaces the uniform ε term by the "
+            f"learned soft labels (α·one-hot + (1−α)·S[y]); got --label-smoothing "
+            f"{args.label_smoothing:g} (drop it, or set the hard part's weight with --ols-alpha)"
+        )
+    rules.check_run_options(parser, args, rules.regimes_in_play(spec, args))
     why = unwritable(args.out)
     if why is not None:
         parser.error(f"argument --out: {why}")
@@ -90,9 +122,12 @@ def _config(args: argparse.Namespace) -> Any:
     fields: dict[str, Any] = {
         "label_smoothing": args.label_smoothing,
         "convention": args.convention,
+        "loss": args.loss,
         "seed": args.seed,
         "epochs_stop": args.stop_after_epoch,
     }
+    if args.ols_alpha is not None:
+        fields["ols_alpha"] = args.ols_alpha
     if args.dataset is not None:
         fields["dataset"] = args.dataset
     return rules.run_config(args, regime, **fields)

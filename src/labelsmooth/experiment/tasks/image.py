@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -86,7 +86,9 @@ def build_model(
 
 @dataclass
 class ImageClassification:
-    """Image classification with label-smoothed cross-entropy (:class:`Task`).
+    """Image classification with label-smoothed cross-entropy (:class:`Task`), or with online
+    label smoothing (``config.loss == "ols"``: :class:`labelsmooth.OnlineLabelSmoothing`,
+    built by :meth:`build_loss`, whose soft labels the loop updates after every epoch).
 
     Args:
         config: The run (model, batch size, smoothing, augmentation, ECE bins).
@@ -95,6 +97,7 @@ class ImageClassification:
 
     config: TrainConfig
     data: DatasetSplits
+    criterion: labelsmooth.OnlineLabelSmoothing | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_config(
@@ -129,11 +132,26 @@ class ImageClassification:
             hflip=hflip,
         )
 
+    def build_loss(self) -> labelsmooth.OnlineLabelSmoothing | None:
+        """A fresh online-label-smoothing loss (uniform S) with ``loss="ols"``, else None (the
+        stateless :func:`labelsmooth.cross_entropy`)."""
+        self.criterion = None
+        if self.config.loss == "ols":
+            self.criterion = labelsmooth.OnlineLabelSmoothing(
+                self.data.num_classes, self.config.ols_alpha, convention=self.config.convention
+            )
+        return self.criterion
+
     def loss(
         self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, int]:
         x, y = batch  # (B, C, H, W), (B,)
         logits = model(x)  # (B, classes)
+        if self.config.loss == "ols":
+            if self.criterion is None:
+                self.build_loss()
+            assert self.criterion is not None
+            return self.criterion(logits, y), int(y.shape[0])  # accumulates the correct rows
         loss = labelsmooth.cross_entropy(
             logits,
             y,
@@ -238,6 +256,7 @@ SPEC = register_task(
         columns=image_metrics.COLUMNS,
         table_header=image_metrics.table_header,
         grid=Grid("fashion-mnist", (0.0, 0.05, 0.1), ("uniform",), (0, 1, 2)),
+        losses=("ce", "ols"),
         fallbacks=_fallbacks,
         data_fields=("data_dir", "hflip", "val_size", "data_seed", "train_size", "test_size"),
         write_plots=_write_plots,

@@ -73,7 +73,15 @@ class Task(Protocol):
         ...
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
-        """The batch's mean training loss (a scalar to backpropagate) and its example count."""
+        """The batch's mean training loss (a scalar to backpropagate) and its example count.
+
+        A loss that keeps state across steps (online label smoothing's statistics) is built by
+        an optional ``build_loss()`` method returning that ``nn.Module`` (or None for a
+        stateless loss): the loop calls it in setup, after seeding, and then keeps its state
+        in every checkpoint (``state_dict``), restores it on resume and, when the module has
+        a ``next_epoch()`` method, calls it after each epoch's last step (before the
+        evaluation). Under torchrun, ``next_epoch`` runs on every rank (it may all-reduce).
+        """
         ...
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -207,6 +215,8 @@ class TaskSpec:
         table_header: ``table_header(dataset, regime, records, model, seconds)``: the
             sentence above one table.
         grid: The default grid of ``compare --task <name>``.
+        losses: The ``TrainConfig.loss`` values it trains with (default: ``"ce"`` only; the
+            image task also takes ``"ols"``).
         options: Its own options (``TrainConfig.options``).
         check: Extra checks of a config (``ValueError``), after models, datasets, options.
         fallbacks: ``fallbacks(dataset)``: datasets to try when ``dataset`` is unavailable.
@@ -232,6 +242,7 @@ class TaskSpec:
     columns: tuple[Column, ...]
     table_header: Callable[[str, str, Sequence[Mapping[str, Any]], str, float], str]
     grid: Grid
+    losses: tuple[str, ...] = ("ce",)
     options: tuple[TaskOption, ...] = ()
     check: Callable[[TrainConfig], None] = _no_check
     fallbacks: Callable[[str], list[str]] = _no_fallback
@@ -335,6 +346,11 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(
             f"dataset={config.dataset!r} does not fit task={config.task!r} (task "
             f"{config.task!r} takes dataset {', '.join(spec.datasets)})"
+        )
+    if config.loss not in spec.losses:
+        raise ValueError(
+            f"loss={config.loss!r} does not fit task={config.task!r} (task {config.task!r} "
+            f"takes loss {', '.join(spec.losses)})"
         )
     known = {opt.key: opt for opt in spec.options}
     unknown = sorted(set(config.options) - set(known))

@@ -163,7 +163,9 @@ def run_compare(
     say(table)
     if plots and spec.write_plots is not None:
         try:
-            spec.write_plots(resolved, records, out_dir / "plots", projection_classes)
+            # the plots are against ε: the OLS runs (ε = 0) are in the tables only
+            plotted = [r for r in records if report.ols_alpha(r) is None]
+            spec.write_plots(resolved, plotted, out_dir / "plots", projection_classes)
             say(f"plots written to {out_dir / 'plots'}")
         except ImportError as e:
             say(f"plots skipped ({e}); install matplotlib: pip install 'labelsmooth[plot]'")

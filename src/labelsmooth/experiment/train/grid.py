@@ -44,8 +44,10 @@ DEFAULT_TRAIN = SHORT_TRAIN
 class Section:
     """One dataset's grid in one regime of a task: every ε > 0 is combined with every
     convention, plus the ``extra`` (ε, convention) pairs; ε = 0 (the baseline) runs once per
-    seed. Values are checked as :class:`TrainConfig` checks them; ``regime`` is one of the
-    task's regimes (default: its first, for images ``"fitted"``, as on the command line)."""
+    seed; each α of ``ols_alphas`` adds an online-label-smoothing run per seed (``loss="ols"``,
+    the paper's uniform convention; the task must take that loss). Values are checked as
+    :class:`TrainConfig` checks them; ``regime`` is one of the task's regimes (default: its
+    first, for images ``"fitted"``, as on the command line)."""
 
     dataset: str
     epsilons: tuple[float, ...] = (0.0, 0.1)
@@ -54,6 +56,7 @@ class Section:
     regime: str | None = None
     extra: tuple[tuple[float, str], ...] = ()
     task: str = "image"
+    ols_alphas: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         check_field("dataset", self.dataset)
@@ -68,6 +71,13 @@ class Section:
         for eps, conv in self.extra:
             check_field("label_smoothing", eps)
             check_field("convention", conv)
+        for alpha in self.ols_alphas:
+            check_field("ols_alpha", alpha)
+        if self.ols_alphas and "ols" not in spec.losses:
+            raise ValueError(
+                f"ols_alphas: task {self.task!r} takes loss {', '.join(spec.losses)}, not "
+                "'ols' (online label smoothing)"
+            )
         for name, values, field in (
             ("epsilons", self.epsilons, "label_smoothing"),
             ("conventions", self.conventions, "convention"),
@@ -106,20 +116,22 @@ FULL_SECTIONS = tuple(
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run of the grid."""
+    """One training run of the grid (``ols_alpha`` not None: online label smoothing)."""
 
     name: str
     dataset: str
     label_smoothing: float
     convention: str  # "-" for the baseline
     seed: int
+    ols_alpha: float | None = None
 
 
 def plan_runs(section: Section) -> list[RunSpec]:
     """The runs of a section, seed-major (so an interrupted grid has whole seeds done).
 
     Names are ``<dataset>-<tag>-seed<s>`` in the short regime and
-    ``<dataset>-<regime>-<tag>-seed<s>`` otherwise."""
+    ``<dataset>-<regime>-<tag>-seed<s>`` otherwise; the tag is ``baseline``,
+    ``ls<ε>-<convention>`` or ``ols<α>``."""
     configs: list[tuple[float, str]] = []
     for eps in section.epsilons:
         if eps == 0:
@@ -134,6 +146,9 @@ def plan_runs(section: Section) -> list[RunSpec]:
         for eps, conv in configs:
             tag = "baseline" if eps == 0 else f"ls{eps:g}-{conv}"
             runs.append(RunSpec(f"{slug}-{tag}-seed{seed}", section.dataset, eps, conv, seed))
+        for alpha in dict.fromkeys(float(a) for a in section.ols_alphas):
+            name = f"{slug}-ols{alpha:g}-seed{seed}"
+            runs.append(RunSpec(name, section.dataset, 0.0, "uniform", seed, ols_alpha=alpha))
     return runs
 
 
@@ -218,6 +233,8 @@ def run_record(name: str, config: TrainConfig, result: TrainResult, **parts: Any
         "name": name,
         "dataset": config.dataset,
         "label_smoothing": config.label_smoothing,
+        "loss": config.loss,
+        "ols_alpha": config.ols_alpha if config.loss == "ols" else None,
         "seed": config.seed,
         "config": config.to_dict(),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
@@ -248,6 +265,8 @@ def train_run(
         label_smoothing=run.label_smoothing,
         convention="uniform" if run.convention == "-" else run.convention,
         seed=run.seed,
+        loss="ce" if run.ols_alpha is None else "ols",
+        ols_alpha=0.5 if run.ols_alpha is None else run.ols_alpha,
     )
     record_path = out / "runs" / f"{run.name}.json"
     done = reusable_record(record_path, config, log) if resume else None
@@ -256,7 +275,8 @@ def train_run(
     run_dir = out / "runs" / run.name
     can_resume = resume and (run_dir / "checkpoint.pt").is_file()
     log(
-        f"[{run.name}] training: {report.setting_name(run.label_smoothing, run.convention)}, "
+        f"[{run.name}] training: "
+        f"{report.setting_name(run.label_smoothing, run.convention, run.ols_alpha)}, "
         f"seed {run.seed}"
     )
     task = spec.make_task(config, data)

@@ -13,7 +13,9 @@ Determinism and resume:
   generator seeded by ``(seed, epoch)`` (:func:`labelsmooth.experiment.data.epoch_generator`);
 * ``torch.use_deterministic_algorithms(True)`` and a fixed thread count during training;
 * a checkpoint (model, optimiser, scheduler, torch/numpy/python RNG states, the epoch's
-  generator state and position, history; with a SHA-256 checksum, written atomically; see
+  generator state and position, history, and the state of a task's stateful loss, e.g.
+  online label smoothing's soft labels and statistics; with a SHA-256 checksum, written
+  atomically; see
   :mod:`labelsmooth.experiment.train.checkpoint`) is saved after every epoch and when Ctrl-C is
   pressed,
   so ``resume=True`` ends in the bitwise same weights and metrics as an uninterrupted run on
@@ -265,6 +267,9 @@ class Recipe:
         self.model = self.processes.prepare_model(
             task.build_model()
         )  # data-parallel: global batch norm
+        # a loss with state (online label smoothing's statistics), kept in checkpoints
+        build_loss = getattr(task, "build_loss", None)
+        self.criterion: nn.Module | None = build_loss() if build_loss is not None else None
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=c.lr,
@@ -288,6 +293,8 @@ class Recipe:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
             set_rng_state(saved["rng"])
+            if self.criterion is not None:
+                self.criterion.load_state_dict(saved["criterion"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(
@@ -332,6 +339,9 @@ class Recipe:
         finally:
             if bar is not None:
                 bar.close()
+        next_epoch = getattr(self.criterion, "next_epoch", None)
+        if next_epoch is not None:  # the epoch's statistics become the next epoch's targets
+            next_epoch()
 
     def _step(self, batch: Any, stop: _StopFlag) -> None:
         # this rank's slice; data-parallel: loss scaled so that DDP's average is the global
@@ -386,6 +396,8 @@ class Recipe:
             "loss_count": int(self.loss_count),
             "seconds": self.seconds_before + (time.perf_counter() - self.t0),
         }
+        if self.criterion is not None:  # only then: a plain run's checkpoint is as before
+            state["criterion"] = self.criterion.state_dict()
         save_checkpoint(self.checkpoint_path, state)
 
     # ----------------------------------------------------------------------- cleanup
