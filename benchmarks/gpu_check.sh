@@ -7,11 +7,14 @@
 # $OUT: machine.txt, tests-gpu.{txt,xml} (the gpu tests of impl="triton"), gpu.{md,json} (the
 # benchmark), tests-gpu-others.{txt,xml} (every other gpu-marked test), tests-cuda.{txt,xml}
 # (the interpreter test grid, compiled on the GPU), gpu-linear.{md,json} (the linear-head
-# benchmark), gpu_check.log (all output). Each step has its own time limit (about 8 minutes in
-# all) and a failing step does not stop the next. Liger-Kernel and Cut Cross-Entropy are timed
-# only if importable, or if their wheels are given as WHEELS="a.whl b.whl" (LIGER_WHEEL=path is
-# still read), installed with --no-deps into a temporary folder; nothing else is installed.
-# STEPS="tests bench others grid linear" (the default: all) selects steps; machine.txt always.
+# benchmark), compile-cuda.{md,json} (compiled training steps with labelsmooth against
+# F.cross_entropy, benchmarks/bench_compile.py), gpu_check.log (all output). Each step has its
+# own time limit (about 12 minutes in all) and a failing step does not stop the next.
+# Liger-Kernel and Cut Cross-Entropy are timed only if importable, or if their wheels are given
+# as WHEELS="a.whl b.whl" (LIGER_WHEEL=path is still read), installed with --no-deps into a
+# temporary folder; nothing else is installed.
+# STEPS="tests bench others grid linear compile" (the default: all) selects steps; machine.txt
+# always.
 set -u
 : "${OUT:?set OUT to the folder for the results}"
 mkdir -p "$OUT"
@@ -33,7 +36,7 @@ step "machine"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
-STEPS=${STEPS:-tests bench others grid linear}
+STEPS=${STEPS:-tests bench others grid linear compile}
 want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 wheels="${WHEELS:-} ${LIGER_WHEEL:-}"
@@ -52,7 +55,7 @@ fi
 
 if want tests; then
 step "gpu tests of impl='triton'"
-timeout 100 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_triton.py \
+timeout 100 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ops/triton/test_triton.py \
     --junitxml="$OUT/tests-gpu.xml" > "$OUT/tests-gpu.txt" 2>&1
 echo "exit status $? (124: time limit)"
 tail -n 40 "$OUT/tests-gpu.txt"
@@ -67,8 +70,9 @@ fi
 
 if want others; then
 step "the other gpu tests"
-timeout 50 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests --ignore=tests/ops/test_triton.py \
-    --continue-on-collection-errors --junitxml="$OUT/tests-gpu-others.xml" \
+timeout 50 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests \
+    --ignore=tests/ops/triton/test_triton.py --continue-on-collection-errors \
+    --junitxml="$OUT/tests-gpu-others.xml" \
     > "$OUT/tests-gpu-others.txt" 2>&1
 echo "exit status $? (124: time limit)"
 tail -n 40 "$OUT/tests-gpu-others.txt"
@@ -76,7 +80,7 @@ fi
 
 if want grid; then
 step "the interpreter test grid of impl='triton', compiled on the GPU"
-timeout 50 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/ops/test_triton.py \
+timeout 50 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/ops/triton/test_triton.py \
     --junitxml="$OUT/tests-cuda.xml" > "$OUT/tests-cuda.txt" 2>&1
 echo "exit status $? (124: time limit)"
 tail -n 40 "$OUT/tests-cuda.txt"
@@ -85,6 +89,13 @@ fi
 if want linear; then
 step "linear-head benchmark"
 timeout 150 "$PY" benchmarks/gpu_linear.py --out "$OUT" --budget-s 110 --iters 5
+echo "exit status $? (124: time limit)"
+fi
+
+if want compile; then
+step "compiled training steps (bench_compile.py --device cuda)"
+timeout 240 "$PY" benchmarks/bench_compile.py --device cuda --rounds 10 --mlp-steps 50 \
+    --lm-steps 5 --out "$OUT"
 echo "exit status $? (124: time limit)"
 fi
 
