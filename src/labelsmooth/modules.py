@@ -10,11 +10,37 @@ from labelsmooth.functional import cross_entropy, linear_cross_entropy
 __all__ = ["LabelSmoothingCrossEntropy", "LinearCrossEntropyLoss"]
 
 
-class LabelSmoothingCrossEntropy(nn.Module):
+class _LossModule(nn.Module):
+    """Keeps a loss's options as plain attributes (set them between calls, e.g. for an ε
+    schedule) and its per-class tensors as buffers (they follow ``.to(device)`` and are saved
+    in the state dict); :meth:`_options` hands all of them to the functional call."""
+
+    #: the functional call's keyword arguments stored as attributes / as buffers
+    _OPTIONS: tuple[str, ...] = ()
+    _BUFFERS: tuple[str, ...] = ()
+
+    def _store(self, arguments: dict[str, object]) -> None:
+        """From ``__init__``'s ``locals()``: every name of ``_OPTIONS`` and ``_BUFFERS``."""
+        for name in self._OPTIONS:
+            setattr(self, name, arguments[name])
+        for name in self._BUFFERS:
+            self.register_buffer(name, arguments[name])  # type: ignore[arg-type]
+
+    def _options(self) -> dict:
+        return {name: getattr(self, name) for name in self._OPTIONS + self._BUFFERS}
+
+    def extra_repr(self) -> str:
+        return ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self._OPTIONS if name != "validate_args"
+        )
+
+
+class LabelSmoothingCrossEntropy(_LossModule):
     """Module form of :func:`labelsmooth.cross_entropy` (see it for the math and arguments).
 
     ``weight``, ``prior`` and ``class_mask`` are registered as buffers, so they follow
-    ``.to(device)`` and are saved in the state dict.
+    ``.to(device)`` and are saved in the state dict; the other options are attributes that
+    may be changed between calls (``criterion.label_smoothing = 0.05``).
 
     Example:
         >>> import torch, labelsmooth
@@ -24,6 +50,18 @@ class LabelSmoothingCrossEntropy(nn.Module):
         torch.Size([])
     """
 
+    _OPTIONS = (
+        "label_smoothing", "ignore_index", "reduction", "convention", "kl", "impl",
+        "validate_args",
+    )  # fmt: skip
+    _BUFFERS = ("weight", "prior", "class_mask")
+    label_smoothing: float
+    ignore_index: int
+    reduction: str
+    convention: str
+    kl: bool
+    impl: str
+    validate_args: bool
     weight: torch.Tensor | None
     prior: torch.Tensor | None
     class_mask: torch.Tensor | None
@@ -43,43 +81,15 @@ class LabelSmoothingCrossEntropy(nn.Module):
         validate_args: bool = True,
     ) -> None:
         super().__init__()
-        self.label_smoothing = label_smoothing
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.convention = convention
-        self.kl = kl
-        self.impl = impl
-        self.validate_args = validate_args
-        self.register_buffer("weight", weight)
-        self.register_buffer("prior", prior)
-        self.register_buffer("class_mask", class_mask)
+        self._store(locals())
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = cross_entropy(
-            input,
-            target,
-            self.weight,
-            self.ignore_index,
-            self.reduction,
-            self.label_smoothing,
-            convention=self.convention,
-            prior=self.prior,
-            class_mask=self.class_mask,
-            kl=self.kl,
-            impl=self.impl,
-            validate_args=self.validate_args,
-        )
+        loss = cross_entropy(input, target, **self._options())
         assert isinstance(loss, torch.Tensor)  # no return_nll here
         return loss
 
-    def extra_repr(self) -> str:
-        return (
-            f"label_smoothing={self.label_smoothing}, convention={self.convention!r}, "
-            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, kl={self.kl}"
-        )
 
-
-class LinearCrossEntropyLoss(nn.Module):
+class LinearCrossEntropyLoss(_LossModule):
     """Module form of :func:`labelsmooth.linear_cross_entropy` (see it for the math and
     arguments): label-smoothed cross-entropy of a linear head, computed in chunks of tokens.
 
@@ -96,6 +106,21 @@ class LinearCrossEntropyLoss(nn.Module):
         torch.Size([])
     """
 
+    _OPTIONS = (
+        "label_smoothing", "ignore_index", "reduction", "convention", "kl", "softcap",
+        "chunk_size", "return_nll", "impl", "validate_args",
+    )  # fmt: skip
+    _BUFFERS = ("prior", "class_mask")
+    label_smoothing: float
+    ignore_index: int
+    reduction: str
+    convention: str
+    kl: bool
+    softcap: float | None
+    chunk_size: int | None
+    return_nll: bool
+    impl: str
+    validate_args: bool
     prior: torch.Tensor | None
     class_mask: torch.Tensor | None
 
@@ -116,18 +141,7 @@ class LinearCrossEntropyLoss(nn.Module):
         validate_args: bool = True,
     ) -> None:
         super().__init__()
-        self.label_smoothing = label_smoothing
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.convention = convention
-        self.kl = kl
-        self.softcap = softcap
-        self.chunk_size = chunk_size
-        self.return_nll = return_nll
-        self.impl = impl
-        self.validate_args = validate_args
-        self.register_buffer("prior", prior)
-        self.register_buffer("class_mask", class_mask)
+        self._store(locals())
 
     def forward(
         self,
@@ -136,28 +150,4 @@ class LinearCrossEntropyLoss(nn.Module):
         target: torch.Tensor,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return linear_cross_entropy(
-            hidden,
-            weight,
-            target,
-            bias,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            label_smoothing=self.label_smoothing,
-            convention=self.convention,
-            prior=self.prior,
-            class_mask=self.class_mask,
-            kl=self.kl,
-            softcap=self.softcap,
-            chunk_size=self.chunk_size,
-            return_nll=self.return_nll,
-            impl=self.impl,
-            validate_args=self.validate_args,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"label_smoothing={self.label_smoothing}, convention={self.convention!r}, "
-            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, kl={self.kl}, "
-            f"softcap={self.softcap}, chunk_size={self.chunk_size}"
-        )
+        return linear_cross_entropy(hidden, weight, target, bias, **self._options())

@@ -147,7 +147,10 @@ def test_one_seed_table_has_no_spread_and_singular_words():
     records = [_record(0, 0.0, 0.9), _record(0, 0.1, 0.91)]
     table = report.format_table(report.summarize(records, IMAGE), records, 60.0, IMAGE)
     assert "±" not in table
-    for text in ("One run per row, seed 0", "1 epoch on", "2 runs ×", "1 CPU thread ("):
+    for text in (
+        "One run per row, seed 0", "1 epoch on", "2 runs ×", "1 CPU thread,",
+        "this invocation took 1.0 min of wall time",
+    ):  # fmt: skip
         assert text in table, text
     assert "| bf16 " in table  # the dtype of the record, not a constant
     assert "| 90.00 " in table and "+1.00" in table

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from labelsmooth.experiment.config import TrainConfig
 from labelsmooth.experiment.data import DISPLAY_NAMES, DatasetSplits, ImageDataset, iterate_batches
 from labelsmooth.experiment.files import atomic_write
 from labelsmooth.experiment.report import count
+from labelsmooth.experiment.tasks.headers import budget_phrase, seeds_phrase
 from labelsmooth.experiment.tasks.registry import Column, Metric
 
 __all__ = [
@@ -289,20 +289,11 @@ def table_header(
     """The sentence above one table: model, budget, sizes, seeds, wall time."""
     first = rs[0]
     cfg, sizes = first["config"], first["sizes"]
-    seeds = sorted({r["seed"] for r in rs})
-    listed = ", ".join(map(str, seeds))
-    spread = (
-        f"Mean ± std over {count(len(seeds), 'seed')} ({listed})"
-        if len(seeds) > 1
-        else f"One run per row, seed {listed}"
-    )
-    run_s = statistics.fmean(r["seconds"] for r in rs)
     return (
         f"**{display_name(dataset)}, {regime} regime**: {model}, {first['num_parameters']:,} "
         "parameters; "
         f"{count(cfg['epochs'], 'epoch')} on a {sizes['train']:,}-image stratified training "
         f"subset; temperature fitted on {sizes['val']:,} held-out images; test "
-        f"{sizes['test']:,} images. {spread}. Budget: {count(len(rs), 'run')} × {run_s:.0f} s "
-        f"training on {count(cfg['num_threads'], 'CPU thread')} ({seconds / 60:.1f} min wall "
-        f"for this invocation, data and evaluation included)."
+        f"{sizes['test']:,} images. {seeds_phrase(rs)}. "
+        f"{budget_phrase(rs, seconds, cfg['num_threads'])}"
     )

@@ -35,7 +35,6 @@ as for the image task.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from labelsmooth.experiment.data import (
 )
 from labelsmooth.experiment.models import TransformerLM
 from labelsmooth.experiment.report import count
+from labelsmooth.experiment.tasks.headers import budget_phrase, seeds_phrase
 from labelsmooth.experiment.tasks.registry import (
     Column,
     Grid,
@@ -387,15 +387,12 @@ def _table_header(
 ) -> str:
     first = rs[0]
     cfg, sizes = first["config"], first["sizes"]
-    seeds = sorted({r["seed"] for r in rs})
     return (
         f"**Shakespeare (character level)**: {model}, {first['num_parameters']:,} parameters; "
         f"{count(cfg['epochs'], 'epoch')} of {sizes['train_sequences']} sequences "
         f"({sizes['train_tokens']:,} tokens), batch {cfg['batch_size']}, SGD lr {cfg['lr']:g}; "
-        f"test {sizes['test_tokens']:,} tokens of held-out plays; mean ± std over "
-        f"{count(len(seeds), 'seed')} ({', '.join(map(str, seeds))}); {count(len(rs), 'run')} × "
-        f"{statistics.fmean(r['seconds'] for r in rs):.0f} s; {seconds / 60:.1f} min for this "
-        "invocation."
+        f"test {sizes['test_tokens']:,} tokens of held-out plays. {seeds_phrase(rs)}. "
+        f"{budget_phrase(rs, seconds, cfg.get('num_threads'))}"
     )
 
 
