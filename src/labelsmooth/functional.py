@@ -7,8 +7,6 @@ The math lives in :mod:`labelsmooth.ops`; this file only checks arguments and ch
 
 from __future__ import annotations
 
-from typing import Literal, overload
-
 import torch
 
 from labelsmooth import _dispatch
@@ -259,7 +257,7 @@ def _run_torch(
         else:
             lo_t, hi_t = torch.aminmax(target)
             if spec.device_type == "cpu":  # no synchronization to save: two cheap reads
-                lo, hi = lo_t.item(), hi_t.item()
+                lo, hi = int(lo_t.item()), int(hi_t.item())
             else:  # one synchronization
                 lo, hi = torch.stack((lo_t, hi_t)).tolist()
             if lo < 0 or hi >= spec.num_classes or weight is not None:
@@ -428,72 +426,6 @@ def smooth_labels(
     if target.dim() > 1:
         q = q.movedim(-1, 1)
     return q.to(dtype)
-
-
-@overload
-def linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    target: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    convention: str = "uniform",
-    prior: torch.Tensor | None = None,
-    class_mask: torch.Tensor | None = None,
-    kl: bool = False,
-    softcap: float | None = None,
-    chunk_size: int | None = None,
-    return_nll: Literal[False] = False,
-    impl: str = "auto",
-    validate_args: bool = True,
-) -> torch.Tensor: ...
-
-
-@overload
-def linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    target: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    convention: str = "uniform",
-    prior: torch.Tensor | None = None,
-    class_mask: torch.Tensor | None = None,
-    kl: bool = False,
-    softcap: float | None = None,
-    chunk_size: int | None = None,
-    return_nll: Literal[True],
-    impl: str = "auto",
-    validate_args: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-@overload
-def linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    target: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    convention: str = "uniform",
-    prior: torch.Tensor | None = None,
-    class_mask: torch.Tensor | None = None,
-    kl: bool = False,
-    softcap: float | None = None,
-    chunk_size: int | None = None,
-    return_nll: bool = False,
-    impl: str = "auto",
-    validate_args: bool = True,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def linear_cross_entropy(
