@@ -80,3 +80,51 @@ def test_inplace_backward_on_cuda():
         (loss + 1e-3 * (logits**2).mean()).backward()
         grads.append(h.grad)
     torch.testing.assert_close(grads[1], grads[0])
+
+
+def _cuda_impls() -> list[str]:
+    impls = ["fused", "torch", "reference"]
+    if importlib.util.find_spec("triton") is not None:
+        impls.append("triton")
+    return impls
+
+
+@pytest.mark.parametrize("impl", _cuda_impls())
+@pytest.mark.parametrize("convention", ["uniform", "others", "unnormalized"])
+def test_cuda_graphs_capture_a_compiled_step(impl, convention):
+    """``torch.compile(mode="reduce-overhead")`` captures a training step with
+    ``validate_args=False`` in a CUDA graph (no host synchronization on replay, no
+    cudagraph skip), and the replays equal eager."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    lin = torch.nn.Linear(64, 1031, device=DEV)
+    kw = dict(label_smoothing=0.1, convention=convention, impl=impl, validate_args=False)
+
+    def step(h, y):
+        loss = labelsmooth.cross_entropy(lin(h), y, **kw)
+        loss.backward()
+        return loss.detach()
+
+    compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
+    g = torch.Generator(device=DEV).manual_seed(0)
+    h = torch.randn(256, 64, device=DEV, generator=g)
+    y = torch.randint(0, 1031, (256,), device=DEV, generator=g)
+    y[::7] = -100
+    for _ in range(3):  # warm-up, record, replay
+        lin.zero_grad(set_to_none=False)
+        got = compiled(h, y).clone()
+    torch.cuda.synchronize()
+    assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
+    got_grad = lin.weight.grad.clone()
+    torch.cuda.set_sync_debug_mode("error")  # a host synchronization on replay raises
+    try:
+        lin.zero_grad(set_to_none=False)
+        compiled(h, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    lin.zero_grad(set_to_none=True)
+    want = step(h, y)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_grad, lin.weight.grad, rtol=1e-4, atol=1e-6)
