@@ -1,0 +1,31 @@
+"""examples/dtensor_tp.py runs under torchrun with 2 gloo ranks on CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dtensor_tp.py"
+
+
+@pytest.mark.distributed
+@pytest.mark.slow  # torchrun and two fresh interpreters: 10-35 s on a 2-core machine
+@pytest.mark.timeout(180)
+def test_dtensor_example_under_torchrun(tmp_path: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        str(EXAMPLE), "--seq", "8", "--vocab", "257",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("rank ")]
+    assert len(lines) == 2, proc.stdout
+    for line in lines:
+        assert float(line.rsplit("max error ", 1)[1]) < 1e-5, line
+    assert "129 of 257 classes" in proc.stdout and "128 of 257 classes" in proc.stdout
