@@ -28,6 +28,7 @@ __all__ = [
     "check_target",
     "check_class_vector",
     "check_prior",
+    "check_prior_tensor",
     "check_values",
     "Spec",
     "loss_spec",
@@ -228,16 +229,65 @@ def check_class_vector(
     return value
 
 
+def check_prior_tensor(
+    prior: torch.Tensor | None,
+    input: torch.Tensor,
+    *,
+    soft: bool = False,
+    check_values: bool = False,
+) -> torch.Tensor | None:
+    """Check ``prior`` against the input: a (C,) smoothing distribution, or a (C, C) matrix
+    whose row y is the smoothing distribution of target class y (class-index targets only).
+    Shape, dtype and device are always checked; finiteness with ``check_values``."""
+    if prior is None:
+        return None
+    C = input.shape[0] if input.dim() == 1 else input.shape[1]
+    if not isinstance(prior, torch.Tensor) or (prior.dim() == 1 and prior.shape[0] == C):
+        return check_class_vector("prior", prior, input, kind="float", check_values=check_values)
+    if tuple(prior.shape) != (C, C):
+        raise ValueError(
+            f"prior must have shape ({C},) or ({C}, {C}) (row y: the smoothing distribution "
+            f"of target class y), got prior.shape={tuple(prior.shape)}"
+        )
+    if prior.device != input.device:
+        raise ValueError(
+            f"prior must be on the input's device, got prior.device={prior.device} "
+            f"and input.device={input.device}"
+        )
+    if not prior.is_floating_point():
+        raise ValueError(f"prior must be a floating-point tensor, got prior.dtype={prior.dtype}")
+    if soft:
+        raise ValueError(
+            f"a prior of shape ({C}, {C}) needs class-index targets (row y is the prior of "
+            "target class y); soft (probability) targets take a (C,) prior"
+        )
+    if check_values and not bool(torch.isfinite(prior).all()):
+        row = int(torch.nonzero(~torch.isfinite(prior))[0, 0])
+        raise ValueError(f"prior must be finite, got prior[{row}]={prior[row].tolist()!r}"[:300])
+    return prior
+
+
 def check_prior(prior: torch.Tensor | None, class_mask: torch.Tensor | None) -> None:
-    """A prior must be non-negative with positive mass on the classes the mask allows."""
+    """A prior must be non-negative with positive mass on the classes the mask allows (for
+    a (C, C) prior: every row)."""
     if prior is None:
         return
     if bool((prior < 0).any()):
         neg = float(prior[prior < 0][0])
         raise ValueError(f"prior must be non-negative, found prior value {neg!r}")
+    where = "" if class_mask is None else " on the classes class_mask allows"
+    if prior.dim() == 2:
+        allowed = prior if class_mask is None else torch.where(class_mask, prior, 0)
+        empty = torch.nonzero(~(allowed.sum(-1) > 0))
+        if empty.numel():
+            row = int(empty[0, 0])
+            raise ValueError(
+                f"prior row {row} (the smoothing distribution of target class {row}) must "
+                f"have positive total mass{where}, got a sum of 0"
+            )
+        return
     allowed = prior if class_mask is None else prior[class_mask]
     if not float(allowed.sum()) > 0:
-        where = "" if class_mask is None else " on the classes class_mask allows"
         raise ValueError(f"prior must have positive total mass{where}, got a sum of 0")
 
 
@@ -273,7 +323,8 @@ def check_values(
             flags.append(~torch.isfinite(vec).all())
     if prior is not None:
         allowed = prior if class_mask is None else torch.where(class_mask, prior, 0)
-        flags.append((prior < 0).any() | ~(allowed.sum() > 0))
+        # (C, C): every row needs mass (sum(-1) of a (C,) prior is its total)
+        flags.append((prior < 0).any() | ~(allowed.sum(-1) > 0).all())
     if class_mask is not None:
         flags.append(~class_mask.any())
     if not flags or not any(torch.stack(flags).tolist()):  # the one synchronization
@@ -281,7 +332,7 @@ def check_values(
     # something failed: the detailed checks raise with the argument and the value
     check_target(input, target, ignore_index, soft_needs_distribution=kl, check_range=True)
     check_class_vector("weight", weight, input, kind="float", check_values=True)
-    check_class_vector("prior", prior, input, kind="float", check_values=True)
+    check_prior_tensor(prior, input, check_values=True)
     check_class_vector("class_mask", class_mask, input, kind="bool", check_values=True)
     check_prior(prior, class_mask)
     raise AssertionError("check_values: a check failed without a message")  # pragma: no cover
@@ -397,9 +448,9 @@ def _loss_spec_checked(
             f"soft (probability) targets are defined only for convention='uniform', got "
             f"convention={convention!r}; pass class indices to use {convention!r}"
         )
-    for name, vec, kind in (("weight", weight, "float"), ("prior", prior, "float")):
-        if vec is not None:
-            check_class_vector(name, vec, input, kind=kind)
+    if weight is not None:
+        check_class_vector("weight", weight, input, kind="float")
+    check_prior_tensor(prior, input, soft=soft)  # (C,) or (C, C)
     if class_mask is not None:
         check_class_vector("class_mask", class_mask, input, kind="bool")
     grad_on = torch.is_grad_enabled()

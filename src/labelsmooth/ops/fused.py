@@ -11,7 +11,8 @@ dtype. The loss comes from the statistics (:func:`rowmath.loss_from_stats`); not
 Rows are done by the C kernel (:mod:`labelsmooth.ops.cpu.kernel`) for CPU float32, bfloat16
 and (through a float32 block buffer) float16 and N-D inputs, shared out to a pool of Python
 threads (:mod:`labelsmooth.ops.cpu.runtime`); otherwise (other devices, float64, the kernel
-unavailable or switched off) by a handful of eager torch ops per block in the calling thread.
+unavailable or switched off) by a handful of eager torch ops per block: CPU rows on the same
+pool, each worker's ops on its own thread (no OpenMP team), other devices in the calling thread.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def row_statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> Ro
         return stats
 
     rows_per_block = max(1, BLOCK_BYTES // (C * torch.finfo(cdt).bits // 8))
+    if not native and x.dim() == 2 and dev.type == "cpu":
+        _eager_on_pool(x, grad, rows, stats, rows_per_block)
+        return stats
     buf = torch.empty(min(rows_per_block, M), C, dtype=cdt, device=dev)
     grad_views = _blocks(grad, rows_per_block) if grad is not None else None
     with torch.no_grad():
@@ -79,6 +83,28 @@ def row_statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> Ro
             else:
                 _eager_block(xb, gb, buf[: r1 - r0], rows, r0, r1, stats)
     return stats
+
+
+def _eager_on_pool(
+    x: torch.Tensor, grad: torch.Tensor | None, rows: Rows, stats: RowStats, rows_per_block: int
+) -> None:
+    """The eager blocks of CPU rows, a few row ranges at once on the pool, whose workers run
+    each torch op on their own thread: one op forking an OpenMP team per block made every
+    block wait at the team's barriers, 20-50 s a step on a busy 2-core machine."""
+    M, C = x.shape
+    threads = torch.get_num_threads()
+    n_units = max(1, min(4 * threads, -(-M // rows_per_block)))
+    bounds = [M * k // n_units for k in range(n_units + 1)]
+
+    def unit(k: int) -> None:
+        buf = torch.empty(min(rows_per_block, bounds[k + 1] - bounds[k]), C, dtype=stats.m.dtype)
+        with torch.no_grad():  # grad mode is per thread
+            for r0 in range(bounds[k], bounds[k + 1], rows_per_block):
+                r1 = min(bounds[k + 1], r0 + rows_per_block)
+                gb = None if grad is None else grad[r0:r1]
+                _eager_block(x[r0:r1], gb, buf[: r1 - r0], rows, r0, r1, stats)
+
+    _cpu_runtime.run_parallel(unit, n_units, threads, torch_ops=True)
 
 
 def _blocks(x: torch.Tensor, rows_per_block: int):
@@ -150,11 +176,13 @@ def _eager_block(
     work = gb if direct else buf
     assert work is not None
     torch.sub(xf, m, out=work)  # x - m
+    a = rows.a if rows.a.dim() == 1 else rows.a[ys[:, 0]]  # (C,), or (B, C): each row's a[y]
     if rows.a0 is not None:
         S = work.sum(1, keepdim=True) * rows.a0
-    else:
-        a = rows.a
+    elif a.dim() == 1:
         S = (torch.where(a != 0, work, 0) @ a)[:, None]  # skip a_k = 0: 0 * -inf is NaN
+    else:
+        S = (torch.where(a != 0, work, 0) * a).sum(1, keepdim=True)
     work.exp_()
     s = work.sum(1, keepdim=True)
     out.m[r0:r1] = torch.where(valid, m, 0).squeeze(1)
@@ -169,7 +197,7 @@ def _eager_block(
     if rows.a0 is not None:
         work.sub_(g_a * rows.a0)
     else:
-        work.sub_(g_a * rows.a)
+        work.sub_(g_a * a)
     work.scatter_add_(1, ys, -g_y)
     work.masked_fill_(~valid, 0)  # ignored rows: exactly 0, whatever their logits hold
     if work is not gb:

@@ -9,7 +9,9 @@ Notation used across the package (one row = one sample / position):
 
 * ``x`` logits of a row, ``C`` classes, ``y`` the target class, ``ε`` the label smoothing.
 * ``u`` the smoothing prior: ``prior`` (uniform if None) restricted to ``class_mask`` and
-  normalized to sum to 1 over the allowed classes.
+  normalized to sum to 1 over the allowed classes. A (C, C) prior is class-conditional: its
+  row y, restricted and normalized the same way, is the ``u`` of every row with target y
+  (``u_k`` below reads ``u[y, k]``).
 * Conventions (``q`` is the smoothed target the row is trained against):
 
   - ``uniform``:       q = (1-ε)·onehot(y) + ε·u
@@ -44,25 +46,28 @@ def smoothing_prior(
     dtype: torch.dtype,
     device: torch.device,
 ) -> torch.Tensor:
-    """The normalized smoothing distribution ``u`` (C,) over the allowed classes.
+    """The normalized smoothing distribution ``u`` (C,) over the allowed classes, or, for a
+    (C, C) prior, one such distribution per target class (each row normalized).
 
     Args:
         num_classes: C.
-        prior: (C,) non-negative weights u(k), or None for uniform.
+        prior: (C,) non-negative weights u(k), (C, C) with row y the weights u(k | y) of
+            target class y, or None for uniform.
         class_mask: (C,) bool, False for classes that get no smoothing mass, or None.
         dtype: dtype of the result.
         device: device of the result.
 
     Returns:
-        (C,) tensor, non-negative, summing to 1, zero where ``class_mask`` is False.
+        The prior's shape ((C,) for None), non-negative, each row summing to 1, zero where
+        ``class_mask`` is False.
     """
     if prior is None:
         u = torch.ones(num_classes, dtype=torch.float64, device=device)
     else:
         u = prior.to(device=device, dtype=torch.float64)
     if class_mask is not None:
-        u = u * class_mask.to(device=device, dtype=torch.float64)
-    return (u / u.sum()).to(dtype)
+        u = u * class_mask.to(device=device, dtype=torch.float64)  # (C,) or, per row, (C, C)
+    return (u / u.sum(-1, keepdim=True)).to(dtype)
 
 
 def smoothed_target(
@@ -79,7 +84,8 @@ def smoothed_target(
         target: (M,) int64 class indices (``ignore_index`` allowed).
         num_classes: C.
         label_smoothing: ε in [0, 1].
-        u: (C,) normalized smoothing prior (see :func:`smoothing_prior`).
+        u: (C,) normalized smoothing prior, or (C, C) with row y the prior of target class y
+            (see :func:`smoothing_prior`).
         convention: "uniform", "others" or "unnormalized".
         ignore_index: target value whose row is all zeros.
 
@@ -90,7 +96,10 @@ def smoothed_target(
     valid = target != ignore_index
     # (M, C); a comparison, not F.one_hot, which reads the targets on the host (no vmap)
     classes = torch.arange(num_classes, device=target.device)
-    onehot = (torch.where(valid, target, 0).unsqueeze(-1) == classes).to(u.dtype)
+    y = torch.where(valid, target, 0)
+    onehot = (y.unsqueeze(-1) == classes).to(u.dtype)
+    if u.dim() == 2:
+        u = u[y]  # (M, C): every row's own prior, the row of its target class
     if convention == "uniform":
         q = (1 - eps) * onehot + eps * u
     elif convention == "others":
@@ -135,7 +144,8 @@ def cross_entropy_reference(
         ignore_index: ignored target value (class-index targets only).
         reduction: "none", "mean" or "sum".
         label_smoothing: ε.
-        u: (C,) normalized smoothing prior.
+        u: (C,) normalized smoothing prior, or (C, C) with row y that of target class y
+            (class-index targets only).
         convention: smoothing convention (soft targets: "uniform" only).
         kl: return Σ_k w_k q_k log(q_k / (Z p_k)) with Z = Σq instead of CE(q, p): the
             KL divergence KL(q‖p) for the normalized conventions (Z = 1), Z·KL(q/Z‖p) for
@@ -165,6 +175,8 @@ def cross_entropy_reference(
     )
 
     if soft:
+        if u.dim() != 1:
+            raise ValueError("a (C, C) prior needs class-index targets (row y: target class y)")
         q = (1 - label_smoothing) * _rows(target).to(cdt) + label_smoothing * u  # (M, C)
     else:
         q = smoothed_target(

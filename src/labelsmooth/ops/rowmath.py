@@ -16,6 +16,10 @@ Every convention's smoothed target of a row with target ``y`` has the form
 * others:        α = 1-ε - β·u_y,     β = ε / (1-u_y)   (α = 1, β = 0 if 1-u_y = 0)
 * unnormalized:  α = 1-ε - ε·u_y,     β = ε
 
+A class-conditional (C, C) prior gives every row the prior row of its target: ``u`` below is
+then ``u[y]`` (and ``a = w·u[y]``, ``A``, ``L`` per row), ``u_y`` is ``u[y, y]``; a kernel
+reads row y of the (C, C) matrix ``a`` instead of the vector.
+
 Statistics (the contract between kernels and this module)
 ---------------------------------------------------------
 For a row ``x`` (C,), with class weights ``w`` and ``a_k = w_k·u_k``, a kernel returns
@@ -99,7 +103,9 @@ class RowCoefficients:
     w_y: Scalar  # weight of the target class
     a_y: Scalar  # a_y = w_y·u_y
     u_y: Scalar
-    A: Scalar  # Σ_k w_k u_k
+    A: Scalar  # Σ_k w_k u_k (per row for a (C, C) prior)
+    #: a (C, C) prior: the rows' (safe) targets, which pick the prior row of each (kl_constant)
+    y: torch.Tensor | None = None
 
 
 def alpha_beta(u_y: torch.Tensor, eps: float, convention: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +155,7 @@ def coefficients(
         y: (M,) class indices with ignored rows replaced by any valid class.
         valid: (M,) bool, False for ignored rows (their coefficients are 0).
         weight: (C,) class weights or None.
-        u: (C,) normalized smoothing prior.
+        u: (C,) normalized smoothing prior, or (C, C) with row y that of target class y.
         eps: ε.
         convention: "uniform", "others" or "unnormalized".
         uniform_prior: the caller guarantees u_k = 1/C for every k. Without weights every
@@ -161,18 +167,22 @@ def coefficients(
         a_s, b_s = alpha_beta_scalar(1 / C, eps, convention)
         return RowCoefficients(a_s, b_s, 1.0, 1 / C, 1 / C, 1.0)
     u = u.to(torch.float64)
-    u_y = u[y]
+    a = u if weight is None else weight.to(torch.float64) * u  # (C,), or (C, C) by row
+    if u.dim() == 2:  # class-conditional: each row reads the prior row of its target
+        u_y, a_y, A, rows_y = u[y, y], a[y, y], a.sum(-1)[y], y
+    else:
+        u_y, a_y, A, rows_y = u[y], a[y], a.sum(), None
     alpha, beta = alpha_beta(u_y, eps, convention)
     zero = torch.zeros((), dtype=torch.float64, device=u.device)
-    a = u if weight is None else weight.to(torch.float64) * u
     w_y = valid.to(torch.float64) if weight is None else torch.where(valid, weight[y].double(), 0)
     return RowCoefficients(
         alpha=torch.where(valid, alpha, zero),
         beta=torch.where(valid, beta, zero),
         w_y=w_y,
-        a_y=torch.where(valid, a[y], zero),
+        a_y=torch.where(valid, a_y, zero),
         u_y=u_y,
-        A=a.sum(),
+        A=A,
+        y=rows_y,
     )
 
 
@@ -234,7 +244,10 @@ def kl_constant(rc: RowCoefficients, weight: torch.Tensor | None, u: torch.Tenso
     """Σ_k w_k q_k log(q_k / Σq) per row (M,): what turns the cross-entropy into the KL form."""
     u = u.to(torch.float64)
     a = u if weight is None else weight.to(torch.float64) * u
-    L = torch.xlogy(a, u).sum()  # Σ_k a_k log u_k, 0·log 0 = 0
+    L = torch.xlogy(a, u).sum(-1)  # Σ_k a_k log u_k, 0·log 0 = 0 (per prior row if (C, C))
+    if u.dim() == 2:
+        assert rc.y is not None
+        L = L[rc.y]
     # floats become tensors made on the device (torch.full: no host-to-device copy, so no
     # synchronization on CUDA)
     alpha, beta, w_y, a_y, u_y, A = (
@@ -275,7 +288,8 @@ def rebase(stats: RowStats, m: torch.Tensor, owner: torch.Tensor, A: Scalar) -> 
 @dataclass
 class Rows:
     """Per-row inputs of every row backend (C kernel, eager blocks, Triton): targets ``y``
-    (-1 for ignored rows), ``a`` (C,) = w·u in the compute dtype and ``a0`` its value when it
+    (-1 for ignored rows), ``a`` (C,) = w·u in the compute dtype (or (C, C), contiguous, for a
+    class-conditional prior: a row reads ``a[y]``) and ``a0`` its value when it
     is the same for every class (None otherwise), and for a gradient its coefficients g_p,
     g_a, g_y (compute dtype): the gradient of a row is g_p·p − g_a·a − g_y·onehot(y)."""
 
@@ -299,7 +313,8 @@ class RowPlan:
     """Everything a kernel needs besides the logits, and what :func:`finish` needs after it.
 
     ``y`` holds the kernels' targets (-1 for an ignored row), ``a`` the (C,) float64 vector
-    a_k = w_k u_k, ``a0`` its common value when it is constant (no weights, uniform prior).
+    a_k = w_k u_k (or (C, C), row y for the rows with target y), ``a0`` its common value
+    when it is constant (no weights, uniform prior).
     """
 
     valid: torch.Tensor

@@ -41,9 +41,11 @@ _failure: str | None = None
 _state_lock = threading.Lock()
 
 
-def _load() -> ctypes.CDLL | None:
+def _load(quiet: bool = False) -> ctypes.CDLL | None:
     global _lib, _path, _failure
     if _lib is not None or _failure is not None:
+        if _lib is None:
+            _unavailable(quiet)
         return _lib
     with _state_lock:
         if _lib is None and _failure is None:
@@ -51,22 +53,30 @@ def _load() -> ctypes.CDLL | None:
                 lib, kernels, path = build.open_library(_FUNCTIONS)
             except (build.BuildError, OSError) as err:  # OSError: e.g. the source is unreadable
                 _failure = (str(err) if isinstance(err, build.BuildError) else repr(err))[:1000]
-                build.warn_once(
-                    "unavailable",
-                    f"labelsmooth: the native CPU kernel is unavailable ({_failure}). "
-                    "impl='fused' uses its eager torch blocks instead (same results, 2-4x "
-                    "slower). Fix the cause, or set labelsmooth.runtime.config.native_kernel "
-                    "= False (LABELSMOOTH_NATIVE=0) to choose them without this warning.",
-                )
+                _unavailable(quiet)
                 return None
             P, I = ctypes.c_void_p, ctypes.c_int64
             for fn in kernels.values():
-                fn.argtypes = [I, I, P, I, P, I, P, P, P, ctypes.c_float, P, P, P, P, P, P, P]
+                fn.argtypes = [I, I, P, I, P, I, P, P, P, I, ctypes.c_float, P, P, P, P, P, P, P]
                 fn.restype = None
             _kernels.clear()
             _kernels.update(kernels)
             _lib, _path = lib, path
     return _lib
+
+
+def _unavailable(quiet: bool) -> None:
+    """No kernel (``_failure`` says why): the one warning, unless the caller only asks (auto's
+    rule consults the kernel and may then run PyTorch's), so that it comes with the first call
+    that runs the eager blocks instead."""
+    if not quiet:
+        build.warn_once(
+            "unavailable",
+            f"labelsmooth: the native CPU kernel is unavailable ({_failure}). "
+            "impl='fused' uses its eager torch blocks instead (same results, 2-4x "
+            "slower). Fix the cause, or set labelsmooth.runtime.config.native_kernel "
+            "= False (LABELSMOOTH_NATIVE=0) to choose them without this warning.",
+        )
 
 
 #: The C function for each logits dtype (gradient in the same dtype, arithmetic in float32).
@@ -82,13 +92,17 @@ def native_dtypes() -> tuple[torch.dtype, ...]:
     return tuple(_kernels) if _load() is not None else ()
 
 
-def native_unavailable(device: torch.device) -> str | None:
-    """Why the native kernel cannot run on ``device``, or None if it can (builds it once)."""
+def native_unavailable(device: torch.device, *, quiet: bool = False) -> str | None:
+    """Why the native kernel cannot run on ``device``, or None if it can (builds it once).
+
+    A kernel that cannot be built or loaded is reported by one :class:`RuntimeWarning` per
+    process, at the first call without ``quiet`` (the fused path, about to run its eager
+    blocks); ``quiet=True`` only asks (impl="auto"'s rule)."""
     if device.type != "cpu":
         return f"the native kernel runs on CPU tensors, got device {device}"
     if not runtime.config.native_kernel:
         return "disabled: labelsmooth.runtime.config.native_kernel is False (LABELSMOOTH_NATIVE=0)"
-    if _load() is None:
+    if _load(quiet) is None:
         return f"the native CPU kernel is unavailable: {_failure}"
     return None
 
@@ -129,7 +143,8 @@ def rows(
     ``x`` is float32 or bfloat16 (float16 callers convert to float32 first), rows with unit
     stride; the coefficient and statistic vectors are float32, ``y`` int64. For a
     gradient in a half dtype, ``work`` is a float32 scratch row of at least C elements
-    (allocated here if not given). ``a`` is (C,) or None when every a_k equals ``a0``.
+    (allocated here if not given). ``a`` is (C,), (C, C) (a class-conditional prior: a row
+    with target y reads row y) or None when every a_k equals ``a0``.
     Every argument is checked here (shapes, dtypes, strides, index range), because the C
     code trusts them; ``targets_checked=True`` skips only the index range check (a torch op)
     for a caller that checked the whole ``y`` once, e.g. before handing row ranges to worker
@@ -155,8 +170,10 @@ def rows(
             raise ValueError(
                 f"rows: {name} must be a ({B}, {C}) {x.dtype} CPU tensor with unit stride"
             )  # noqa: E501
-    if a is not None and (a.shape != (C,) or a.dtype != f32 or a.stride(0) != 1):
-        raise ValueError(f"rows: a must be a contiguous ({C},) float32 tensor")
+    if a is not None and (
+        a.shape not in ((C,), (C, C)) or a.dtype != f32 or not a.is_contiguous() or a.is_cuda
+    ):
+        raise ValueError(f"rows: a must be a contiguous ({C},) or ({C}, {C}) float32 tensor")
     if g is not None and x.dtype != f32:
         if work is None:
             work = torch.empty(C, dtype=f32)
@@ -175,7 +192,8 @@ def rows(
     fn(  # -1: an ignored row (neutral statistics, zero gradient)
 
         B, C, x.data_ptr(), x.stride(0), _ptr(g), 0 if g is None else g.stride(0), _ptr(work),
-        y.data_ptr(), _ptr(a), float(a0), g_p.data_ptr(), g_a.data_ptr(), g_y.data_ptr(),
+        y.data_ptr(), _ptr(a), C if a is not None and a.dim() == 2 else 0, float(a0),
+        g_p.data_ptr(), g_a.data_ptr(), g_y.data_ptr(),
         m.data_ptr(), s.data_ptr(), x_y.data_ptr(), S.data_ptr(),
     )  # fmt: skip
 

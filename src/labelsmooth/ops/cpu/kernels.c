@@ -94,14 +94,17 @@ static inline uint16_t ls_to_bf16(float f) {
  *   work        C floats of scratch (only for T other than float, when g is not NULL)
  *   y           (M,) target indices, each in [0, C), or -1 for an ignored row (its
  *               logits are not read)
- *   a, a0       (C,) a_k = w_k u_k, or NULL when a_k = a0 for every k
+ *   a, lda, a0  a_k = w_k u_k: row i reads a + y[i]*lda (lda = 0: one (C,) vector for every
+ *               row; lda = C: the (C, C) matrix of a class-conditional prior, row y for
+ *               target y), or a = NULL when a_k = a0 for every k
  *   gp, ga, gy  (M,) gradient coefficients (read only when g is not NULL)
  *   m_out, s_out, dy_out, S_out   (M,) float32 statistics
  */
 #define LS_DEFINE_ROWS(NAME, T, LOAD, STORE, IN_PLACE_E)                                       \
     void NAME(int64_t M, int64_t C, const T *x, int64_t ldx, T *g, int64_t ldg, float *work,    \
-              const int64_t *y, const float *a, float a0, const float *gp, const float *ga,     \
-              const float *gy, float *m_out, float *s_out, float *dy_out, float *S_out) {       \
+              const int64_t *y, const float *a_base, int64_t lda, float a0, const float *gp,    \
+              const float *ga, const float *gy, float *m_out, float *s_out, float *dy_out,      \
+              float *S_out) {                                                                  \
         for (int64_t i = 0; i < M; ++i) {                                                      \
             const T *xr = x + i * ldx;                                                         \
             T *gr = g ? g + i * ldg : 0;                                                       \
@@ -118,6 +121,8 @@ static inline uint16_t ls_to_bf16(float f) {
                 S_out[i] = 0.0f;                                                               \
                 continue;                                                                      \
             }                                                                                  \
+            /* this row's a: the vector, or row y of the (C, C) matrix (lda = C) */            \
+            const float *a = a_base ? a_base + yi * lda : 0;                                   \
             /* where sweep 2 keeps exp(x - m): the float32 gradient row, or the work row */    \
             float *er = gr ? (IN_PLACE_E ? (float *)(void *)gr : work) : 0;                    \
             const float xy = LOAD(xr, yi);                                                     \

@@ -7,8 +7,9 @@ One program per row. A row ``i`` of the logits, (N, C) or (N, C, D) contiguous, 
 are ``D`` elements apart (D = 1 for 2-D input; Triton then specializes the stride to 1, and
 with C divisible by 16 the loads and stores are 16-byte vectors). Offsets are int64.
 
-Per row, with ``a_k = w_k·u_k`` (the vector ``A``, or the constant ``a0`` for every class
-when ``HAS_A`` is false), target ``y`` (-1 for an ignored row, whose logits are never read)
+Per row, with ``a_k = w_k·u_k`` (the vector ``A``, or row y of the (C, C) matrix ``A`` of a
+class-conditional prior when ``LDA`` = C, or the constant ``a0`` for every class when
+``HAS_A`` is false), target ``y`` (-1 for an ignored row, whose logits are never read)
 and the statistics of :mod:`labelsmooth.ops.rowmath`::
 
     m   = max_k x_k  (0 if the row is all -inf)     s = Σ_k exp(x_k − m)
@@ -108,16 +109,18 @@ def _store_gradient(
 
 @triton.jit
 def forward_kernel(
-    X, G, Y, A, a0, GP, GA, GY, M_OUT, S_OUT, DY_OUT, SS_OUT, C, D,
+    X, G, Y, A, LDA, a0, GP, GA, GY, M_OUT, S_OUT, DY_OUT, SS_OUT, C, D,
     HAS_A: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     """Statistics of row ``program_id`` into M_OUT, S_OUT, DY_OUT, SS_OUT (the neutral 0, 1,
     0, 0 for an ignored row) and, with WRITE_GRAD, its gradient into G in a second pass over
-    the row (a re-read that the L2 cache often serves). GP, GA, GY: per-row coefficients."""
+    the row (a re-read that the L2 cache often serves). GP, GA, GY: per-row coefficients.
+    The row's a is A + y·LDA (LDA = 0: one vector; LDA = C: row y of a (C, C) matrix)."""
     row = tl.program_id(0).to(tl.int64)  # int64 offsets: N·C can pass 2**31
     base = (row // D) * C * D + row % D
     y = tl.load(Y + row)
     valid = y >= 0
+    A = A + tl.maximum(y, 0) * LDA
     r, s, S = _row_statistics(X, base, D, C, valid, A, HAS_A, BLOCK, ACC)
     x_y = tl.load(X + base + tl.maximum(y, 0) * D, mask=valid).to(ACC)
     s = tl.where(valid, s, 1.0)
@@ -134,7 +137,7 @@ def forward_kernel(
 
 @triton.jit
 def gradient_kernel(
-    X, G, Y, A, a0, GP, GA, GY, R, SUM, GO, go_stride, C, D,
+    X, G, Y, A, LDA, a0, GP, GA, GY, R, SUM, GO, go_stride, C, D,
     HAS_A: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     """The gradient of row ``program_id`` from its saved statistics (R = m, SUM = s) in one
@@ -143,6 +146,7 @@ def gradient_kernel(
     base = (row // D) * C * D + row % D
     y = tl.load(Y + row)
     valid = y >= 0
+    A = A + tl.maximum(y, 0) * LDA  # the row's a (see forward_kernel)
     go = tl.load(GO + row * go_stride).to(ACC)
     r = tl.load(R + row).to(ACC)
     c_p = go * tl.load(GP + row).to(ACC) / tl.load(SUM + row).to(ACC)

@@ -74,12 +74,13 @@ def _next_power_of_2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
-def _a_vector(rows: Rows, x: torch.Tensor) -> tuple[bool, float]:
-    """(HAS_A, a0): the constant a_k is a kernel float argument (float32), so float64 logits
-    always take the vector."""
+def _a_vector(rows: Rows, x: torch.Tensor) -> tuple[bool, float, int]:
+    """(HAS_A, a0, LDA): the constant a_k is a kernel float argument (float32), so float64
+    logits always take the vector; LDA = C for the (C, C) a of a class-conditional prior (a
+    row reads row y), 0 for a vector."""
     if rows.a0 is not None and x.dtype != torch.float64:
-        return False, rows.a0
-    return True, 1.0
+        return False, rows.a0, 0
+    return True, 1.0, rows.a.shape[1] if rows.a.dim() == 2 else 0
 
 
 def statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> RowStats:
@@ -90,7 +91,7 @@ def statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> RowSta
     stats = RowStats(*(torch.empty(M, dtype=cdt, device=x.device) for _ in range(4)))
     if M == 0:
         return stats
-    has_a, a0 = _a_vector(rows, x)
+    has_a, a0, lda = _a_vector(rows, x)
     a = rows.a if has_a else stats.m  # any pointer: not read without HAS_A
     if grad is not None:
         assert rows.g_p is not None and rows.g_a is not None and rows.g_y is not None
@@ -98,7 +99,7 @@ def statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> RowSta
     else:
         gp = ga = gy = stats.m  # not read without WRITE_GRAD
     k.forward_kernel[(M,)](
-        x, x if grad is None else grad, rows.y, a, a0, gp, ga, gy, *stats, C, D,
+        x, x if grad is None else grad, rows.y, a, lda, a0, gp, ga, gy, *stats, C, D,
         HAS_A=has_a, WRITE_GRAD=grad is not None, **launch,
     )  # fmt: skip
     return stats
@@ -114,10 +115,10 @@ def gradient_into(x: torch.Tensor, rows: Rows, stats: RowStats | None) -> None:
     if M == 0:
         return
     assert rows.g_p is not None and rows.g_a is not None and rows.g_y is not None
-    has_a, a0 = _a_vector(rows, x)
+    has_a, a0, lda = _a_vector(rows, x)
     one = torch.ones(1, dtype=rows.g_p.dtype, device=x.device)  # the factor is in the rows
     k.gradient_kernel[(M,)](
-        x, x, rows.y, rows.a if has_a else stats.m, a0,
+        x, x, rows.y, rows.a if has_a else stats.m, lda, a0,
         rows.g_p, rows.g_a, rows.g_y, stats.m, stats.s, one, 0, C, D,
         HAS_A=has_a, **launch,
     )  # fmt: skip
