@@ -5,6 +5,10 @@ statistics of :mod:`labelsmooth.ops.rowmath` (three all-reduces in forward, none
 and apply the same final formula as the single-process loss. Nothing else: the math is the
 fused path's. See ``docs/parallel.md``.
 
+DTensor logits sharded on the vocabulary need no call of their own:
+:func:`labelsmooth.cross_entropy` hands them to :mod:`labelsmooth.parallel.dtensor`, which
+runs :func:`vocab_parallel_cross_entropy` over the mesh dim's group.
+
 Not imported by ``import labelsmooth``; ``import labelsmooth.parallel`` imports
 ``torch.distributed`` only.
 """
