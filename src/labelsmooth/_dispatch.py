@@ -197,7 +197,8 @@ AUTO_TORCH_MAX_NUMEL_NATIVE = 1 << 16
 def _cpu_takes_torch(spec: Spec) -> bool:
     """CPU: whether "auto" runs PyTorch's kernel (which covers the call) at this size. The C
     kernel is consulted (built on first use) only between the two thresholds, where the
-    answer depends on it, so a call that runs PyTorch's kernel never builds it nor warns."""
+    answer depends on it, and quietly: a call that runs PyTorch's kernel never warns that
+    the C kernel is unavailable (the fused path does, when it runs its eager blocks)."""
     if spec.numel < AUTO_TORCH_MAX_NUMEL_NATIVE:
         return True
     if spec.numel >= AUTO_TORCH_MAX_NUMEL:
@@ -206,7 +207,7 @@ def _cpu_takes_torch(spec: Spec) -> bool:
         return True
     from labelsmooth.ops.cpu.kernel import native_unavailable
 
-    return native_unavailable(torch.device("cpu")) is not None
+    return native_unavailable(torch.device("cpu"), quiet=True) is not None
 
 
 #: On CUDA, from this many elements "auto" runs impl="triton" instead of PyTorch's kernel for

@@ -240,3 +240,43 @@ def test_fused_calls_survive_another_thread_changing_torch_threads():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
     )
     assert out.returncode == 0 and "ok" in out.stdout, (out.stdout[-500:], out.stderr[-2000:])
+
+
+def test_eager_fallback_runs_each_torch_op_on_one_worker_thread(monkeypatch):
+    """Without the C kernel, the eager blocks run on the pool, whose workers' torch ops use no
+    OpenMP team (team size 1 on those threads only); every other thread keeps torch's count."""
+    from labelsmooth.ops import fused
+
+    if _cpu_runtime._team_size_setter() is None:
+        pytest.skip("torch's OpenMP runtime not found: the eager blocks run in the caller")
+    monkeypatch.setattr(labelsmooth.runtime.config, "native_kernel", False)
+    monkeypatch.setattr(fused, "BLOCK_BYTES", 64 * 1000 * 4)  # 64 rows a block: 8 blocks
+    before = torch.get_num_threads()
+    if before < 2:
+        pytest.skip("torch runs 1 thread: the eager blocks run in the caller")
+    seen: list[tuple[str, int]] = []
+    real = fused._eager_block
+
+    def block(*args, **kwargs):  # noqa: ANN002, ANN003
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fused, "_eager_block", block)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 1000, generator=g, requires_grad=True)
+    y = torch.randint(0, 1000, (512,), generator=g)
+    loss = labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="fused")
+    loss.backward()
+    ref = x.detach().clone().requires_grad_(True)
+    expected = labelsmooth.cross_entropy(ref, y, label_smoothing=0.1, impl="reference")
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(x.grad, ref.grad)
+    assert len(seen) == 8
+    assert all(name.startswith("labelsmooth") and n == 1 for name, n in seen), seen
+    assert torch.get_num_threads() == before  # the caller's count is untouched
+    fresh: list[int] = []
+    t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert fresh == [before]  # and so is a new thread's

@@ -561,3 +561,21 @@ def test_the_fallback_folder_is_created_private(good, tmp_path, fresh):
     lib = _fallback(fresh) / good[0]
     assert lib.stat().st_mode & 0o077 == 0 and (lib.parent / f"{good[0]}.sha256").exists()
     shutil.rmtree(_fallback(fresh))
+
+
+def test_the_warning_comes_only_when_the_eager_blocks_run(fresh, monkeypatch):
+    """Without a compiler, impl="auto" may ask whether the kernel is there (between its two
+    size thresholds) and then run PyTorch's kernel: no warning for that. The warning comes
+    with the first call that runs the eager blocks instead of the kernel."""
+    monkeypatch.setattr(cpu_build, "_compiler", lambda: None)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 1000, generator=g)  # 2e5 elements: auto consults the C kernel
+    y = torch.randint(0, 1000, (200,), generator=g)
+    with _recorded() as got:
+        assert labelsmooth.chosen_impl(x, y, label_smoothing=0.1) == "torch"
+        labelsmooth.cross_entropy(x, y, label_smoothing=0.1)
+    assert _ours(got) == []
+    with _recorded() as got:
+        _assert_loss_correct()  # impl="fused": the eager blocks
+    (message,) = _ours(got)
+    assert "no C compiler" in message

@@ -3,9 +3,15 @@
 Both are process-level state, so both are explicit here (switches in
 :data:`labelsmooth.runtime.config`):
 
-* **The pool** runs the C row kernel on a few row ranges at once. Its workers call only the
-  C kernel through :mod:`ctypes` (which releases the GIL), never a torch op, so torch's
-  thread count is never touched: other threads' torch calls keep theirs. The pool is
+* **The pool** runs the C row kernel on a few row ranges at once. Its workers call the
+  C kernel through :mod:`ctypes` (which releases the GIL) or, for the eager fallback
+  (``run_parallel(..., torch_ops=True)``), torch ops that run on the worker thread alone:
+  each worker sets its own OpenMP team size to 1 (``omp_set_num_threads`` is a per-thread
+  setting), so no op forks an OpenMP team whose barriers stall whenever one of its threads
+  waits for a busy core (MKL's own thread setting is left as torch sets it). torch's thread
+  count is never touched: other threads' torch calls keep theirs. Where torch's OpenMP
+  runtime cannot be found (no ``/proc/self/maps``, not OpenMP, two runtimes loaded),
+  ``torch_ops`` work runs in the calling thread with torch's threads instead. The pool is
   created on first use with ``torch.get_num_threads()`` workers and rebuilt in a forked child
   (``os.register_at_fork``), whose copy of the parent's pool has no threads. When the thread
   count a call asks for changes (another thread called ``torch.set_num_threads``), a pool of
@@ -49,12 +55,50 @@ HUGEPAGE_MIN_BYTES = 1 << 26
 _lock = threading.Lock()
 
 
+def _find_omp_set_num_threads() -> Callable[[int], object] | None:
+    """``omp_set_num_threads`` of torch's OpenMP runtime (a per-thread setting), or None where
+    that runtime cannot be identified."""
+    if not torch.backends.openmp.is_available():
+        return None
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "/" in line}
+    except OSError:
+        return None
+    omp = [p for p in libs if os.path.basename(p).startswith(("libgomp", "libiomp5", "libomp"))]
+    if len(omp) != 1:  # none found, or two runtimes: which one torch's ops use is unknown
+        return None
+    try:
+        return ctypes.CDLL(omp[0]).omp_set_num_threads
+    except (OSError, AttributeError):
+        return None
+
+
+_team_size: list[Callable[[int], object] | None] = []  # found once
+
+
+def _team_size_setter() -> Callable[[int], object] | None:
+    if not _team_size:
+        _team_size.append(_find_omp_set_num_threads())
+    return _team_size[0]
+
+
+def _worker_init(set_team_size: Callable[[int], object] | None) -> None:
+    """A pool worker's torch ops run on it alone: its OpenMP team size 1 (this thread only),
+    set after torch's own first-use set-up of the thread, which would set it back."""
+    if set_team_size is not None:
+        torch.get_num_threads()  # torch's per-thread set-up, once per thread
+        set_team_size(1)
+
+
 class _Pool:
     """A worker pool and the number of calls using it (both guarded by ``_lock``)."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="labelsmooth")
+        self.executor = ThreadPoolExecutor(
+            threads, "labelsmooth", initializer=_worker_init, initargs=(_team_size_setter(),)
+        )
         self.users = 0
 
 
@@ -72,14 +116,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def run_parallel(work: Callable[[int], None], n: int, threads: int) -> None:
+def run_parallel(
+    work: Callable[[int], None], n: int, threads: int, *, torch_ops: bool = False
+) -> None:
     """``work(0) ... work(n-1)`` on the pool (in this thread if ``threads`` or ``n`` < 2).
 
-    ``work`` must not call torch ops that use torch's intra-op threads (the C kernel only):
-    the pool adds threads, it does not change torch's thread count.
+    The pool adds threads, it does not change torch's thread count. ``torch_ops=True``: ``work``
+    runs torch ops, each on its worker thread alone (see the module's docstring); where that
+    cannot be arranged, all of ``work`` runs in this thread, with torch's threads.
     """
     global _pool
-    if threads <= 1 or n < 2:
+    if threads <= 1 or n < 2 or (torch_ops and _team_size_setter() is None):
         for k in range(n):
             work(k)
         return
