@@ -57,9 +57,10 @@ def add_subcommand(sub: Any) -> None:
         metavar="SPEC",
         help=f"{DATASET_HELP} (default: {d.dataset}; --task lm: shakespeare)",
     )
+    lm = get_task("lm").grid
     _values(cmp, "--label-smoothing", "label_smoothing", float,
             f"ε values in [0, 1); 0 is the baseline (default: {_shown(d.epsilons)}; --task "
-            f"lm: {_shown(get_task('lm').grid.epsilons)})")  # fmt: skip
+            f"lm: {_shown(lm.epsilons)})")  # fmt: skip
     cmp.add_argument(
         "--conventions",
         nargs="+",
@@ -69,9 +70,8 @@ def add_subcommand(sub: Any) -> None:
         help=f"conventions of every ε > 0, from {', '.join(CONVENTIONS)} "
         f"(default: {_shown(d.conventions)})",
     )
-    _values(cmp, "--seeds", "seed", int,
-            f"seeds, each >= 0 and given once (default: {_shown(d.seeds)}; --task lm: "
-            f"{_shown(get_task('lm').grid.seeds)})")  # fmt: skip
+    seeds = f"{_shown(d.seeds)}; --task lm: {_shown(lm.seeds)}"
+    _values(cmp, "--seeds", "seed", int, f"seeds, each >= 0 and given once (default: {seeds})")
     cmp.add_argument(
         "--ols",
         action="store_true",

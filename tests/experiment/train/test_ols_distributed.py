@@ -1,0 +1,59 @@
+"""Online label smoothing under ``torchrun --nproc-per-node 2`` (gloo on CPU) equals one process:
+each rank accumulates the correct predictions of its shard, ``next_epoch`` all-reduces the sums,
+so every rank trains with the soft labels of the whole epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from labelsmooth.experiment import cli
+from labelsmooth.experiment.train import load_checkpoint
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _args(data: Path) -> list[str]:
+    args = ["train", "--regime", "short", "--dataset", f"idx:{data}", "--depth", "8"]
+    args += ["--width", "4", "--epochs", "3", "--batch-size", "32", "--train-size", "0"]
+    return [*args, "--val-size", "0", "--threads", "1", "--loss", "ols", "--quiet"]
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_torchrun_ols_equals_one_process(tmp_path: Path, synthetic_idx, capsys) -> None:
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    data = synthetic_idx(tmp_path / "idx", 121, 50)  # batches 32, 32, 32, 25 (13 + 12)
+    args = _args(data)
+    assert cli.main([*args, "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    cmd += ["-m", "labelsmooth", *args, "--out", "two"]
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "result.json").read_text())
+    two = json.loads((tmp_path / "two" / "result.json").read_text())
+    for a, b in zip(one["history"], two["history"], strict=True):
+        for key in ("loss", "top1", "nll", "ece"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["epoch"], key)
+    sa = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["criterion"]
+    sb = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["criterion"]
+    assert int(sb["epoch"]) == 3
+    torch.testing.assert_close(sb["soft_labels"], sa["soft_labels"], rtol=1e-4, atol=1e-6)
