@@ -135,6 +135,22 @@ def _check_nd_and_module(mesh) -> None:
         torch.testing.assert_close(d.grad.full_tensor(), full.grad, **TOL)
 
 
+def _check_unbatched(mesh) -> None:
+    """(V,) logits with a () target, as F.cross_entropy allows: class dim 0."""
+    from torch.distributed.tensor import Shard
+
+    logits, target, _, _ = _data(7)
+    for reduction in ("mean", "none"):
+        d, full = _pair(mesh, logits[0], [Shard(0)])
+        got = labelsmooth.cross_entropy(d, target[0], reduction=reduction, label_smoothing=0.1)
+        got.backward()
+        want = labelsmooth.cross_entropy(full, target[0], reduction=reduction, label_smoothing=0.1)
+        want.backward()
+        assert got.shape == want.shape == ()
+        torch.testing.assert_close(got.full_tensor(), want, **TOL)
+        torch.testing.assert_close(d.grad.full_tensor(), full.grad, **TOL)
+
+
 def _check_replicated_and_batch(mesh) -> None:
     """Replicate(): the single-process loss on the local value (any option, weight too);
     Shard(0), data parallel: "sum" and "none" exact, "mean" refused in one line."""
@@ -230,6 +246,7 @@ def _worker(rank: int, world: int) -> list[str]:
     for i, case in enumerate(_option_cases()):
         run(f"options {case}", lambda c=dict(case), i=i: _check_options(mesh, c, 10 + i))
     run("nd and module", lambda: _check_nd_and_module(mesh))
+    run("unbatched", lambda: _check_unbatched(mesh))
     run("replicated and batch", lambda: _check_replicated_and_batch(mesh))
     run("refusals", lambda: _check_refusals(mesh))
     run("2-D mesh", lambda: _check_2d_mesh(world))
