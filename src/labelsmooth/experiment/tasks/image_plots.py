@@ -1,6 +1,8 @@
 """The image task's plots of a comparison: training curves (every seed: mean line and ± std
 band), each metric against ε, reliability diagrams and penultimate-layer projections (first
-seed, named in the title), and ECE against ε for every regime side by side.
+seed, named in the title; the two projections share their axis limits), and, when a comparison
+has two regimes or more, ECE against ε for every regime side by side. Every title names the
+regime.
 
 Drawn by :mod:`labelsmooth.experiment.plotting` (matplotlib, imported only here and only when
 plots are asked for).
@@ -62,7 +64,8 @@ def write_plots(
 
 def _regimes_plot(dataset: str, rs: Sequence[dict[str, Any]], plot_dir: Path) -> None:
     """ECE against ε (uniform convention) for every regime side by side, with the baseline's
-    ECE after temperature scaling as the reference line."""
+    ECE after temperature scaling as the reference line; drawn only for two regimes or more
+    (one regime's ECE against ε is its own ``*-ece-vs-eps.png``)."""
     from labelsmooth.experiment import plotting
 
     panels: dict[str, Any] = {}
@@ -78,7 +81,7 @@ def _regimes_plot(dataset: str, rs: Sequence[dict[str, Any]], plot_dir: Path) ->
             [[100 * r["metrics"]["ece"] for r in sel if r["label_smoothing"] == e] for e in eps],
             [100 * r["metrics_after_temperature"]["ece"] for r in sel if r["label_smoothing"] == 0],
         )
-    if panels:
+    if len(panels) >= 2:  # a comparison of regimes; one regime alone would be a lone panel
         plotting.ece_by_regime(
             panels,
             title=f"{display_name(dataset)}: test ECE against label smoothing ε",
@@ -100,7 +103,7 @@ def _curves_plot(dataset: str, rs: Sequence[dict[str, Any]], plot_dir: Path, nam
     plotting.training_curves(
         runs,
         keys=("loss", "top1", "nll", "ece"),
-        title=f"{display_name(dataset)}: {who}",
+        title=f"{display_name(dataset)} ({_regime(rs[0])} regime): {who}",
         path=plot_dir / f"{name}-training-curves.png",
     )
 
@@ -139,7 +142,11 @@ def _first_seed_plots(
     classes: tuple[int, int, int],
     stem: str,
 ) -> None:
-    """Reliability diagrams and penultimate-layer projections: baseline vs one smoothed run."""
+    """Reliability diagrams and penultimate-layer projections: baseline vs one smoothed run.
+
+    The projections of the runs drawn share one set of axis limits
+    (:func:`~labelsmooth.experiment.plotting.penultimate_limits` of all of them), so the
+    baseline's and the smoothed run's clusters can be compared side by side."""
     from labelsmooth.experiment import plotting
 
     smoothed = [r for r in first if r["label_smoothing"] > 0]
@@ -149,15 +156,17 @@ def _first_seed_plots(
         smoothed, key=lambda r: (abs(r["label_smoothing"] - 0.1), r["convention"] != "uniform")
     )
     cls = projection_classes(classes, data.num_classes)
-    for r in [x for x in first if x["label_smoothing"] == 0] + [pick]:
-        arrays_path = plot_dir.parent / "runs" / f"{r['name']}.npz"
-        if not arrays_path.is_file():
+    runs = [x for x in first if x["label_smoothing"] == 0] + [pick]
+    arrays = {r["name"]: a for r in runs if (a := _run_arrays(plot_dir, r)) is not None}
+    limits = (
+        plotting.penultimate_limits([(f, y, w) for _, f, y, w in arrays.values()], cls)
+        if arrays and len(cls) == 3
+        else None
+    )
+    for r in runs:
+        if r["name"] not in arrays:
             continue
-        with np.load(arrays_path) as z:
-            logits, feats, labels, weight = (
-                torch.from_numpy(z[k])
-                for k in ("test_logits", "test_features", "test_labels", "fc_weight")
-            )
+        logits, feats, labels, weight = arrays[r["name"]]
         tag = "baseline" if r["label_smoothing"] == 0 else f"ls{r['label_smoothing']:g}"
         name = f"{setting_name(r['label_smoothing'], r['convention'])}, seed {r['seed']}"
         plotting.reliability_diagram(
@@ -167,13 +176,30 @@ def _first_seed_plots(
             title=f"{display_name(dataset)} ({_regime(r)} regime), {name}",
             path=plot_dir / f"{stem}-reliability-{tag}.png",
         )
-        if len(cls) == 3:
+        if limits is not None:
             plotting.penultimate_layer_plot(
                 feats,
                 labels,
                 weight,
                 cls,
                 class_names=[data.class_names[c] for c in cls],
-                title=f"{display_name(dataset)} ({_regime(r)}): penultimate layer\n{name}",
+                title=f"{display_name(dataset)} ({_regime(r)} regime): penultimate layer\n{name}",
                 path=plot_dir / f"{stem}-penultimate-{tag}.png",
+                limits=limits,
             )
+
+
+def _run_arrays(
+    plot_dir: Path, record: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """A run's saved test logits, features, labels and final-layer weight (``runs/NAME.npz``
+    beside the plot folder), or None where the run saved none."""
+    path = plot_dir.parent / "runs" / f"{record['name']}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        logits, feats, labels, weight = (
+            torch.from_numpy(z[k])
+            for k in ("test_logits", "test_features", "test_labels", "fc_weight")
+        )
+    return logits, feats, labels, weight
