@@ -80,7 +80,7 @@ def _write(tmp_path: Path, regimes: tuple[str, ...]) -> None:
     for i, r in enumerate(records):
         _save_arrays(runs_dir, r, 0.2 if r["label_smoothing"] else 2.0, i)
     sections = [SimpleNamespace(regime=rg, dataset="toy", seeds=(0, 1)) for rg in regimes]
-    data = SimpleNamespace(num_classes=5, class_names=[f"c{k}" for k in range(5)])
+    data: Any = SimpleNamespace(num_classes=5, class_names=[f"c{k}" for k in range(5)])
     write_plots([(s, data) for s in sections], records, tmp_path / "plots", _CLASSES)
 
 
