@@ -84,7 +84,9 @@ def cross_entropy(
         reduction: "none", "mean" or "sum".
         label_smoothing: ε in [0, 1].
         convention: "uniform", "others" or "unnormalized" (table above).
-        prior: (C,) non-negative smoothing prior u(k), normalized internally.
+        prior: (C,) non-negative smoothing prior u(k), normalized internally; or (C, C),
+            class-conditional: row y (restricted to ``class_mask``, normalized) is the u of
+            every row whose target is y (class-index targets only; not ``impl="torch"``).
         class_mask: (C,) bool; False classes (padding, reserved tokens) get no smoothing mass.
         kl: return KL(q‖p) = CE(q, p) − H(q): zero when p = q (and ≥ 0 without weights).
             For "unnormalized" (q sums to Z = 1 − εu_y < 1) the value is
@@ -473,7 +475,9 @@ def linear_cross_entropy(
             tokens; 0 with zero gradients if every token is ignored) or "sum".
         label_smoothing: ε in [0, 1].
         convention: "uniform", "others" or "unnormalized" (see :func:`cross_entropy`).
-        prior: (V,) non-negative smoothing prior, normalized internally.
+        prior: (V,) non-negative smoothing prior, normalized internally; or (V, V),
+            class-conditional (row y for the tokens with target y, as in
+            :func:`cross_entropy`).
         class_mask: (V,) bool; False classes (padding, reserved tokens) get no smoothing mass.
         kl: return KL(q‖p) instead of CE(q, p) (see :func:`cross_entropy`).
         softcap: c > 0 caps the logits to (−c, c) as above; None: no capping.

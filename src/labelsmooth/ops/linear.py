@@ -118,7 +118,7 @@ class Tokens:
 
     idx: torch.Tensor | None  # (n,) positions of the counted tokens; None: all of them
     plan: rowmath.RowPlan
-    a: torch.Tensor  # (V,) a_k = u_k in the compute dtype
+    a: torch.Tensor  # (V,) a_k = u_k in the compute dtype ((V, V) for a (V, V) prior)
 
     @property
     def count(self) -> int:
@@ -481,7 +481,7 @@ def prepare(
     N = target.numel()
     # a zero-stride (N, V) stand-in for the logits: the shared checks read only its shape
     stand_in = hidden.new_empty(()).expand(N, num_classes)
-    V.check_class_vector("prior", prior, stand_in, kind="float")
+    V.check_prior_tensor(prior, stand_in)  # (V,) or class-conditional (V, V)
     V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
     flat_target = target.reshape(-1)
     if validate_args:

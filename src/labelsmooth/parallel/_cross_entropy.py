@@ -63,6 +63,11 @@ def check_common(
     """The option checks both losses share (errors name the argument and its value)."""
     eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
     V.check_flags(kl=kl, validate_args=validate_args)
+    if isinstance(prior, torch.Tensor) and prior.dim() == 2:
+        raise ValueError(
+            f"prior of shape {tuple(prior.shape)} (class-conditional) is not supported by the "
+            "vocabulary-parallel losses (a rank holds a slice of each prior row); pass a (V,) prior"
+        )
     check_full_vector("prior", prior, device, "float")
     check_full_vector("class_mask", class_mask, device, "bool")
     return X.Options(ignore_index, reduction, eps, convention, kl, validate_args)
