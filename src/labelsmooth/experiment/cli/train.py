@@ -47,24 +47,7 @@ def add_subcommand(sub: Any) -> None:
         "(ε/(C-1) on the other classes), unnormalized (1-ε on the target, ε/C on the "
         "others); with --loss ols, where the soft part's mass goes (default: uniform)",
     )
-    tr.add_argument(
-        "--loss",
-        default="ce",
-        choices=LOSSES,
-        help="ce: label-smoothed cross-entropy (labelsmooth.cross_entropy); ols: online label "
-        "smoothing (labelsmooth.OnlineLabelSmoothing, Zhang et al. 2021: α·CE(one-hot) + "
-        "(1−α)·CE(S[y]), S[y] the mean prediction of class y's correctly classified training "
-        "samples in the previous epoch, uniform in the first; --task image only, with "
-        "--label-smoothing 0) (default: ce)",
-    )
-    tr.add_argument(
-        "--ols-alpha",
-        type=field_type("ols_alpha", float),
-        default=None,
-        metavar="ALPHA",
-        help="with --loss ols: α in [0, 1], the weight of the one-hot part (default: 0.5, the "
-        "paper's)",
-    )
+    _add_loss_options(tr)
     tr.add_argument(
         "--seed",
         type=field_type("seed", int),
@@ -83,6 +66,28 @@ def add_subcommand(sub: Any) -> None:
         "default: run every epoch)",
     )
     rules.add_run_options(tr)
+
+
+def _add_loss_options(p: argparse.ArgumentParser) -> None:
+    """``--loss`` and ``--ols-alpha``."""
+    p.add_argument(
+        "--loss",
+        default="ce",
+        choices=LOSSES,
+        help="ce: label-smoothed cross-entropy (labelsmooth.cross_entropy); ols: online label "
+        "smoothing (labelsmooth.OnlineLabelSmoothing, Zhang et al. 2021: α·CE(one-hot) + "
+        "(1−α)·CE(S[y]), S[y] the mean prediction of class y's correctly classified training "
+        "samples in the previous epoch, uniform in the first; --task image only, with "
+        "--label-smoothing 0) (default: ce)",
+    )
+    p.add_argument(
+        "--ols-alpha",
+        type=field_type("ols_alpha", float),
+        default=None,
+        metavar="ALPHA",
+        help="with --loss ols: α in [0, 1], the weight of the one-hot part (default: 0.5, the "
+        "paper's)",
+    )
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
