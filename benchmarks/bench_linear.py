@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # the resident-set probes of the cross-entropy benchmark (Linux /proc), not a second copy
-from labelsmooth.experiment.bench import reset_peak, rss_kib
+from labelsmooth.experiment.bench import recorded_command, reset_peak, rss_kib
 
 EPS = 0.1
 SHAPES = [(2048, 512, 128256), (4096, 1024, 32000)]
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if out.exists() and not out.is_dir():
         p.error(f"--out {str(out)!r} exists and is not a folder")
-    command = "python benchmarks/bench_linear.py " + " ".join(argv or sys.argv[1:])
+    command = recorded_command("python benchmarks/bench_linear.py", argv or sys.argv[1:])
     variants = ["builtin"] + [v for v in args.variants if v != "builtin"]
     variants += [f"chunked-{c}" for c in args.chunk_sizes]
     load_start = _loadavg()

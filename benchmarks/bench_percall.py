@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth
+from labelsmooth.experiment.bench import recorded_command
 
 SHAPES = ((32, 10), (256, 1000))
 CONVENTIONS = ("uniform", "others", "unnormalized")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": 1,
         "rounds": args.rounds,
         "calls_per_round": args.calls,
-        "command": "python benchmarks/bench_percall.py " + " ".join(argv or sys.argv[1:]),
+        "command": recorded_command("python benchmarks/bench_percall.py", argv or sys.argv[1:]),
     }
     lines = [
         "# Per-call cost: forward + backward of one call, 1 torch thread",

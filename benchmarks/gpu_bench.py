@@ -34,6 +34,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from labelsmooth.experiment.bench import recorded_command
+
 VARIANTS = ("torch", "triton", "triton-inplace", "liger", "flash-attn")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_SHAPES = ("16384x131072", "8192x256000")
@@ -415,7 +417,7 @@ def main(argv: list[str]) -> int:
 
     default_cfg = (ls_triton.MAX_BLOCK, ls_triton.NUM_WARPS)
     result: dict[str, Any] = {
-        "command": "python3 benchmarks/gpu_bench.py " + " ".join(argv),
+        "command": recorded_command("python3 benchmarks/gpu_bench.py", argv),  # no machine paths
         "machine": _machine(args, peak, peak_src),
         "label_smoothing": args.label_smoothing,
         "iters": args.iters,

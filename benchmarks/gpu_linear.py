@@ -46,6 +46,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from labelsmooth.experiment.bench import recorded_command
+
 
 def _load_sibling(name: str) -> Any:
     """A script next to this one as a module (the clock, parser and machine record of the
@@ -325,7 +327,7 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     clock = _gpu._Clock(args.device)
     result: dict[str, Any] = {
-        "command": "python3 benchmarks/gpu_linear.py " + " ".join(argv),
+        "command": recorded_command("python3 benchmarks/gpu_linear.py", argv),  # no machine paths
         "machine": _machine(args),
         "label_smoothing": args.label_smoothing,
         "iters": args.iters,

@@ -215,3 +215,47 @@ def test_harness_uses_only_public_api() -> None:
     source = Path(benchmark.__file__).read_text()
     # no private module or name (labelsmooth._dispatch, labelsmooth.ops, from ... import _x)
     assert not re.search(r"labelsmooth\._(?!_version__)|labelsmooth\.ops|import _", source)
+
+
+def test_recorded_command_names_no_machine_path(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    argv = ["--out", "/tmp/run 1", "--from", str(tmp_path / "data"), "--x", "/elsewhere/f"]
+    got = benchmark.recorded_command("python3 benchmarks/gpu_bench.py", argv)
+    assert got == "python3 benchmarks/gpu_bench.py --out OUT --from data --x PATH"
+    assert benchmark.recorded_command("python b.py", ["--out=/abs/x"]) == "python b.py --out=OUT"
+    assert benchmark.recorded_command("python b.py", []) == "python b.py"
+
+
+def test_background_load_starts_and_stops_its_processes() -> None:
+    with benchmark.background_load(2) as procs:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+    assert all(p.returncode is not None for p in procs)
+    with benchmark.background_load(0) as none:
+        assert none == []
+
+
+def test_load_option_records_the_load_and_writes_its_own_table(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:  # noqa: ANN001
+    started: list[int] = []
+    real = benchmark.background_load
+
+    def load(n: int):  # noqa: ANN202
+        started.append(n)
+        return real(n)
+
+    monkeypatch.setattr(benchmark, "background_load", load)
+    argv = ["--quick", "--load", "1", "--variants", "fused", "--shapes", "8x10",
+            "--dtypes", "float32", "--out", str(tmp_path)]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    assert started == [1]
+    info = json.loads((tmp_path / "cpu-quick.json").read_text())["machine"]
+    assert info["background_load"] == 1
+    assert (
+        "1 busy background processes started by the benchmark (`--load 1`)"
+        in (tmp_path / "cpu-quick.md").read_text()
+    )
+    with pytest.raises(SystemExit):
+        benchmark.main(["--load", "-1"])
+    assert "argument --load: must be an integer >= 0, got '-1'" in capsys.readouterr().err

@@ -21,6 +21,11 @@ A ratio is printed only where the timing can carry it: when the relative spread 
 rounds (interquartile range over median, of the variant and the built-in added) is at least
 the ratio's distance from 1, the table shows "—" instead (see :func:`ratio_or_dash`).
 
+``--load N`` measures under load: the benchmark itself starts N busy processes (each a Python
+loop spinning on one core) before the first variant and stops them after the last, records N
+with the machine, shows every time with the range of its rounds, and writes ``cpu-loaded.*``
+instead of ``cpu.*`` (so a loaded run never replaces the idle table).
+
 ``--quick`` is a **smoke test**, not a measurement: every variant but ``compiled-builtin``
 (whose compilation alone takes longer than the whole run) runs at two tiny shapes in this one
 process, a few rounds each, to show that each path runs; it prints times without ratios,
@@ -30,15 +35,17 @@ measures no memory, and writes ``cpu-quick.*`` labelled as a smoke test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -52,6 +59,8 @@ __all__ = [
     "QUICK_CAVEAT",
     "DEFAULT_OUT",
     "run_one",
+    "background_load",
+    "recorded_command",
     "ratio_or_dash",
     "render_markdown",
     "plot",
@@ -92,6 +101,36 @@ DEFAULT_OUT = Path("labelsmooth-bench")
 #: the impls that "auto" may choose whose call is exactly another variant's, so that the
 #: "auto" row would repeat that row ("torch" is not one: auto adds labelsmooth's checks to it)
 _SAME_CALL = {"fused": "fused", "reference": "reference"}
+
+
+def recorded_command(program: str, argv: Sequence[str], placeholder: str = "OUT") -> str:
+    """The command line a benchmark records with its results, without this machine's paths.
+
+    ``program`` starts it (``"python3 benchmarks/gpu_bench.py"``), ``argv`` its arguments,
+    quoted for a shell. The value of ``--out`` becomes ``placeholder`` (where a run writes
+    is not part of how the numbers were produced); any other absolute path becomes relative
+    to the current folder when it lies below it, else ``PATH``.
+
+    Example:
+        >>> recorded_command("python3 b.py", ["--out", "/tmp/x", "--iters", "5"])
+        'python3 b.py --out OUT --iters 5'
+        >>> recorded_command("python3 b.py", ["--out=/tmp/x", "--from", "/elsewhere", "a b"])
+        "python3 b.py --out=OUT --from PATH 'a b'"
+    """
+    here = Path.cwd().resolve()
+
+    def clean(arg: str, after_out: bool) -> str:
+        if after_out:
+            return placeholder
+        if arg.startswith("--out="):
+            return "--out=" + placeholder
+        if not os.path.isabs(arg):
+            return arg
+        path = Path(arg).resolve()
+        return str(path.relative_to(here)) if path.is_relative_to(here) else "PATH"
+
+    words = [clean(a, i > 0 and argv[i - 1] == "--out") for i, a in enumerate(argv)]
+    return " ".join([program, shlex.join(words)]) if words else program
 
 
 def rss_kib(field: str) -> int:
@@ -263,6 +302,39 @@ def _subprocess(variant: str, n: int, c: int, dtype: str, repeats: int, threads:
     return result
 
 
+@contextlib.contextmanager
+def background_load(n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``n`` busy processes (a Python loop spinning on one core each) while the block runs.
+
+    A real CPU load for ``labelsmooth bench --load N``: the processes are started here and
+    killed (and waited for) when the block ends, however it ends.
+
+    Example:
+        >>> with background_load(1) as procs:
+        ...     procs[0].poll() is None  # running
+        True
+        >>> procs[0].poll() is not None  # stopped
+        True
+    """
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(n):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", "while True: pass"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
 def _compiler() -> str:
     """First line of the system C compiler's ``--version`` ($CC, else cc, gcc or clang)."""
     candidates = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
@@ -358,16 +430,19 @@ def ratio_or_dash(r: dict, base: dict) -> str:
     return f"{ratio:.2f}×"
 
 
-def _fmt_time(r: dict, base: dict | None, quick: bool = False) -> str:
+def _fmt_time(r: dict, base: dict | None, quick: bool = False, rounds: bool = False) -> str:
+    """The median (and ratio); with ``rounds``, also the fastest and slowest timed round."""
     if "error" in r:
         return "error"
     if not _ok(r):
         return "n/a"
     if quick:
         return f"{r['time_s'] * 1e3:.3f} ms"
+    times = [t for t in r.get("times_s") or () if t is not None]
+    spread = f"; rounds {min(times) * 1e3:.0f}–{max(times) * 1e3:.0f} ms" if rounds else ""
     if not _ok(base):
-        return f"{r['time_s'] * 1e3:.1f} ms (–)"
-    return f"{r['time_s'] * 1e3:.1f} ms ({ratio_or_dash(r, base)})"  # type: ignore[arg-type]
+        return f"{r['time_s'] * 1e3:.1f} ms (–{spread})"
+    return f"{r['time_s'] * 1e3:.1f} ms ({ratio_or_dash(r, base)}{spread})"  # type: ignore[arg-type]
 
 
 def _fmt_memory(r: dict, quick: bool = False) -> str:
@@ -424,6 +499,12 @@ def render_markdown(
         if not load
         else "load average " + " / ".join(f"{v:.2f}" for v in load) + " (1, 5, 15 min) at the end"
     )
+    busy = info.get("background_load") or 0
+    if busy:
+        load_text += (
+            f", {busy} busy background processes started by the benchmark (`--load {busy}`) "
+            "included; times are medians with the fastest and slowest round"
+        )
     machine = (
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} threads; "
         f"Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}; "
@@ -442,7 +523,8 @@ def render_markdown(
         ]
     else:
         lines = [
-            "# CPU benchmark: label-smoothed cross-entropy, forward + backward",
+            "# CPU benchmark: label-smoothed cross-entropy, forward + backward"
+            + (f", under load ({busy} busy processes)" if busy else ""),
             "",
             machine,
             "",
@@ -463,7 +545,7 @@ def render_markdown(
         name = r["variant"]
         if name == "auto" and r.get("auto_runs"):
             name = f"auto (runs {r['auto_runs']})"
-        time_cell, memory_cell = _fmt_time(r, base, quick), _fmt_memory(r, quick)
+        time_cell, memory_cell = _fmt_time(r, base, quick, bool(busy)), _fmt_memory(r, quick)
         lines.append(f"| {n}×{c} | {r['dtype']} | {name} | {time_cell} | {memory_cell} |")
     if auto_runs:
         lines += ["", 'What `impl="auto"` runs (`labelsmooth.chosen_impl`):', ""]
@@ -561,6 +643,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The arguments of ``labelsmooth bench``."""
     p = _Parser(prog="labelsmooth bench", description=(__doc__ or "").split("\n")[0])
@@ -587,6 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "with --quick; 20 times more for millisecond-scale shapes)")  # fmt: skip
     p.add_argument("--threads", type=_positive_int, default=2,
                    help="torch threads per run (default: 2)")  # fmt: skip
+    p.add_argument("--load", type=_nonnegative_int, default=0, metavar="N",
+                   help="measure under load: start N busy processes (one spinning core each) "
+                   "for the whole run and stop them at its end; writes cpu-loaded.* "
+                   "(default: 0, no load)")  # fmt: skip
     p.add_argument("--merge", action="store_true",
                    help="re-measure only the given shapes/dtypes and merge them into the "
                    "existing cpu.json of --out (other groups are kept); needs --out")  # fmt: skip
@@ -667,6 +763,48 @@ def _merge(old: dict, results: list[dict]) -> list[dict]:
     return merged + [n for n in results if (tuple(n["shape"]), n["dtype"]) in fresh]
 
 
+def _run_grid(
+    shapes: Sequence[tuple[int, int]],
+    dtypes: Sequence[str],
+    variants: Sequence[str],
+    quick: bool,
+    repeats: int,
+    threads: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every (shape, dtype, variant), each row printed as it comes; and what auto runs."""
+    results: list[dict[str, Any]] = []
+    auto_runs: list[dict[str, Any]] = []
+    for n, c in shapes:
+        for dtype in dtypes:
+            base: dict | None = None
+            for variant in variants:
+                if variant == "auto":
+                    runs = base.get("auto_runs") if base else None
+                    alias = _auto_alias(runs, variants)
+                    if runs is not None:
+                        auto_runs.append(
+                            {"shape": [n, c], "dtype": dtype, "impl": runs, "measured_as": alias}
+                        )
+                    if alias is not None:
+                        print(f"{f'{n}×{c}':>14} {dtype:<9} {'auto':<24} "
+                              f"{f'runs {runs}: see the {alias} row':>24}", flush=True)  # fmt: skip
+                        continue
+                if quick:  # a smoke test: this process, the rounds as given
+                    r = _in_process(variant, n, c, dtype, repeats, threads)
+                else:
+                    # millisecond-scale steps need many samples for a stable median
+                    reps = repeats if n * c <= 8192 * 32000 else max(2, repeats // 2)
+                    reps = reps * 20 if n * c < 1 << 20 else reps
+                    r = _subprocess(variant, n, c, dtype, reps, threads)
+                if variant not in ("builtin", "auto"):
+                    r.pop("auto_runs", None)  # recorded once per group, with the baseline
+                results.append(r)
+                if variant == "builtin":
+                    base = r
+                _print_row(r, base, quick)
+    return results, auto_runs
+
+
 # long function: the command's arguments, the grid and its writers in one place
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: ``labelsmooth bench [--quick] [--shapes NxC ...] [--out DIR] ...``."""
@@ -689,45 +827,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = args.variants or [v for v in VARIANTS if not (quick and v in _QUICK_SKIP)]
     variants = ["builtin"] + [v for v in chosen if v != "builtin"]
 
-    results: list[dict[str, Any]] = []
-    auto_runs: list[dict[str, Any]] = []
     if quick:
         print(QUICK_CAVEAT, flush=True)
     time_header = "time (median)" if quick else "time (× built-in)"
     memory_header = "memory" if quick else "peak memory above inputs"
     print(f"{'shape':>14} {'dtype':<9} {'variant':<24} {time_header:>24}  {memory_header}",
           flush=True)  # fmt: skip
-    for n, c in shapes:
-        for dtype in args.dtypes:
-            base: dict | None = None
-            for variant in variants:
-                if variant == "auto":
-                    runs = base.get("auto_runs") if base else None
-                    alias = _auto_alias(runs, variants)
-                    if runs is not None:
-                        auto_runs.append(
-                            {"shape": [n, c], "dtype": dtype, "impl": runs, "measured_as": alias}
-                        )
-                    if alias is not None:
-                        print(f"{f'{n}×{c}':>14} {dtype:<9} {'auto':<24} "
-                              f"{f'runs {runs}: see the {alias} row':>24}", flush=True)  # fmt: skip
-                        continue
-                if quick:  # a smoke test: this process, the rounds as given
-                    r = _in_process(variant, n, c, dtype, repeats, args.threads)
-                else:
-                    # millisecond-scale steps need many samples for a stable median
-                    reps = repeats if n * c <= 8192 * 32000 else max(2, repeats // 2)
-                    reps = reps * 20 if n * c < 1 << 20 else reps
-                    r = _subprocess(variant, n, c, dtype, reps, args.threads)
-                if variant not in ("builtin", "auto"):
-                    r.pop("auto_runs", None)  # recorded once per group, with the baseline
-                results.append(r)
-                if variant == "builtin":
-                    base = r
-                _print_row(r, base, quick)
-    info = machine_info(args.threads)
+    with background_load(args.load):
+        results, auto_runs = _run_grid(shapes, args.dtypes, variants, quick, repeats, args.threads)
+    info = {**machine_info(args.threads), "background_load": args.load}
     out.mkdir(parents=True, exist_ok=True)
-    stem = "cpu-quick" if quick else "cpu"
+    stem = "cpu-quick" if quick else ("cpu-loaded" if args.load else "cpu")
     json_path = out / f"{stem}.json"
     if args.merge and json_path.exists():
         old = json.loads(json_path.read_text())

@@ -415,6 +415,8 @@ def test_gpu_bench_runs_end_to_end(tmp_path, capsys):
     assert rows["triton 64:1"]["config"] == [64, 1]
     assert "skipped" in rows["liger"] or rows["liger"]["rel_loss_err"] < 1e-5
     assert "| triton-inplace |" in (tmp_path / "gpu.md").read_text()
+    # the recorded command names no path of this machine: the output folder is OUT
+    assert str(tmp_path) not in result["command"] and "--out OUT" in result["command"]
 
 
 def test_gpu_check_script_parses():
