@@ -57,3 +57,58 @@ def test_torchrun_ols_equals_one_process(tmp_path: Path, synthetic_idx, capsys) 
     sb = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["criterion"]
     assert int(sb["epoch"]) == 3
     torch.testing.assert_close(sb["soft_labels"], sa["soft_labels"], rtol=1e-4, atol=1e-6)
+
+
+_SUMS_SCRIPT = '''
+"""Under torchrun: rank r accumulates its own rows, saves, restores, ends the epoch."""
+import sys
+
+import torch
+import torch.distributed as dist
+
+import labelsmooth
+from labelsmooth.experiment.train.loss_state import restore_state, state_to_save
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 4.0]]) * (rank + 1)
+ols = labelsmooth.OnlineLabelSmoothing(3)
+ols(logits[rank:], torch.tensor([0, 1, 2])[rank:])  # rank 0: three correct rows, rank 1: two
+state = state_to_save(ols, dist.get_world_size())  # a mid-epoch checkpoint
+resumed = labelsmooth.OnlineLabelSmoothing(3)
+restore_state(resumed, state, rank)
+restored = {k: v.clone() for k, v in resumed.state_dict().items()}
+rest = torch.tensor([[0.0, 5.0, 1.0]]) * (rank + 1)  # the rest of the epoch: one more row each
+for criterion in (ols, resumed):
+    criterion(rest, torch.tensor([1]))
+    criterion.next_epoch()
+out = {"saved": state, "restored": restored, "resumed": resumed.state_dict()}
+torch.save({**out, "uninterrupted": ols.state_dict()}, f"{sys.argv[1]}/rank{rank}.pt")
+dist.destroy_process_group()
+'''
+
+
+@pytest.mark.distributed
+def test_a_mid_epoch_checkpoint_holds_every_ranks_sums(tmp_path: Path) -> None:
+    """What the loop saves mid-epoch under torchrun: the running sums of both ranks; restored
+    (rank 0 takes them, rank 1 starts from zero), the epoch ends with the uninterrupted S."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    script = tmp_path / "sums.py"
+    script.write_text(_SUMS_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    run = subprocess.run([*cmd, str(script), str(tmp_path)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert float(r0["saved"]["counts"].sum()) == 5  # 3 rows of rank 0 + 2 of rank 1
+    torch.testing.assert_close(r0["saved"]["accumulator"], r1["saved"]["accumulator"])
+    assert float(r0["restored"]["counts"].sum()) == 5 and float(r1["restored"]["counts"].sum()) == 0
+    for r in (r0, r1):
+        torch.testing.assert_close(r["resumed"]["soft_labels"], r["uninterrupted"]["soft_labels"])
+        assert float(r["resumed"]["counts"].sum()) == 0

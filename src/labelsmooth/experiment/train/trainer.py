@@ -61,6 +61,7 @@ from labelsmooth.experiment.train.checkpoint import (
     set_rng_state,
 )
 from labelsmooth.experiment.train.distributed import DataParallel, SingleProcess, processes_from_env
+from labelsmooth.experiment.train.loss_state import restore_state, state_to_save
 
 __all__ = ["TrainResult", "TrainingInterrupted", "Recipe", "train"]
 
@@ -293,8 +294,8 @@ class Recipe:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
             set_rng_state(saved["rng"])
-            if self.criterion is not None:
-                self.criterion.load_state_dict(saved["criterion"])
+            if self.criterion is not None:  # data-parallel: rank 0 holds the running sums
+                restore_state(self.criterion, saved["criterion"], self.processes.rank)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(
@@ -380,7 +381,12 @@ class Recipe:
 
     def checkpoint(self, epoch: int, step: int, gen: torch.Generator | None = None) -> None:
         """Save the run at (``epoch``, next ``step``) when there is an output folder (rank 0)."""
-        if self.checkpoint_path is None or not self.processes.is_writer:
+        if self.checkpoint_path is None:
+            return
+        loss = None  # every rank: a stateful loss's running sums, added over the ranks
+        if self.criterion is not None:
+            loss = state_to_save(self.criterion, self.processes.world_size)
+        if not self.processes.is_writer:
             return
         state = {
             "config": self.config.to_dict(),
@@ -396,8 +402,8 @@ class Recipe:
             "loss_count": int(self.loss_count),
             "seconds": self.seconds_before + (time.perf_counter() - self.t0),
         }
-        if self.criterion is not None:  # only then: a plain run's checkpoint is as before
-            state["criterion"] = self.criterion.state_dict()
+        if loss is not None:  # only then: a plain run's checkpoint is as before
+            state["criterion"] = loss
         save_checkpoint(self.checkpoint_path, state)
 
     # ----------------------------------------------------------------------- cleanup
