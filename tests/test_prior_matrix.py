@@ -196,6 +196,7 @@ def test_smooth_labels_dense_target(convention, masked):
         (torch.ones(C, C, dtype=torch.long), r"prior must be a floating-point tensor"),
         (torch.full((C, C), -1.0), r"prior must be non-negative"),
         (torch.full((C, C), float("nan")), r"prior must be finite, got prior\[0\]"),
+        (torch.ones(C, C).index_fill_(0, torch.tensor([3]), float("inf")), r"got prior\[3\]"),
     ],
 )
 def test_bad_matrix_priors(prior, match):
@@ -291,3 +292,20 @@ def test_vocab_parallel_losses_refuse_a_matrix_prior():
             torch.randn(4, 3), torch.randn(C, 3), y, vocab_range=(0, C), label_smoothing=0.1,
             prior=torch.rand(C, C),
         )  # fmt: skip
+
+
+def test_c_kernel_checks_the_shape_of_a():
+    from labelsmooth.ops.cpu import kernel as cpu_kernel
+
+    if cpu_kernel.native_unavailable(torch.device("cpu")) is not None:
+        pytest.skip("the C kernel is unavailable")
+    x = torch.randn(3, C)
+    y = torch.tensor([0, -1, 4])
+    vecs = [torch.zeros(3) for _ in range(7)]
+    with pytest.raises(ValueError, match=r"a must be a contiguous \(7,\) or \(7, 7\) float32"):
+        cpu_kernel.rows(x, None, y, torch.ones(C, C + 1), 0.0, *vecs)
+    m, s, d_y, S = vecs[3:]
+    a = torch.rand(C, C)
+    cpu_kernel.rows(x, None, y, a, 0.0, *vecs)  # row i reads a[y_i]
+    assert torch.allclose(S[[0, 2]], ((x - m[:, None]) * a[y.clamp_min(0)]).sum(1)[[0, 2]])
+    assert S[1] == 0

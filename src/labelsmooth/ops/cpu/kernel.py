@@ -170,10 +170,7 @@ def rows(
             raise ValueError(
                 f"rows: {name} must be a ({B}, {C}) {x.dtype} CPU tensor with unit stride"
             )  # noqa: E501
-    if a is not None and (
-        a.shape not in ((C,), (C, C)) or a.dtype != f32 or not a.is_contiguous() or a.is_cuda
-    ):
-        raise ValueError(f"rows: a must be a contiguous ({C},) or ({C}, {C}) float32 tensor")
+    lda = _row_stride_of_a(a, C)
     if g is not None and x.dtype != f32:
         if work is None:
             work = torch.empty(C, dtype=f32)
@@ -192,10 +189,21 @@ def rows(
     fn(  # -1: an ignored row (neutral statistics, zero gradient)
 
         B, C, x.data_ptr(), x.stride(0), _ptr(g), 0 if g is None else g.stride(0), _ptr(work),
-        y.data_ptr(), _ptr(a), C if a is not None and a.dim() == 2 else 0, float(a0),
-        g_p.data_ptr(), g_a.data_ptr(), g_y.data_ptr(),
+        y.data_ptr(), _ptr(a), lda, float(a0), g_p.data_ptr(), g_a.data_ptr(), g_y.data_ptr(),
         m.data_ptr(), s.data_ptr(), x_y.data_ptr(), S.data_ptr(),
     )  # fmt: skip
+
+
+def _row_stride_of_a(a: torch.Tensor | None, C: int) -> int:
+    """The kernel's ``lda`` for ``a``: 0 for a (C,) vector (or None), C for the (C, C) matrix
+    of a class-conditional prior (a row with target y reads row y); raises for anything else."""
+    if a is not None and (
+        a.shape not in ((C,), (C, C)) or a.dtype != torch.float32 or not a.is_contiguous()
+    ):
+        raise ValueError(f"rows: a must be a contiguous ({C},) or ({C}, {C}) float32 tensor")
+    if a is not None and a.is_cuda:
+        raise ValueError("rows: a must be a CPU tensor")
+    return C if a is not None and a.dim() == 2 else 0
 
 
 def check_targets(y: torch.Tensor, C: int) -> None:
