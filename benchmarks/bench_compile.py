@@ -1,5 +1,7 @@
 """Compiled training steps: labelsmooth against F.cross_entropy, both under torch.compile.
 
+Long file: three comparisons, their memory subprocess, the report and the verdicts of one tool.
+
 Three comparisons, ε = 0.1, float32, gradients of every parameter, one SGD update per step:
 
 (a) **MLP step** 784-1200-1200-10 (ReLU), batch 128: the compiled step with
@@ -10,7 +12,12 @@ Three comparisons, ε = 0.1, float32, gradients of every parameter, one SGD upda
     ``labelsmooth.linear_cross_entropy(hidden, weight, target, label_smoothing=0.1)`` against
     compiled ``F.linear`` + ``F.cross_entropy``; gradients of hidden and weight, SGD on weight.
     Targets: time ≤ 1.0×, peak memory of a step ≤ 0.5× the compiled built-in's.
-(c) **eager vs compiled labelsmooth**: the MLP step of (a) with labelsmooth, not compiled.
+(c) **eager vs compiled labelsmooth**: the steps of (a) and (b) with labelsmooth, not compiled
+    (and the built-in's eager MLP step).
+
+``--parts mlp`` runs (a) + (c) at the MLP only, ``--parts lm`` (b) + (c) at the LM head only;
+``--backend eager`` traces with Dynamo but generates no code (a smoke test: the targets are
+checked only with Inductor, torch.compile's default, at the full shapes).
 
 How a step is compiled: ``loss.backward()`` inside a compiled region always splits the graph
 (Dynamo does not trace it), so a step is two compiled regions, the same for every variant:
@@ -21,9 +28,12 @@ Eager variants run the same two functions uncompiled.
 
 Time: interleaved rounds in one process (each round runs every variant of a comparison in a
 shuffled order; a round's ratio is the variant's time over the baseline's in that round; the
-tables give the median ratio and each variant's median and best time per step). Compilation
-is excluded: every variant is warmed up first (3 steps); the first call (which compiles, from
-an empty Inductor cache unless ``--inductor-cache shared``) is reported separately.
+tables give the median ratio, the quartiles of the per-round ratios, and each variant's median
+and best time per step). On CPU the same rounds also record the process's CPU time
+(``time.process_time``), whose ratio is what the step costs the machine: on a shared machine
+wall time also counts the time other processes hold the cores. Compilation is excluded:
+every variant is warmed up first (3 steps); the first call (which compiles, from an empty
+Inductor cache unless ``--inductor-cache shared``) is reported separately.
 
 Peak memory (b): one fresh subprocess per variant (a process's peak resident set only grows):
 warm-up, then one step; CPU: Linux ``VmHWM`` after a reset via ``/proc/self/clear_refs``
@@ -245,11 +255,20 @@ def lm_case(variant: str, quick: bool, device: str) -> Case:
 # --------------------------------------------------------------------------------------------
 
 
+def ratios(ts: list[float], base: list[float]) -> tuple[float, float, float]:
+    """Median, first and third quartile of the per-round ratios ``ts[i] / base[i]``."""
+    r = [t / b for t, b in zip(ts, base)]
+    q1, _, q3 = statistics.quantiles(r, n=4, method="inclusive") if len(r) > 1 else r * 3
+    return statistics.median(r), q1, q3
+
+
 def interleaved(
     steps: dict[str, Step], base: str, rounds: int, per_round: int, device: str
 ) -> dict[str, dict[str, Any]]:
-    """Median ratio to ``base`` over interleaved rounds, median and best ms per step."""
-    times: dict[str, list[float]] = {k: [] for k in steps}
+    """Ratios to ``base`` over interleaved rounds, median and best ms per step (wall time;
+    on CPU also the process's CPU time)."""
+    wall: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}
     order = list(steps)
     rng = random.Random(0)
     for _ in range(rounds):
@@ -257,31 +276,37 @@ def interleaved(
         for name in order:
             run = steps[name].run
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(per_round):
                 run()
             _sync(device)
-            times[name].append((time.perf_counter() - t0) / per_round * 1e3)
+            wall[name].append((time.perf_counter() - t0) / per_round * 1e3)
+            cpu[name].append((time.process_time() - c0) / per_round * 1e3)
     out: dict[str, dict[str, Any]] = {}
-    for name, ts in times.items():
+    for name, ts in wall.items():
         s = steps[name]
-        ratios = [t / b for t, b in zip(ts, times[base])]
-        q1, _, q3 = (
-            statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
-        )
+        median, q1, q3 = ratios(ts, wall[base])
         out[name] = {
             "median_ms": statistics.median(ts),
             "best_ms": min(ts),
             "times_ms": ts,
-            "median_ratio": statistics.median(ratios),
+            "median_ratio": median,
             "ratio_q1": q1,
             "ratio_q3": q3,
+            "cpu_ms": None,  # CPU time: CPU only (a GPU step's host time is not its cost)
+            "cpu_ratio": None,
+            "cpu_ratio_q1": None,
+            "cpu_ratio_q3": None,
             "first_call_s": s.first_call_s,
             "compiled": s.fullgraph is not None,
             "fullgraph": s.fullgraph,
             "fallback_reason": s.fallback_reason,
             "graph_breaks": s.graph_breaks,
         }
+        if device == "cpu":
+            c_median, c_q1, c_q3 = ratios(cpu[name], cpu[base])
+            out[name].update(cpu_ms=statistics.median(cpu[name]), cpu_times_ms=cpu[name],
+                             cpu_ratio=c_median, cpu_ratio_q1=c_q1, cpu_ratio_q3=c_q3)  # fmt: skip
     return out
 
 
@@ -361,33 +386,58 @@ def _how(r: dict[str, Any]) -> str:
     return f"fullgraph={r['fullgraph']} ({r['graph_breaks']} breaks)"
 
 
-def _ratio(r: dict[str, Any]) -> str:
-    """The median ratio and the quartiles of the per-round ratios."""
-    return f"{r['median_ratio']:.3f}× ({r['ratio_q1']:.3f}–{r['ratio_q3']:.3f})"
+def _ratio(r: dict[str, Any], cpu: bool = False) -> str:
+    """The median of the per-round ratios and their quartiles (wall time, or CPU time)."""
+    keys = ("cpu_ratio", "cpu_ratio_q1", "cpu_ratio_q3") if cpu else ("median_ratio", "ratio_q1",
+                                                                      "ratio_q3")  # fmt: skip
+    median, q1, q3 = (r.get(k) for k in keys)
+    return "n/a" if median is None else f"{median:.3f}× ({q1:.3f}–{q3:.3f})"
+
+
+def _time_columns(rows: dict[str, dict[str, Any]], base: str) -> tuple[str, str, Any]:
+    """The time columns' header, alignment row and cells (CPU time where it was measured)."""
+    cpu = all(r.get("cpu_ratio") is not None for r in rows.values())
+    head = f"median ms/step | best ms/step | ratio to `{base}` (quartiles)"
+    head += " | CPU ms/step | CPU-time ratio (quartiles)" if cpu else ""
+
+    def cells(r: dict[str, Any], digits: int) -> str:
+        text = f"{r['median_ms']:.{digits}f} | {r['best_ms']:.{digits}f} | {_ratio(r)}"
+        return text + (f" | {r['cpu_ms']:.{digits}f} | {_ratio(r, cpu=True)}" if cpu else "")
+
+    return head, "---:|---:|---:" + ("|---:|---:" if cpu else ""), cells
 
 
 def _verdict(value: float, limit: float) -> str:
     return f"{value:.3f}× — {'met' if value <= limit else 'NOT met'}"
 
 
-def _targets_mlp(mlp: dict[str, Any]) -> list[str]:
-    out = []
-    for name in ("labelsmooth auto, compiled", "labelsmooth auto others, compiled"):
-        r = mlp[name]
-        out.append(
-            f"- (a) `{name}` time ≤ {TARGET_MLP}× `{MLP_BASE}`'s at the MLP shape: "
-            f"{_verdict(r['median_ratio'], TARGET_MLP)} (round ratios, quartiles: "
-            f"{r['ratio_q1']:.3f}–{r['ratio_q3']:.3f})"
+def _time_verdicts(r: dict[str, Any], limit: float) -> str:
+    """Wall time's verdict, and CPU time's where it was measured, each with its quartiles."""
+    text = (
+        f"wall time {_verdict(r['median_ratio'], limit)} (round ratios, quartiles "
+        f"{r['ratio_q1']:.3f}–{r['ratio_q3']:.3f})"
+    )
+    if r.get("cpu_ratio") is not None:
+        text += (
+            f"; CPU time {_verdict(r['cpu_ratio'], limit)} (quartiles "
+            f"{r['cpu_ratio_q1']:.3f}–{r['cpu_ratio_q3']:.3f})"
         )
-    return out
+    return text
+
+
+def _targets_mlp(mlp: dict[str, Any]) -> list[str]:
+    return [
+        f"- (a) `{name}` time ≤ {TARGET_MLP}× `{MLP_BASE}`'s at the MLP shape: "
+        + _time_verdicts(mlp[name], TARGET_MLP)
+        for name in ("labelsmooth auto, compiled", "labelsmooth auto others, compiled")
+    ]
 
 
 def _targets_lm(lm: dict[str, Any]) -> list[str]:
     ls = lm[LM_COMPILED]
     out = [
         f"- (b) `{LM_COMPILED}` time ≤ {TARGET_LM_TIME}× `{LM_BASE}`'s: "
-        f"{_verdict(ls['median_ratio'], TARGET_LM_TIME)} (round ratios, quartiles: "
-        f"{ls['ratio_q1']:.3f}–{ls['ratio_q3']:.3f})"
+        + _time_verdicts(ls, TARGET_LM_TIME)
     ]
     peak, base_peak = ls.get("peak_bytes"), lm[LM_BASE].get("peak_bytes")
     if peak is not None and base_peak:
@@ -455,24 +505,22 @@ def _header(data: dict[str, Any]) -> list[str]:
 
 def _mlp_table(data: dict[str, Any]) -> list[str]:
     b, widths = data["mlp_shape"]
+    head, align, cells = _time_columns(data["mlp"], MLP_BASE)
     lines = [
         "",
         f"## (a) and (c): MLP {'-'.join(map(str, widths))}, batch {b}",
         "",
-        f"| variant | compiled | median ms/step | best ms/step | ratio to `{MLP_BASE}` "
-        "| first call |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| variant | compiled | {head} | first call |",
+        f"|---|---|{align}|---:|",
     ]
     for name, r in data["mlp"].items():
-        lines.append(
-            f"| {name} | {_how(r)} | {r['median_ms']:.2f} | {r['best_ms']:.2f} | {_ratio(r)} "
-            f"| {r['first_call_s']:.1f} s |"
-        )
+        lines.append(f"| {name} | {_how(r)} | {cells(r, 2)} | {r['first_call_s']:.1f} s |")
     return lines
 
 
 def _lm_table(data: dict[str, Any]) -> list[str]:
     n, hdim, v = data["lm_shape"]
+    head, align, cells = _time_columns(data["lm"], LM_BASE)
     lines = [
         "",
         f"## (b) and (c): LM head, {n} tokens × H {hdim} × V {v}",
@@ -482,19 +530,15 @@ def _lm_table(data: dict[str, Any]) -> list[str]:
         f"({_mib((n * hdim + v * hdim) * 4)}), which every variant produces; the built-in's "
         f"logits alone are {_mib(n * v * 4)}.",
         "",
-        f"| variant | compiled | median ms/step | best ms/step | ratio to `{LM_BASE}` "
-        "| peak memory of a step (× base) | first call |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"| variant | compiled | {head} | peak memory of a step (× base) | first call |",
+        f"|---|---|{align}|---:|---:|",
     ]
     base_peak = data["lm"][LM_BASE].get("peak_bytes")
     for name, r in data["lm"].items():
         peak = _mib(r.get("peak_bytes"))
         if r.get("peak_bytes") is not None and base_peak:
             peak += f" ({r['peak_bytes'] / base_peak:.3f}×)"
-        lines.append(
-            f"| {name} | {_how(r)} | {r['median_ms']:.1f} | {r['best_ms']:.1f} | {_ratio(r)} "
-            f"| {peak} | {r['first_call_s']:.1f} s |"
-        )
+        lines.append(f"| {name} | {_how(r)} | {cells(r, 1)} | {peak} | {r['first_call_s']:.1f} s |")
     errors = [f"- {k}: `{r['memory_error']}`" for k, r in data["lm"].items() if "memory_error" in r]
     return lines + (["", "Memory measurement errors:", ""] + errors if errors else [])
 

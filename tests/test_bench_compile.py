@@ -117,6 +117,8 @@ def _check_rows(bench, data, part, variants):
         r = data[part][name]
         assert r["compiled"] is compiled and len(r["times_ms"]) == data["rounds"], r
         assert r["ratio_q1"] <= r["median_ratio"] <= r["ratio_q3"], r
+        assert r["cpu_ratio_q1"] <= r["cpu_ratio"] <= r["cpu_ratio_q3"], r  # CPU: measured
+        assert len(r["cpu_times_ms"]) == data["rounds"], r
         if compiled:  # labelsmooth and the built-in compile whole with the default arguments
             assert r["fullgraph"] is True and r["graph_breaks"] == 0, r
             assert r["fallback_reason"] is None, r
@@ -152,7 +154,20 @@ def test_tiny_run_writes_md_and_json_and_leaves_the_process_as_it_was(tmp_path, 
     assert "Load (`/proc/loadavg`) start: `" in md and "torch.compile backend: eager" in md
     assert "## (a) and (c): MLP 64-32-32-10, batch 16" in md and "LM head" not in md
     assert "| labelsmooth auto, compiled | fullgraph=True (0 breaks) |" in md
+    assert "| CPU ms/step | CPU-time ratio (quartiles) |" in md
+    _check_tables(md)
     assert "wrote " in capsys.readouterr().out
+
+
+def _check_tables(md):
+    """Every row of each markdown table has the header's number of cells."""
+    table = []
+    for line in md.splitlines() + [""]:
+        if line.startswith("|"):
+            table.append(line.count("|"))
+        elif table:
+            assert len(table) > 2 and len(set(table)) == 1, (table, md)
+            table = []
 
 
 @pytest.mark.slow
@@ -171,6 +186,7 @@ def test_quick_run_with_inductor_and_memory_processes(tmp_path):
     assert data["memory_how"] == "VmHWM - VmRSS"
     md = (tmp_path / "compile.md").read_text()
     assert "## (b) and (c): LM head, 64 tokens × H 32 × V 500" in md
+    _check_tables(md)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,27 +194,33 @@ def test_quick_run_with_inductor_and_memory_processes(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def _row(ratio, ms=None, compiled=True, peak=None, fullgraph=True, reason=None):
+def _row(ratio, ms=None, compiled=True, peak=None, fullgraph=True, reason=None, cpu=None):
+    """A row of the results; ``cpu``: its CPU-time ratio (None: not measured, as on CUDA)."""
     return {"median_ms": ratio if ms is None else ms, "median_ratio": ratio,
             "ratio_q1": ratio - 0.01, "ratio_q3": ratio + 0.01, "compiled": compiled,
             "fullgraph": fullgraph if compiled else None, "fallback_reason": reason,
-            "graph_breaks": 0 if compiled else None, "peak_bytes": peak}  # fmt: skip
+            "graph_breaks": 0 if compiled else None, "peak_bytes": peak, "cpu_ratio": cpu,
+            "cpu_ratio_q1": None if cpu is None else cpu - 0.02,
+            "cpu_ratio_q3": None if cpu is None else cpu + 0.02}  # fmt: skip
 
 
-def _data(bench, mlp_ratio=1.05, others=1.2, lm_ratio=0.9, peak=60 * 2**20, **lm_kw):
+def _data(bench, mlp_ratio=1.05, others=1.2, lm_ratio=0.9, peak=60 * 2**20, cpu=None, **lm_kw):
+    """Results as a full run gives them; ``cpu``: the compiled labelsmooth rows' CPU-time
+    ratios (MLP, LM head), None as on CUDA."""
+    cpu_mlp, cpu_lm = cpu or (None, None)
     return {
         "quick": False,
         "backend": "inductor",
         "mlp": {
             bench.MLP_BASE: _row(1.0),
-            "labelsmooth auto, compiled": _row(mlp_ratio),
-            "labelsmooth auto others, compiled": _row(others),
+            "labelsmooth auto, compiled": _row(mlp_ratio, cpu=cpu_mlp),
+            "labelsmooth auto others, compiled": _row(others, cpu=cpu_mlp),
             "F.cross_entropy, eager": _row(1.1, compiled=False),
             "labelsmooth auto, eager": _row(2.1, compiled=False),
         },
         "lm": {
             bench.LM_BASE: _row(1.0, peak=100 * 2**20),
-            bench.LM_COMPILED: _row(lm_ratio, peak=peak, **lm_kw),
+            bench.LM_COMPILED: _row(lm_ratio, peak=peak, cpu=cpu_lm, **lm_kw),
             "linear_cross_entropy, eager": _row(1.2, ms=1.8, compiled=False, peak=peak),
         },
     }
@@ -209,7 +231,9 @@ def test_every_target_has_its_value_and_verdict():
     lines = bench.targets(_data(bench))
     assert len(lines) == 7, lines
     assert "(a) `labelsmooth auto, compiled` time ≤ 1.05×" in lines[0]
-    assert "1.050× — met (round ratios, quartiles: 1.040–1.060)" in lines[0]  # the limit: met
+    assert lines[0].endswith(  # the limit is met; no CPU time measured (as on CUDA)
+        ": wall time 1.050× — met (round ratios, quartiles 1.040–1.060)"
+    )
     assert "others" in lines[1] and "1.200× — NOT met" in lines[1]
     assert "(b) `linear_cross_entropy, compiled` time ≤ 1.0×" in lines[2]
     assert "0.900× — met" in lines[2]
@@ -222,11 +246,14 @@ def test_every_target_has_its_value_and_verdict():
 
 def test_verdicts_on_the_other_side_of_each_limit():
     bench = _bench()
-    lines = bench.targets(
-        _data(bench, mlp_ratio=1.051, others=1.0, lm_ratio=1.001, peak=50 * 2**20)
-    )
-    assert "1.051× — NOT met" in lines[0] and "1.000× — met" in lines[1]
-    assert "1.001× — NOT met" in lines[2] and "0.500× — met (50 MiB vs 100 MiB)" in lines[3]
+    data = _data(bench, mlp_ratio=1.051, others=1.0, lm_ratio=1.001, peak=50 * 2**20,
+                 cpu=(0.99, 1.02))  # fmt: skip
+    lines = bench.targets(data)
+    assert "wall time 1.051× — NOT met" in lines[0] and "wall time 1.000× — met" in lines[1]
+    assert lines[0].endswith("; CPU time 0.990× — met (quartiles 0.970–1.010)")
+    assert "wall time 1.001× — NOT met" in lines[2]
+    assert lines[2].endswith("; CPU time 1.020× — NOT met (quartiles 1.000–1.040)")
+    assert "0.500× — met (50 MiB vs 100 MiB)" in lines[3]
 
 
 def test_a_missing_memory_number_is_not_met_and_a_fallback_is_reported():
