@@ -24,6 +24,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _torchrun(args: list[str], cwd: Path) -> None:
+    """``python -m torch.distributed.run --nproc-per-node 2 ARGS`` (gloo on the local host)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    run = subprocess.run([*cmd, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                         timeout=180)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
 def _args(data: Path) -> list[str]:
     args = ["train", "--regime", "short", "--dataset", f"idx:{data}", "--depth", "8"]
     args += ["--width", "4", "--epochs", "3", "--batch-size", "32", "--train-size", "0"]
@@ -39,15 +52,7 @@ def test_torchrun_ols_equals_one_process(tmp_path: Path, synthetic_idx, capsys) 
     args = _args(data)
     assert cli.main([*args, "--out", str(tmp_path / "one")]) == 0
     capsys.readouterr()
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    cmd += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    cmd += ["-m", "labelsmooth", *args, "--out", "two"]
-    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    _torchrun(["-m", "labelsmooth", *args, "--out", "two"], tmp_path)
     one = json.loads((tmp_path / "one" / "result.json").read_text())
     two = json.loads((tmp_path / "two" / "result.json").read_text())
     for a, b in zip(one["history"], two["history"], strict=True):
@@ -96,15 +101,7 @@ def test_a_mid_epoch_checkpoint_holds_every_ranks_sums(tmp_path: Path) -> None:
         pytest.skip("torch.distributed is not available")
     script = tmp_path / "sums.py"
     script.write_text(_SUMS_SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    cmd += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    run = subprocess.run([*cmd, str(script), str(tmp_path)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    _torchrun([str(script), str(tmp_path)], tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert float(r0["saved"]["counts"].sum()) == 5  # 3 rows of rank 0 + 2 of rank 1
     torch.testing.assert_close(r0["saved"]["accumulator"], r1["saved"]["accumulator"])
