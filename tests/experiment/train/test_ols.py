@@ -199,3 +199,17 @@ def test_records_and_configs_written_before_the_loss_existed_still_read():
     assert report.ols_alpha(record) is None and report.is_baseline(record)
     assert report.setting_name(0.0, "uniform", 0.5) == "OLS (α=0.5)"
     assert report.setting_name(0.0, "others", 0.3) == "OLS (α=0.3, others)"
+
+
+def test_the_convention_reaches_the_loss_and_a_plain_run_has_no_loss_state(config, data,
+                                                                          tmp_path):  # fmt: skip
+    from labelsmooth.experiment.tasks import ImageClassification
+
+    task = ImageClassification(dataclasses.replace(config, convention="others"), data)
+    criterion = task.build_loss()
+    assert isinstance(criterion, labelsmooth.OnlineLabelSmoothing)
+    assert (criterion.convention, criterion.alpha, criterion.num_classes) == ("others", 0.4, 5)
+    plain = dataclasses.replace(config, loss="ce", ols_alpha=0.5, epochs=1)
+    assert ImageClassification(plain, data).build_loss() is None
+    train(plain, data=data, out_dir=tmp_path, progress=False, log=None)
+    assert "criterion" not in load_checkpoint(tmp_path / "checkpoint.pt")  # the format as before
