@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from labelsmooth.experiment import plotting  # noqa: E402
 from labelsmooth.experiment.report import prefix  # noqa: E402
-from labelsmooth.experiment.tasks.image_plots import write_plots  # noqa: E402
+from labelsmooth.experiment.tasks.image_plots import redraw_from_table, write_plots  # noqa: E402
 
 _CLASSES = (0, 2, 4)
 
@@ -140,3 +140,39 @@ def test_penultimate_plots_share_axis_limits(one_regime) -> None:  # noqa: ANN00
         for x, y in ax.collections[0].get_offsets():
             assert x0 <= x <= x1 and y0 <= y <= y1
     assert (tmp_path / "plots" / "toy-fitted-penultimate-baseline.png").stat().st_size > 1000
+
+
+def test_redraw_from_the_table_alone(tmp_path: Path) -> None:
+    """results.csv (as the report writes it) is enough for every metric against ε and the
+    by-regime plot; no run folder, nothing trained."""
+    import csv
+
+    columns = ["name", "regime", "dataset", "label_smoothing", "convention", "seed", "model",
+               "depth", "width", "epochs", "batch_size", "lr", "train_size", "top1", "top5",
+               "nll", "ece", "ece_T", "nll_T", "T", "train_top1", "train_nll", "tightness",
+               "tightness_proj", "seconds"]  # fmt: skip
+    rows = []
+    for regime in ("fitted", "short"):
+        for eps in (0.0, 0.1):
+            for seed in (0, 1):
+                r = _record(regime, eps, seed)
+                rows.append({**{k: r.get(k, "") for k in columns[:6]}, "model": "mlp",
+                             "depth": 2, "width": 16, "epochs": 2, "batch_size": 128,
+                             "lr": 0.05, "train_size": 100, "top1": 0.8 + eps, "top5": 0.99,
+                             "nll": 0.5, "ece": 0.05 + eps, "ece_T": 0.02, "nll_T": 0.45,
+                             "T": 1.5 - eps, "train_top1": 0.9, "train_nll": 0.3,
+                             "tightness": 0.5 - eps, "tightness_proj": "nan",
+                             "seconds": 1.0})  # fmt: skip
+    table = tmp_path / "results.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    write_plots_dir = tmp_path / "plots"
+    redraw_from_table(table, write_plots_dir)
+    drawn = sorted(p.name for p in write_plots_dir.iterdir())
+    for stem in ("toy-fitted", "toy"):
+        for key in ("top1", "top5", "nll", "ece", "ece_T", "T", "train_top1", "tightness"):
+            assert f"{stem}-{key}-vs-eps.png" in drawn
+    assert "toy-ece-vs-eps-by-regime.png" in drawn
+    assert not any("tightness_proj" in n or "reliability" in n or "curves" in n for n in drawn)

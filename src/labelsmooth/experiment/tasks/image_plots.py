@@ -10,6 +10,7 @@ plots are asked for).
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from labelsmooth.experiment.tasks.image_metrics import (
 if TYPE_CHECKING:
     from labelsmooth.experiment.data import DatasetSplits
 
-__all__ = ["write_plots"]
+__all__ = ["write_plots", "redraw_from_table"]
 
 
 def _regime(record: dict[str, Any]) -> str:
@@ -60,6 +61,56 @@ def write_plots(
         _first_seed_plots(section.dataset, first, data, plot_dir, classes, name)
     for dataset in dict.fromkeys(s.dataset for s, _ in resolved):
         _regimes_plot(dataset, [r for r in records if r["dataset"] == dataset], plot_dir)
+
+
+def redraw_from_table(results_csv: Path, plot_dir: Path) -> None:
+    """Redraw, from a finished comparison's ``results.csv`` alone, the plots it holds: every
+    metric against ε of each dataset and regime, and ECE against ε by regime. Nothing is
+    trained or read besides the table.
+
+    The other plots need what a run keeps in its own folder and the table does not: the
+    per-epoch history (training curves) and the test arrays (reliability diagrams,
+    penultimate-layer projections); they are left as they are. The distillation plot is
+    redrawn from ``distill.json`` by
+    :func:`labelsmooth.experiment.tasks.distillation.write_distill_plot`.
+    """
+    with open(results_csv, newline="") as f:
+        records = [_record_from_row(row) for row in csv.DictReader(f)]
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for dataset, regime in dict.fromkeys((r["dataset"], _regime(r)) for r in records):
+        rs = [r for r in records if (r["dataset"], _regime(r)) == (dataset, regime)]
+        _epsilon_plots(dataset, rs, plot_dir, prefix(dataset, regime))
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        _regimes_plot(dataset, [r for r in records if r["dataset"] == dataset], plot_dir)
+
+
+def _record_from_row(row: dict[str, str]) -> dict[str, Any]:
+    """The parts of a run's record that a row of ``results.csv`` holds (see
+    :data:`~labelsmooth.experiment.tasks.image_metrics.METRICS`)."""
+
+    def num(key: str) -> float:
+        return float(row[key]) if row.get(key) not in (None, "") else math.nan
+
+    config: dict[str, Any] = {k: row[k] for k in ("model", "batch_size", "lr", "train_size")}
+    config.update({k: int(row[k]) for k in ("depth", "width", "epochs")})
+    return {
+        "name": row["name"],
+        "regime": row["regime"],
+        "dataset": row["dataset"],
+        "label_smoothing": float(row["label_smoothing"]),
+        "convention": row["convention"],
+        "seed": int(row["seed"]),
+        "config": config,
+        "metrics": {k: num(k) for k in ("top1", "top5", "nll", "ece")},
+        "metrics_after_temperature": {"ece": num("ece_T"), "nll": num("nll_T")},
+        "temperature": num("T"),
+        "train_metrics": {"top1": num("train_top1"), "nll": num("train_nll")},
+        "representation": {
+            "tightness": num("tightness"),
+            "tightness_projection": num("tightness_proj"),
+        },
+        "seconds": num("seconds"),
+    }
 
 
 def _regimes_plot(dataset: str, rs: Sequence[dict[str, Any]], plot_dir: Path) -> None:
