@@ -134,6 +134,11 @@ def cross_entropy(
     checks of ``validate_args=True`` run inside an op when the graph runs, raising the same
     errors as in eager mode.
 
+    A ``DTensor`` of logits sharded on the class dimension (torchtitan, FSDP2/TP) runs the
+    vocabulary-parallel loss over its mesh and returns what ``F.cross_entropy`` returns under
+    ``loss_parallel()``; replicated or batch-sharded logits run on their local value
+    (:mod:`labelsmooth.parallel.dtensor`, docs/parallel.md).
+
     Returns:
         Loss tensor in the input's dtype: the target's shape for "none", else a scalar
         (with ``return_nll``, a pair of such tensors).
