@@ -95,10 +95,11 @@ def _eager_on_pool(
     threads = torch.get_num_threads()
     n_units = max(1, min(4 * threads, -(-M // rows_per_block)))
     bounds = [M * k // n_units for k in range(n_units + 1)]
+    inference = torch.is_inference_mode_enabled()  # per thread, like grad mode: passed on
 
     def unit(k: int) -> None:
         buf = torch.empty(min(rows_per_block, bounds[k + 1] - bounds[k]), C, dtype=stats.m.dtype)
-        with torch.no_grad():  # grad mode is per thread
+        with torch.inference_mode(inference), torch.no_grad():
             for r0 in range(bounds[k], bounds[k + 1], rows_per_block):
                 r1 = min(bounds[k + 1], r0 + rows_per_block)
                 gb = None if grad is None else grad[r0:r1]

@@ -280,3 +280,23 @@ def test_eager_fallback_runs_each_torch_op_on_one_worker_thread(monkeypatch):
     t.start()
     t.join()
     assert fresh == [before]  # and so is a new thread's
+
+
+def test_eager_fallback_on_the_pool_under_inference_mode(monkeypatch):
+    """The workers take the caller's inference mode (a per-thread state, like grad mode):
+    inference tensors are written to only inside it."""
+    from labelsmooth.ops import fused
+
+    monkeypatch.setattr(labelsmooth.runtime.config, "native_kernel", False)
+    monkeypatch.setattr(fused, "BLOCK_BYTES", 64 * 1000 * 4)  # several blocks on the pool
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 1000, (512,), generator=g)
+    with torch.inference_mode():
+        x = torch.randn(512, 1000, generator=g)
+        got = labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="fused")
+        want = labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="reference")
+    torch.testing.assert_close(got, want)
+    # an inference tensor used outside inference mode: read only
+    torch.testing.assert_close(
+        labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="fused"), want
+    )
