@@ -388,12 +388,16 @@ def loss_spec(
     """Every check of :func:`labelsmooth.cross_entropy` that needs no tensor data (types,
     shapes, dtypes, devices, options), into a :class:`Spec`. The data checks are
     :func:`check_values`."""
-    # The common case is checked with a few cheap comparisons (this runs on every call);
-    # anything unusual goes through the full checks, which raise the messages.
-    if not (
-        type(input) is torch.Tensor
-        and input.dtype in FLOAT_DTYPES
-        and input.dim() >= 2
+    # The common case is checked with a few cheap comparisons (this runs on every call, so
+    # each tensor attribute is read once); anything unusual goes through the full checks,
+    # which raise the messages.
+    if (
+        weight is None
+        and prior is None
+        and class_mask is None
+        and kl is False
+        and inplace_backward is False
+        and type(input) is torch.Tensor
         and type(target) is torch.Tensor
         and type(label_smoothing) is float
         and 0.0 <= label_smoothing <= 1.0
@@ -401,29 +405,32 @@ def loss_spec(
         and convention in CONVENTIONS
         and type(ignore_index) is int
         and _INT64_MIN <= ignore_index <= _INT64_MAX
-        and kl is False
-        and inplace_backward is False
         and type(return_nll) is bool
-        and not target.is_floating_point()
-        and target.dtype is not torch.bool
-        and target.device == input.device
-        and target.shape == input.shape[:1] + input.shape[2:]
-        and input.shape[1] >= 1
     ):
-        return _loss_spec_checked(
-            input, target, weight, ignore_index, reduction, label_smoothing, convention,
-            prior, class_mask, kl, inplace_backward, return_nll,
-        )  # fmt: skip
-    if weight is not None or prior is not None or class_mask is not None:
-        return _loss_spec_checked(
-            input, target, weight, ignore_index, reduction, label_smoothing, convention,
-            prior, class_mask, kl, inplace_backward, return_nll,
-        )  # fmt: skip
-    return Spec(
-        input.device.type, input.dtype, input.numel(), input.shape[1], False, convention,
-        False, False, False, False, False, (), label_smoothing, ignore_index, reduction,
-        False, return_nll,
+        xs, ts, dtype = input.shape, target.shape, input.dtype
+        if (
+            len(xs) >= 2
+            and len(ts) == len(xs) - 1
+            and xs[1] >= 1
+            and ts[0] == xs[0]
+            and (len(ts) == 1 or ts[1:] == xs[2:])
+            and dtype in FLOAT_DTYPES
+            and target.dtype in _INDEX_DTYPES
+            and (device := input.device) == target.device
+        ):
+            return Spec(
+                device.type, dtype, input.numel(), xs[1], False, convention, False, False,
+                False, False, False, (), label_smoothing, ignore_index, reduction, False,
+                return_nll,
+            )  # fmt: skip
+    return _loss_spec_checked(
+        input, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
+        class_mask, kl, inplace_backward, return_nll,
     )  # fmt: skip
+
+
+#: class-index dtypes the common case of :func:`loss_spec` takes (the full checks take more)
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 def _loss_spec_checked(
