@@ -273,10 +273,7 @@ def _run_torch(
                     prior=None, class_mask=None,
                 )  # fmt: skip
             checked = (lo, hi)
-    return cross_entropy_builtin(
-        input, target, weight, spec.ignore_index, spec.reduction, spec.eps, spec.convention,
-        checked=checked, return_nll=spec.return_nll,
-    )  # fmt: skip
+    return cross_entropy_builtin(input, target, weight, spec, checked=checked)
 
 
 def _run_fused(

@@ -17,10 +17,15 @@ weights too; PyTorch needs ε' ≤ 1.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from labelsmooth.ops.reference import compute_dtype
+
+if TYPE_CHECKING:
+    from labelsmooth._validate import Spec
 
 __all__ = ["cross_entropy_builtin", "torch_smoothing"]
 
@@ -48,29 +53,28 @@ def cross_entropy_builtin(
     input: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    convention: str,
+    spec: Spec,
     *,
     checked: tuple[int, int] | None = None,
-    return_nll: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(loss, nll)`` by ``F.cross_entropy``, with this library's rules for ignored rows.
 
-    Arguments validated, ``convention`` one that :func:`torch_smoothing` maps, uniform prior,
+    ``spec`` is the validated call (its ε, convention, ignore_index, reduction and
+    return_nll are used): a convention that :func:`torch_smoothing` maps, uniform prior,
     ``kl`` False. Differences from a bare ``F.cross_entropy``: an ignored row's gradient is 0
     whatever its logits hold (PyTorch's is NaN for a NaN/inf row: its logits are selected
     away), a "mean" with every target ignored is 0 with zero gradients (not NaN), and
-    ``weight`` and soft targets of another float dtype are used in the input's dtype.
+    ``weight`` and soft targets of another float dtype are used in the input's dtype. With
+    ``spec.return_nll`` the per-row unsmoothed NLL (in the compute dtype) comes from a second,
+    gradient-free pass; else ``nll`` is None.
 
     Args:
         checked: ``(min, max)`` of the class-index targets when the caller read them on the
             host (eager ``validate_args=True``): then the selects above run only when a row
             is ignored. None: they always run, as tensor ops (traced or asynchronous calls).
-        return_nll: also compute the per-row unsmoothed NLL (in the compute dtype), a
-            second, gradient-free pass; else ``nll`` is None.
     """
+    convention, ignore_index, reduction = spec.convention, spec.ignore_index, spec.reduction
+    label_smoothing, return_nll = spec.eps, spec.return_nll
     if convention == "uniform":
         eps, factor = label_smoothing, 1.0
     else:
