@@ -200,6 +200,8 @@ def _row(ratio, ms=None, compiled=True, peak=None, fullgraph=True, reason=None, 
             "ratio_q1": ratio - 0.01, "ratio_q3": ratio + 0.01, "compiled": compiled,
             "fullgraph": fullgraph if compiled else None, "fallback_reason": reason,
             "graph_breaks": 0 if compiled else None, "peak_bytes": peak, "cpu_ratio": cpu,
+            "times_ms": [ratio if ms is None else ms] * 3,
+            "cpu_times_ms": None if cpu is None else [cpu] * 3,
             "cpu_ratio_q1": None if cpu is None else cpu - 0.02,
             "cpu_ratio_q3": None if cpu is None else cpu + 0.02}  # fmt: skip
 
@@ -216,7 +218,7 @@ def _data(bench, mlp_ratio=1.05, others=1.2, lm_ratio=0.9, peak=60 * 2**20, cpu=
             "labelsmooth auto, compiled": _row(mlp_ratio, cpu=cpu_mlp),
             "labelsmooth auto others, compiled": _row(others, cpu=cpu_mlp),
             "F.cross_entropy, eager": _row(1.1, compiled=False),
-            "labelsmooth auto, eager": _row(2.1, compiled=False),
+            "labelsmooth auto, eager": _row(2.1, compiled=False, cpu=cpu_mlp and 2 * cpu_mlp),
         },
         "lm": {
             bench.LM_BASE: _row(1.0, peak=100 * 2**20),
@@ -240,8 +242,13 @@ def test_every_target_has_its_value_and_verdict():
     assert "peak memory of a step ≤ 0.5×" in lines[3]
     assert "0.600× — NOT met (60 MiB vs 100 MiB)" in lines[3]
     assert "compiled whole (fullgraph=True)" in lines[4]
-    assert "(c) compiled / eager labelsmooth MLP step (median times): 0.500×" in lines[5]
-    assert "(c) compiled / eager labelsmooth LM-head step (median times): 0.500×" in lines[6]
+    assert lines[5] == (
+        "- (c) compiled / eager labelsmooth MLP step, same rounds: "
+        "wall time 0.500× (quartiles 0.500–0.500) (no target)"
+    )
+    assert (
+        "(c) compiled / eager labelsmooth LM-head step, same rounds: wall time 0.500×" in lines[6]
+    )
 
 
 def test_verdicts_on_the_other_side_of_each_limit():
@@ -254,6 +261,7 @@ def test_verdicts_on_the_other_side_of_each_limit():
     assert "wall time 1.001× — NOT met" in lines[2]
     assert lines[2].endswith("; CPU time 1.020× — NOT met (quartiles 1.000–1.040)")
     assert "0.500× — met (50 MiB vs 100 MiB)" in lines[3]
+    assert lines[5].endswith("; CPU time 0.500× (quartiles 0.500–0.500) (no target)")
 
 
 def test_a_missing_memory_number_is_not_met_and_a_fallback_is_reported():
