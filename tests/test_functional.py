@@ -165,12 +165,19 @@ def test_torch_impl_refuses_what_torch_lacks(kw, match):
 @pytest.mark.parametrize("convention", ["others", "unnormalized"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_torch_impl_runs_every_convention_by_a_change_of_eps(convention, weighted, reduction):
+@pytest.mark.parametrize("ignored", [True, False])
+@pytest.mark.parametrize("shape", [(7, 5), (7, 5, 3)])
+def test_torch_impl_runs_every_convention_by_a_change_of_eps(
+    convention, weighted, reduction, ignored, shape
+):
     # uniform prior: PyTorch's uniform smoothing with ε' = εC/(C-1) ("others") or
-    # (1-ε/C)·uniform with ε' = ε/(1-ε/C) ("unnormalized"), class weights included
+    # (1-ε/C)·uniform with ε' = ε/(1-ε/C) ("unnormalized"), class weights included; without
+    # ignored rows or weights the factor 1-ε/C rides on uniform class weights
     torch.manual_seed(0)
-    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([0, 1, 2, 3, 4, -100, 2])
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 5, shape[:1] + shape[2:])
+    if ignored:
+        y.view(-1)[5] = -100
     w = torch.rand(5, dtype=torch.float64) + 0.5 if weighted else None
     kw = dict(weight=w, reduction=reduction, label_smoothing=0.3, convention=convention)
     got = labelsmooth.cross_entropy(x, y, impl="torch", **kw)

@@ -97,7 +97,18 @@ def cross_entropy_builtin(
     else:
         masked = _select_counted(input, target, ignore_index)
         all_ignored = None
-    if reduction == "mean" and all_ignored is True:
+    if factor != 1.0 and weight is None and all_ignored is False and masked is input:
+        # eager, no row ignored, no class weights: the factor as uniform class weights (for
+        # "mean" over the N counted rows, summed), one kernel and no extra multiply node
+        n = target.numel()
+        scale = factor / n if reduction == "mean" else factor
+        w = torch.full((input.shape[1],), scale, dtype=input.dtype, device=input.device)
+        out = F.cross_entropy(
+            input, target, weight=w, ignore_index=ignore_index,
+            reduction="sum" if reduction == "mean" else reduction, label_smoothing=eps,
+        )  # fmt: skip
+        factor = 1.0
+    elif reduction == "mean" and all_ignored is True:
         # 0, connected to the graph: zero gradients (an empty sum: input.sum() * 0 is NaN
         # if a logit is infinite)
         out = input.flatten()[:0].sum()
