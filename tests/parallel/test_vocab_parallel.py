@@ -9,16 +9,12 @@ JSON file per rank, which the test then reads: spawning costs seconds, a case mi
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import labelsmooth
 from labelsmooth.parallel import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
@@ -398,9 +394,8 @@ def _check_compiled(world: int, rank: int) -> None:
         torch.testing.assert_close(a, b, **TOL)
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _worker(rank: int, world: int) -> list[str]:
+    """Every case in one gloo group (the ``run_ranks`` fixture of conftest.py)."""
     failures: list[str] = []
 
     def run(name: str, fn: Callable[[], None]) -> None:
@@ -409,46 +404,25 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         except Exception:  # recorded, reported by the test
             failures.append(f"{name}: {traceback.format_exc(limit=4)}")
 
-    try:
-        # 4 ranks on a 2-core machine are slow: every second case of the grid there
-        step = 2 if world > 3 else 1
-        for i, case in enumerate(_ce_cases()):
-            if i % step == 0:
-                run(f"ce {case}", lambda c=dict(case), i=i: _check_ce(world, rank, c, i))
-        run("nd", lambda: _check_nd(world, rank))
-        run("gap", lambda: _check_gap(world, rank))
-        run("masked slice", lambda: _check_masked_slice(world, rank))
-        run("adversarial", lambda: _check_adversarial(world, rank))
-        for case in _linear_cases()[:: 2 if world > 3 else 1]:
-            run(f"linear {case}", lambda c=dict(case): _check_linear(world, rank, c))
-        run("collectives", lambda: _check_collectives(world, rank))
-        run("errors", lambda: _check_errors(world, rank))
-        if world == 2:
-            run("compiled", lambda: _check_compiled(world, rank))
-    finally:
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(failures))
-        dist.destroy_process_group()
+    # 4 ranks on a 2-core machine are slow: every second case of the grid there
+    step = 2 if world > 3 else 1
+    for i, case in enumerate(_ce_cases()):
+        if i % step == 0:
+            run(f"ce {case}", lambda c=dict(case), i=i: _check_ce(world, rank, c, i))
+    run("nd", lambda: _check_nd(world, rank))
+    run("gap", lambda: _check_gap(world, rank))
+    run("masked slice", lambda: _check_masked_slice(world, rank))
+    run("adversarial", lambda: _check_adversarial(world, rank))
+    for case in _linear_cases()[:: 2 if world > 3 else 1]:
+        run(f"linear {case}", lambda c=dict(case): _check_linear(world, rank, c))
+    run("collectives", lambda: _check_collectives(world, rank))
+    run("errors", lambda: _check_errors(world, rank))
+    if world == 2:
+        run("compiled", lambda: _check_compiled(world, rank))
+    return failures
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("world", [2, 3, 4])
-def test_vocab_parallel_matches_single_process(
-    world: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    if "GLOO_SOCKET_IFNAME" not in os.environ:
-        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback; inherited by the ranks
-    # load the C row kernel here, so that the forked ranks inherit it
-    labelsmooth.cross_entropy(torch.zeros(4, 300), torch.zeros(4, dtype=torch.long), impl="fused")
-    # fork: the ranks inherit the imported modules (spawn re-imports torch in each, seconds)
-    mp.start_processes(
-        _worker,
-        args=(world, str(tmp_path / "init"), str(tmp_path)),
-        nprocs=world,
-        join=True,
-        start_method="fork",
-    )
-    failures = {r: json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)}
-    bad = {r: f for r, f in failures.items() if f}
-    assert not bad, "\n".join(f"rank {r}: {x}" for r, fs in bad.items() for x in fs[:3])
+def test_vocab_parallel_matches_single_process(world: int, run_ranks: Callable) -> None:
+    run_ranks(_worker, world)
