@@ -56,7 +56,7 @@ from pathlib import Path
 
 # the cross-entropy benchmark's step builder, resident-set probes and machine record
 from labelsmooth.experiment import bench as ls_bench
-from labelsmooth.experiment.bench import machine_info, reset_peak, rss_kib
+from labelsmooth.experiment.bench import loadavg_text, machine_info, reset_peak, rss_kib
 
 EPS = 0.1
 SHAPES = [(8192, 32000), (256, 1000)]
@@ -77,14 +77,6 @@ _SHARED = {
     "labelsmooth-fused": "fused",
     "materialized": "materialized",
 }
-
-
-def _loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def _timm_loss() -> tuple[Callable, str]:
@@ -307,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "frameworks-%Y%m%d-%H%M%S", time.gmtime()
     )
     variants = ["builtin"] + [v for v in args.variants if v != "builtin"]
-    load_before = _loadavg()
+    load_before = loadavg_text()
     results = []
     for n, c in shapes:
         rounds = args.repeats * 20 if n * c < 1 << 20 else args.repeats
@@ -333,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             from importlib.metadata import version
 
             info[name] = version(name)
-    loads = (load_before, _loadavg())
+    loads = (load_before, loadavg_text())
     info["loadavg_before_after"] = list(loads)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # the resident-set probes of the cross-entropy benchmark (Linux /proc), not a second copy
-from labelsmooth.experiment.bench import recorded_command, reset_peak, rss_kib
+from labelsmooth.experiment.bench import loadavg_text, recorded_command, reset_peak, rss_kib
 
 EPS = 0.1
 SHAPES = [(2048, 512, 128256), (4096, 1024, 32000)]
@@ -50,14 +50,6 @@ VARIANTS = {
 TARGET_SHAPE = (2048, 512, 128256)
 TARGET_MEMORY = 0.1  # net peak ≤ 1/10 of the built-in's
 TARGET_TIME = 1.1  # time ≤ 1.1× the built-in's
-
-
-def _loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def make_step(variant: str, h, w, y) -> Callable[[], None]:  # noqa: ANN001
@@ -136,7 +128,7 @@ def _subprocess(variant: str, shape: tuple[int, int, int], repeats: int, threads
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         if measure == "memory":
             env["MALLOC_MMAP_THRESHOLD_"] = "1048576"
-        load = _loadavg()
+        load = loadavg_text()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
             return {**result, "error": proc.stderr[-600:]}
@@ -300,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = recorded_command("python benchmarks/bench_linear.py", argv or sys.argv[1:])
     variants = ["builtin"] + [v for v in args.variants if v != "builtin"]
     variants += [f"chunked-{c}" for c in args.chunk_sizes]
-    load_start = _loadavg()
+    load_start = loadavg_text()
     results = []
     for shape in args.shapes:
         base = None
@@ -319,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{_mib(r['net_peak_bytes'])}  load {r.get('loadavg_before_time')}",
                 flush=True,
             )
-    load_end = _loadavg()
+    load_end = loadavg_text()
     info = machine_info(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     (out / "linear-cpu.json").write_text(

@@ -35,20 +35,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # the resident-set probes the other benchmarks use (Linux /proc), not a second copy
-from labelsmooth.experiment.bench import reset_peak, rss_kib
+from labelsmooth.experiment.bench import loadavg_text, reset_peak, rss_kib
 
 EPS = 0.1
 PRIORS = ("none", "(C,)", "(C, C)")
 IMPLS = ("reference", "fused")
 VARIANTS = ["F.cross_entropy", *(f"{impl} {p}" for impl in IMPLS for p in PRIORS)]
-
-
-def _loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def _inputs(n: int, c: int):  # noqa: ANN202
@@ -154,7 +146,7 @@ def _meta(args: argparse.Namespace, argv: list[str] | None, load: str) -> dict:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "loadavg_before": load,
-        "loadavg_after": _loadavg(),
+        "loadavg_after": loadavg_text(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "threads": args.threads,
@@ -206,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one_memory(args.one[0], n, c)))
         return 0
     n, c = (int(v) for v in args.shape.split("x"))
-    load = _loadavg()
+    load = loadavg_text()
     results = measure_time(n, c, args.rounds)
     for v in VARIANTS:
         results[v].update(measure_memory(v, n, c, args.threads))

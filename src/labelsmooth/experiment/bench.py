@@ -61,6 +61,7 @@ __all__ = [
     "run_one",
     "background_load",
     "recorded_command",
+    "loadavg_text",
     "ratio_or_dash",
     "render_markdown",
     "plot",
@@ -383,6 +384,13 @@ def machine_info(threads: int) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average": _load_average(),
     }
+
+
+def loadavg_text() -> str:
+    """The 1-, 5- and 15-minute load averages as "a b c" (as in ``/proc/loadavg``), or "n/a"
+    where the system does not report them: what a benchmark records beside its numbers."""
+    load = _load_average()
+    return "n/a" if load is None else " ".join(f"{v:.2f}" for v in load)
 
 
 def _load_average() -> list[float] | None:
