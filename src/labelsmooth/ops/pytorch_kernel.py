@@ -98,16 +98,8 @@ def cross_entropy_builtin(
         masked = _select_counted(input, target, ignore_index)
         all_ignored = None
     if factor != 1.0 and weight is None and all_ignored is False and masked is input:
-        # eager, no row ignored, no class weights: the factor as uniform class weights (for
-        # "mean" over the N counted rows, summed), one kernel and no extra multiply node
-        n = target.numel()
-        scale = factor / n if reduction == "mean" else factor
-        w = torch.full((input.shape[1],), scale, dtype=input.dtype, device=input.device)
-        out = F.cross_entropy(
-            input, target, weight=w, ignore_index=ignore_index,
-            reduction="sum" if reduction == "mean" else reduction, label_smoothing=eps,
-        )  # fmt: skip
-        factor = 1.0
+        # eager, no row ignored, no class weights: no extra multiply node
+        out, factor = _scaled(input, target, ignore_index, reduction, eps, factor), 1.0
     elif reduction == "mean" and all_ignored is True:
         # 0, connected to the graph: zero gradients (an empty sum: input.sum() * 0 is NaN
         # if a logit is infinite)
@@ -135,6 +127,25 @@ def cross_entropy_builtin(
             ignore_index=ignore_index,
         )
     return out, nll
+
+
+def _scaled(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    reduction: str,
+    eps: float,
+    factor: float,
+) -> torch.Tensor:
+    """``factor · F.cross_entropy(label_smoothing=eps)`` in one kernel, every row counted and
+    no class weights given: the factor as uniform class weights ("mean" is the weighted sum
+    with factor / N, as the weights would otherwise cancel in the mean)."""
+    scale = factor / target.numel() if reduction == "mean" else factor
+    w = torch.full((input.shape[1],), scale, dtype=input.dtype, device=input.device)
+    return F.cross_entropy(
+        input, target, weight=w, ignore_index=ignore_index,
+        reduction="sum" if reduction == "mean" else reduction, label_smoothing=eps,
+    )  # fmt: skip
 
 
 def _select_counted(input: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
