@@ -72,7 +72,7 @@ import labelsmooth
 
 # the resident-set probes of the cross-entropy benchmark (Linux /proc), not a second copy
 from labelsmooth.experiment.bench import machine_info as ls_machine_info
-from labelsmooth.experiment.bench import reset_peak, rss_kib
+from labelsmooth.experiment.bench import step_peak_bytes
 
 EPS = 0.1
 LR = 0.01
@@ -325,11 +325,10 @@ def peak_of_one_step(variant: str, quick: bool, device: str, backend: str) -> di
         step.run()
         torch.cuda.synchronize()
         return {"peak_bytes": torch.cuda.max_memory_allocated() - before, "how": "cuda allocator"}
-    if not reset_peak():
+    peak = step_peak_bytes(step.run)
+    if peak is None:
         return {"peak_bytes": None, "how": "n/a (no /proc/self/clear_refs)"}
-    before = rss_kib("VmRSS")
-    step.run()
-    return {"peak_bytes": max(0, rss_kib("VmHWM") - before) * 1024, "how": "VmHWM - VmRSS"}
+    return {"peak_bytes": peak, "how": "VmHWM - VmRSS"}
 
 
 def _memory_subprocess(variant: str, args: argparse.Namespace, env: dict[str, str]) -> dict:

@@ -43,7 +43,6 @@ The default --out is a new folder ./labelsmooth-bench/frameworks-<UTC date-time>
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import json
 import os
@@ -56,7 +55,7 @@ from pathlib import Path
 
 # the cross-entropy benchmark's step builder, resident-set probes and machine record
 from labelsmooth.experiment import bench as ls_bench
-from labelsmooth.experiment.bench import loadavg_text, machine_info, reset_peak, rss_kib
+from labelsmooth.experiment.bench import loadavg_text, machine_info, step_peak_bytes
 
 EPS = 0.1
 SHAPES = [(8192, 32000), (256, 1000)]
@@ -170,14 +169,13 @@ def run_memory(variant: str, n: int, c: int) -> dict:
     del small
     step, note = make_step(variant, x, y)
     labelsmooth.empty_cache()
-    gc.collect()
-    ok = reset_peak()
-    before = rss_kib("VmRSS")
-    step()  # the first step: its cached buffers are part of the peak
-    step()
-    peak = rss_kib("VmHWM") if ok else 0
+
+    def two_steps() -> None:
+        step()  # the first step: its cached buffers are part of the peak
+        step()
+
     result: dict = {"variant": variant, "shape": [n, c], "dtype": "float32"}
-    result["peak_above_before_bytes"] = max(0, peak - before) * 1024 if ok else None
+    result["peak_above_before_bytes"] = step_peak_bytes(two_steps)
     result["logits_bytes"] = x.numel() * x.element_size()
     if variant == "labelsmooth-auto":
         result["auto_runs"] = labelsmooth.chosen_impl(x, y, label_smoothing=EPS)

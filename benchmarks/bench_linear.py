@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # the resident-set probes of the cross-entropy benchmark (Linux /proc), not a second copy
-from labelsmooth.experiment.bench import loadavg_text, recorded_command, reset_peak, rss_kib
+from labelsmooth.experiment.bench import loadavg_text, recorded_command, step_peak_bytes
 
 EPS = 0.1
 SHAPES = [(2048, 512, 128256), (4096, 1024, 32000)]
@@ -86,7 +86,6 @@ def make_step(variant: str, h, w, y) -> Callable[[], None]:  # noqa: ANN001
 
 def run_one(variant: str, n: int, hdim: int, v: int, repeats: int, threads: int, measure: str):
     """Measure one variant in this process (called in a fresh subprocess)."""
-    import gc
 
     import torch
 
@@ -102,12 +101,7 @@ def run_one(variant: str, n: int, hdim: int, v: int, repeats: int, threads: int,
     result: dict = {"variant": variant, "shape": [n, hdim, v]}
     if measure == "memory":
         labelsmooth.empty_cache()
-        gc.collect()
-        ok = reset_peak()
-        before = rss_kib("VmRSS")
-        step()
-        peak = rss_kib("VmHWM")
-        result["peak_above_inputs_bytes"] = max(0, peak - before) * 1024 if ok else None
+        result["peak_above_inputs_bytes"] = step_peak_bytes(step)
     else:
         times = []
         for _ in range(repeats):

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # the resident-set probes the other benchmarks use (Linux /proc), not a second copy
-from labelsmooth.experiment.bench import loadavg_text, reset_peak, rss_kib
+from labelsmooth.experiment.bench import loadavg_text, step_peak_bytes
 
 EPS = 0.1
 PRIORS = ("none", "(C,)", "(C, C)")
@@ -113,7 +113,6 @@ def measure_time(n: int, c: int, rounds: int) -> dict[str, dict[str, float]]:
 
 def run_one_memory(variant: str, n: int, c: int) -> dict:
     """Peak memory of one step of ``variant`` in this (fresh) process."""
-    import gc
 
     import labelsmooth
 
@@ -121,12 +120,7 @@ def run_one_memory(variant: str, n: int, c: int) -> dict:
     step = make_step(variant, x, y, priors)
     step()  # warm-up
     labelsmooth.empty_cache()
-    gc.collect()
-    ok = reset_peak()
-    before = rss_kib("VmRSS")
-    step()
-    peak = rss_kib("VmHWM")
-    return {"peak_above_inputs_bytes": max(0, peak - before) * 1024 if ok else None}
+    return {"peak_above_inputs_bytes": step_peak_bytes(step)}
 
 
 def measure_memory(variant: str, n: int, c: int, threads: int) -> dict:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -62,6 +63,7 @@ __all__ = [
     "background_load",
     "recorded_command",
     "loadavg_text",
+    "step_peak_bytes",
     "ratio_or_dash",
     "render_markdown",
     "plot",
@@ -151,6 +153,18 @@ def reset_peak() -> bool:
         return False
 
 
+def step_peak_bytes(step: Callable[[], object]) -> int | None:
+    """The peak resident memory one call of ``step`` adds above the memory before it
+    (``VmHWM`` after a reset via ``/proc/self/clear_refs``, minus ``VmRSS`` before), after a
+    garbage collection; None where Linux cannot reset the peak."""
+    gc.collect()
+    if not reset_peak():
+        return None
+    before = rss_kib("VmRSS")
+    step()
+    return max(0, rss_kib("VmHWM") - before) * 1024
+
+
 def make_step(variant: str, x, y) -> Callable[[], None]:  # noqa: ANN001
     """The forward + backward step of ``variant`` (the gradient is computed and dropped)."""
     import torch
@@ -229,7 +243,6 @@ def run_one(
     native kernel could not be used) and, when labelsmooth has ``chosen_impl``, ``auto_runs``:
     the implementation ``impl="auto"`` would run for these very inputs.
     """
-    import gc
     import warnings
 
     import torch
