@@ -309,3 +309,36 @@ def test_c_kernel_checks_the_shape_of_a():
     cpu_kernel.rows(x, None, y, a, 0.0, *vecs)  # row i reads a[y_i]
     assert torch.allclose(S[[0, 2]], ((x - m[:, None]) * a[y.clamp_min(0)]).sum(1)[[0, 2]])
     assert S[1] == 0
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+@pytest.mark.parametrize("convention", ["uniform", "others", "unnormalized"])
+def test_matrix_prior_adversarial_rows(impl, convention, row_kernel):
+    """The adversarial checklist with a (C, C) prior: NaN/inf in ignored rows give 0 and a
+    zero gradient there; a common offset of 1e4 changes nothing; -inf on a class masked out
+    of every prior row adds nothing; the prior's own gradient is finite (reference)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, C, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, -100, 3, -100, 6])
+    x[2] = float("nan")
+    x[4, 1] = float("inf")
+    mask = torch.ones(C, dtype=torch.bool)
+    mask[5] = False
+    x[[0, 1, 3], 5] = float("-inf")  # class 5: no target mass in any counted row
+    prior = torch.rand(C, C, generator=g, dtype=torch.float64) + 0.1
+    kw = dict(label_smoothing=0.2, convention=convention, class_mask=mask, reduction="none")
+    want = labelsmooth.cross_entropy(x, y, prior=prior, impl="reference", **kw)
+    xg = x.clone().requires_grad_(True)
+    got = labelsmooth.cross_entropy(xg, y, prior=prior, impl=impl, **kw)
+    torch.testing.assert_close(got, want)
+    assert torch.isfinite(got).all() and (got[[2, 4]] == 0).all()
+    (grad,) = torch.autograd.grad(got.sum(), xg)
+    assert torch.isfinite(grad[[0, 1, 3, 5]][:, [0, 1, 2, 3, 4, 6]]).all()
+    assert (grad[[2, 4]] == 0).all()
+    shifted = labelsmooth.cross_entropy(x + 1e4, y, prior=prior, impl=impl, **kw)
+    torch.testing.assert_close(shifted, got.detach(), rtol=1e-9, atol=1e-9)
+    if impl == "reference":
+        p = prior.clone().requires_grad_(True)
+        loss = labelsmooth.cross_entropy(x, y, prior=p, impl=impl, **kw).sum()
+        (gp,) = torch.autograd.grad(loss, p)
+        assert torch.isfinite(gp).all()
