@@ -8,7 +8,7 @@ from typing import Any
 
 from labelsmooth.experiment.report import count
 
-__all__ = ["seeds_phrase", "budget_phrase"]
+__all__ = ["seeds_phrase", "budget_phrase", "table_sentence"]
 
 
 def seeds_phrase(rs: Sequence[Mapping[str, Any]]) -> str:
@@ -29,4 +29,21 @@ def budget_phrase(rs: Sequence[Mapping[str, Any]], seconds: float, threads: int 
         f"Training: {count(len(rs), 'run')} × {run_s:.0f} s{on}, as recorded when each run "
         f"trained; this invocation took {seconds / 60:.1f} min of wall time (data and "
         "evaluation included; runs already in the output folder are reused, not retrained)."
+    )
+
+
+def table_sentence(
+    title: str,
+    model: str,
+    rs: Sequence[Mapping[str, Any]],
+    trained: str,
+    seconds: float,
+    threads: int | None,
+) -> str:
+    """The sentence above a task's table: ``**<title>**: <model>, <N> parameters; <trained>``,
+    then :func:`seeds_phrase` and :func:`budget_phrase`. ``trained`` (a full sentence, its
+    period included) says what each run trained on and was tested on."""
+    return (
+        f"**{title}**: {model}, {rs[0]['num_parameters']:,} parameters; {trained} "
+        f"{seeds_phrase(rs)}. {budget_phrase(rs, seconds, threads)}"
     )

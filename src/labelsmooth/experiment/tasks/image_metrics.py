@@ -21,7 +21,7 @@ from labelsmooth.experiment.config import TrainConfig
 from labelsmooth.experiment.data import DISPLAY_NAMES, DatasetSplits, ImageDataset, iterate_batches
 from labelsmooth.experiment.files import atomic_write
 from labelsmooth.experiment.report import count
-from labelsmooth.experiment.tasks.headers import budget_phrase, seeds_phrase
+from labelsmooth.experiment.tasks.headers import table_sentence
 from labelsmooth.experiment.tasks.registry import Column, Metric
 
 __all__ = [
@@ -287,13 +287,11 @@ def table_header(
     dataset: str, regime: str, rs: Sequence[Mapping[str, Any]], model: str, seconds: float
 ) -> str:
     """The sentence above one table: model, budget, sizes, seeds, wall time."""
-    first = rs[0]
-    cfg, sizes = first["config"], first["sizes"]
-    return (
-        f"**{display_name(dataset)}, {regime} regime**: {model}, {first['num_parameters']:,} "
-        "parameters; "
+    cfg, sizes = rs[0]["config"], rs[0]["sizes"]
+    trained = (
         f"{count(cfg['epochs'], 'epoch')} on a {sizes['train']:,}-image stratified training "
         f"subset; temperature fitted on {sizes['val']:,} held-out images; test "
-        f"{sizes['test']:,} images. {seeds_phrase(rs)}. "
-        f"{budget_phrase(rs, seconds, cfg['num_threads'])}"
+        f"{sizes['test']:,} images."
     )
+    title = f"{display_name(dataset)}, {regime} regime"
+    return table_sentence(title, model, rs, trained, seconds, cfg["num_threads"])

@@ -55,7 +55,7 @@ from labelsmooth.experiment.data import (
 )
 from labelsmooth.experiment.models import TransformerLM
 from labelsmooth.experiment.report import count
-from labelsmooth.experiment.tasks.headers import budget_phrase, seeds_phrase
+from labelsmooth.experiment.tasks.headers import table_sentence
 from labelsmooth.experiment.tasks.registry import (
     Column,
     Grid,
@@ -385,15 +385,14 @@ _COLUMNS = (
 def _table_header(
     dataset: str, regime: str, rs: Sequence[Mapping[str, Any]], model: str, seconds: float
 ) -> str:
-    first = rs[0]
-    cfg, sizes = first["config"], first["sizes"]
-    return (
-        f"**Shakespeare (character level)**: {model}, {first['num_parameters']:,} parameters; "
+    cfg, sizes = rs[0]["config"], rs[0]["sizes"]
+    trained = (
         f"{count(cfg['epochs'], 'epoch')} of {sizes['train_sequences']} sequences "
         f"({sizes['train_tokens']:,} tokens), batch {cfg['batch_size']}, SGD lr {cfg['lr']:g}; "
-        f"test {sizes['test_tokens']:,} tokens of held-out plays. {seeds_phrase(rs)}. "
-        f"{budget_phrase(rs, seconds, cfg.get('num_threads'))}"
+        f"test {sizes['test_tokens']:,} tokens of held-out plays."
     )
+    title = "Shakespeare (character level)"
+    return table_sentence(title, model, rs, trained, seconds, cfg.get("num_threads"))
 
 
 def _transformer_name(config: Mapping[str, Any]) -> str:
