@@ -87,6 +87,20 @@ static inline uint16_t ls_to_bf16(float f) {
 #define LS_LOAD_BF16(p, k) ls_from_bf16((p)[k])
 #define LS_STORE_BF16(p, k, v) ((p)[k] = ls_to_bf16(v))
 
+/* One chunk [k0, k1) of sweep 2 of LS_DEFINE_ROWS (which names the variables it uses):
+ * part += e_k and part_S += TERM (an expression of d = x_k - shift and k), with e_k kept in
+ * er when KEEP_E. KEEP_E is a constant and TERM fixed per call, so each of the four calls
+ * compiles to its own branch-free vector loop. */
+#define LS_SWEEP2_CHUNK(LOAD, KEEP_E, TERM)                                                    \
+    _Pragma("omp simd reduction(+ : part, part_S)")                                            \
+    for (int64_t k = k0; k < k1; ++k) {                                                        \
+        const float d = LOAD(xr, k) - shift;                                                   \
+        const float e = ls_expf(d);                                                            \
+        if (KEEP_E) er[k] = e;                                                                 \
+        part += e;                                                                             \
+        part_S += (TERM);                                                                      \
+    }
+
 /* Statistics (and, if g is not NULL, the gradient) of M rows of C logits of type T.
  *
  *   x, ldx      logits, row i at x + i*ldx (unit stride within a row)
@@ -145,37 +159,13 @@ static inline uint16_t ls_to_bf16(float f) {
                 const int64_t k1 = k0 + LS_CHUNK < C ? k0 + LS_CHUNK : C;                      \
                 float part = 0.0f, part_S = 0.0f;                                              \
                 if (er && a) {                                                                 \
-                    _Pragma("omp simd reduction(+ : part, part_S)")                            \
-                    for (int64_t k = k0; k < k1; ++k) {                                        \
-                        const float d = LOAD(xr, k) - shift;                                   \
-                        const float e = ls_expf(d);                                            \
-                        er[k] = e;                                                             \
-                        part += e;                                                             \
-                        part_S += a[k] != 0.0f ? a[k] * d : 0.0f;                              \
-                    }                                                                          \
+                    LS_SWEEP2_CHUNK(LOAD, 1, a[k] != 0.0f ? a[k] * d : 0.0f)                   \
                 } else if (er) {                                                               \
-                    _Pragma("omp simd reduction(+ : part, part_S)")                            \
-                    for (int64_t k = k0; k < k1; ++k) {                                        \
-                        const float d = LOAD(xr, k) - shift;                                   \
-                        const float e = ls_expf(d);                                            \
-                        er[k] = e;                                                             \
-                        part += e;                                                             \
-                        part_S += d;                                                           \
-                    }                                                                          \
+                    LS_SWEEP2_CHUNK(LOAD, 1, d)                                                \
                 } else if (a) {                                                                \
-                    _Pragma("omp simd reduction(+ : part, part_S)")                            \
-                    for (int64_t k = k0; k < k1; ++k) {                                        \
-                        const float d = LOAD(xr, k) - shift;                                   \
-                        part += ls_expf(d);                                                    \
-                        part_S += a[k] != 0.0f ? a[k] * d : 0.0f;                              \
-                    }                                                                          \
+                    LS_SWEEP2_CHUNK(LOAD, 0, a[k] != 0.0f ? a[k] * d : 0.0f)                   \
                 } else {                                                                       \
-                    _Pragma("omp simd reduction(+ : part, part_S)")                            \
-                    for (int64_t k = k0; k < k1; ++k) {                                        \
-                        const float d = LOAD(xr, k) - shift;                                   \
-                        part += ls_expf(d);                                                    \
-                        part_S += d;                                                           \
-                    }                                                                          \
+                    LS_SWEEP2_CHUNK(LOAD, 0, d)                                                \
                 }                                                                              \
                 s += part;                                                                     \
                 S += part_S;                                                                   \
