@@ -112,7 +112,7 @@ def test_bad_input_message(kw, match):
 
 def test_label_smoothing_wrong_type():
     with pytest.raises(
-        TypeError, match="label_smoothing must be a float, got label_smoothing='0.1'"
+        TypeError, match=r"label_smoothing must be a number in \[0, 1\], got label_smoothing='0.1'"
     ):
         ce(label_smoothing="0.1")
 

@@ -5,6 +5,8 @@ adapters add checks of their own arguments beside their code). Each check raises
 ``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message names the
 argument and the offending value, so a user never gets a wrong number, a crash deep inside
 an op or a device-side assert instead.
+
+Long file: the checks of every loss in one place, so that each message is written once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "check_label_smoothing",
     "check_loss_options",
     "check_flags",
+    "check_fraction",
     "check_choice",
     "check_input",
     "check_target",
@@ -32,6 +35,7 @@ __all__ = [
     "check_values",
     "Spec",
     "loss_spec",
+    "check_row_target",
 ]
 
 CONVENTIONS = ("uniform", "others", "unnormalized")
@@ -83,12 +87,18 @@ def check_label_smoothing(label_smoothing: float) -> float:
                 f"{tuple(label_smoothing.shape)}"
             )
         label_smoothing = float(label_smoothing.item())
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-        raise TypeError(f"label_smoothing must be a float, got label_smoothing={label_smoothing!r}")
-    eps = float(label_smoothing)
-    if math.isnan(eps) or not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got label_smoothing={eps!r}")
-    return eps
+    return check_fraction("label_smoothing", label_smoothing, type_error=TypeError)
+
+
+def check_fraction(name: str, value: object, *, type_error: type[Exception] = ValueError) -> float:
+    """A real number in [0, 1] (not a bool, not NaN) as a float; a wrong type raises
+    ``type_error``, a value outside the range ``ValueError``, both naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise type_error(f"{name} must be a number in [0, 1], got {name}={value!r}")
+    number = float(value)
+    if math.isnan(number) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {name}={number!r}")
+    return number
 
 
 def check_input(input: torch.Tensor) -> None:
@@ -106,6 +116,28 @@ def check_input(input: torch.Tensor) -> None:
     if num_classes < 1:
         raise ValueError(
             f"input must have at least one class, got input.shape={tuple(input.shape)}"
+        )
+
+
+def check_row_target(target: torch.Tensor, input: torch.Tensor, name: str, last: str) -> None:
+    """Class-index ``target`` of a (..., ``last``)-shaped tensor ``name`` (a linear head's
+    hidden states, vocabulary-parallel logits): integer, ``name``'s shape without its last
+    dimension, on its device."""
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(
+            f"target must hold integer class indices (no soft targets), got "
+            f"target.dtype={target.dtype}"
+        )
+    want = tuple(input.shape[:-1])
+    if tuple(target.shape) != want:
+        raise ValueError(
+            f"target must have shape {want} ({name}'s shape without {last}), "
+            f"got target.shape={tuple(target.shape)}"
+        )
+    if target.device != input.device:
+        raise ValueError(
+            f"target must be on {name}'s device, got target.device={target.device} and "
+            f"{name}.device={input.device}"
         )
 
 
@@ -371,6 +403,11 @@ class Spec(NamedTuple):
         return torch_smoothing(self.eps, self.convention, self.num_classes)
 
 
+#: class-index dtypes the common case of :func:`loss_spec` takes (the full checks take more)
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+# long function: the common case first in a few cheap comparisons, then the full checks
 def loss_spec(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -423,31 +460,7 @@ def loss_spec(
                 False, False, False, (), label_smoothing, ignore_index, reduction, False,
                 return_nll,
             )  # fmt: skip
-    return _loss_spec_checked(
-        input, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
-        class_mask, kl, inplace_backward, return_nll,
-    )  # fmt: skip
-
-
-#: class-index dtypes the common case of :func:`loss_spec` takes (the full checks take more)
-_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-
-
-def _loss_spec_checked(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    convention: str,
-    prior: torch.Tensor | None,
-    class_mask: torch.Tensor | None,
-    kl: bool,
-    inplace_backward: bool,
-    return_nll: bool,
-) -> Spec:
-    """:func:`loss_spec` for every call: each argument through its full check."""
+    # anything else: each argument through its full check
     check_input(input)
     eps = check_loss_options(label_smoothing, reduction, convention, ignore_index)
     check_flags(kl=kl, inplace_backward=inplace_backward, return_nll=return_nll)

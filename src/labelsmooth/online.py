@@ -10,8 +10,6 @@ the (N, C) rows once more, as any soft target does).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -20,15 +18,6 @@ from labelsmooth import _validate as V
 from labelsmooth.functional import cross_entropy
 
 __all__ = ["OnlineLabelSmoothing"]
-
-
-def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise ValueError(f"alpha must be a number in [0, 1], got alpha={alpha!r}")
-    value = float(alpha)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got alpha={value!r}")
-    return value
 
 
 def _check_num_classes(num_classes: int) -> int:
@@ -192,7 +181,7 @@ class OnlineLabelSmoothing(nn.Module):
         super().__init__()
         C = _check_num_classes(num_classes)
         self.num_classes = C
-        self.alpha = _check_alpha(alpha)
+        self.alpha = V.check_fraction("alpha", alpha)
         V.check_loss_options(0.0, reduction, convention, ignore_index)
         self.convention, self.reduction, self.ignore_index = convention, reduction, ignore_index
         self.process_group = process_group

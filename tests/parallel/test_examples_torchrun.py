@@ -4,6 +4,7 @@ themselves against one process (each rank prints its max error)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,9 @@ def test_example_under_torchrun(tmp_path: Path, example: str, args: list, shards
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("rank ")]
-    assert len(lines) == 2, proc.stdout
-    for line in lines:
-        assert float(line.rsplit("max error ", 1)[1]) < 1e-5, line
+    # the two ranks share one stdout: a line of one can land inside the other's, so the
+    # reports are found by their pattern, not by line
+    errors = re.findall(r"rank \d/2: .*?max error (\d\.\de[+-]\d+)", proc.stdout)
+    assert len(errors) == 2, proc.stdout
+    assert all(float(e) < 1e-5 for e in errors), proc.stdout
     assert all(shard in proc.stdout for shard in shards), proc.stdout

@@ -414,21 +414,7 @@ def _check_tensors(
                 f"bias must be on hidden's device, got bias.device={bias.device} and "
                 f"hidden.device={hidden.device}"
             )
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise ValueError(
-            f"target must hold integer class indices (linear_cross_entropy takes no soft "
-            f"targets), got target.dtype={target.dtype}"
-        )
-    if tuple(target.shape) != tuple(hidden.shape[:-1]):
-        raise ValueError(
-            f"target must have shape {tuple(hidden.shape[:-1])} (hidden's shape without H), "
-            f"got target.shape={tuple(target.shape)}"
-        )
-    if target.device != hidden.device:
-        raise ValueError(
-            f"target must be on hidden's device, got target.device={target.device} and "
-            f"hidden.device={hidden.device}"
-        )
+    V.check_row_target(target, hidden, "hidden", "H")
     return hidden, weight, target, bias
 
 

@@ -320,21 +320,7 @@ def vocab_parallel_cross_entropy(
             f"local_logits must have shape (..., V_local) with V_local >= 1, got "
             f"local_logits.shape={tuple(local_logits.shape)}"
         )
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise ValueError(
-            f"target must hold integer class indices (no soft targets), got "
-            f"target.dtype={target.dtype}"
-        )
-    if tuple(target.shape) != tuple(local_logits.shape[:-1]):
-        raise ValueError(
-            f"target must have shape {tuple(local_logits.shape[:-1])} (local_logits' shape "
-            f"without V_local), got target.shape={tuple(target.shape)}"
-        )
-    if target.device != local_logits.device:
-        raise ValueError(
-            f"target must be on local_logits' device, got target.device={target.device} and "
-            f"local_logits.device={local_logits.device}"
-        )
+    V.check_row_target(target, local_logits, "local_logits", "V_local")
     opt = check_common(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         convention=convention, kl=kl, validate_args=validate_args, prior=prior,
