@@ -187,6 +187,19 @@ def test_torch_impl_runs_every_convention_by_a_change_of_eps(
     torch.testing.assert_close(g1, g2)
 
 
+def test_chosen_impl_takes_exactly_the_arguments_of_cross_entropy():
+    import inspect
+
+    ce_sig = inspect.signature(labelsmooth.cross_entropy)
+    assert inspect.signature(labelsmooth.chosen_impl).parameters == ce_sig.parameters
+    x, y = torch.zeros(4, 10), torch.zeros(4, dtype=torch.long)
+    assert labelsmooth.chosen_impl(x, y, None, -100, "mean", 0.1, return_nll=True) == "torch"
+    with pytest.raises(TypeError, match=r"chosen_impl\(\) got an unexpected keyword .*'bogus'"):
+        labelsmooth.chosen_impl(x, y, bogus=1)
+    with pytest.raises(TypeError, match=r"chosen_impl\(\) missing a required argument"):
+        labelsmooth.chosen_impl(x)
+
+
 def test_auto_choice():
     from labelsmooth._dispatch import AUTO_TORCH_MAX_NUMEL
 

@@ -7,6 +7,10 @@ The math lives in :mod:`labelsmooth.ops`; this file only checks arguments and ch
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from typing import Any, ParamSpec
+
 import torch
 
 from labelsmooth import _dispatch
@@ -200,6 +204,23 @@ def cross_entropy(
     return loss, _reduce_nll(nll, target, ignore_index, reduction, spec.unbatched, input.dtype)
 
 
+_P = ParamSpec("_P")
+
+
+def _arguments_of(f: Callable[_P, Any]) -> Callable[[Callable[..., str]], Callable[_P, str]]:
+    """Give the decorated function ``f``'s parameters (for ``help``, ``inspect`` and type
+    checkers), so that it takes exactly ``f``'s arguments and cannot drift from them."""
+
+    def give(g: Callable[..., str]) -> Callable[_P, str]:
+        g.__signature__ = inspect.signature(f).replace(return_annotation="str")  # type: ignore[attr-defined]
+        return g
+
+    return give
+
+
+_CROSS_ENTROPY = inspect.signature(cross_entropy)
+
+
 def _resolve(impl: str, spec: V.Spec) -> _dispatch.Impl:
     if impl not in _dispatch.REGISTRY and impl != "auto":
         V.check_choice("impl", impl, _dispatch.IMPLS)
@@ -320,25 +341,12 @@ def _reduce_nll(
     return (total / count).to(dtype)
 
 
-def chosen_impl(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    *,
-    convention: str = "uniform",
-    prior: torch.Tensor | None = None,
-    class_mask: torch.Tensor | None = None,
-    kl: bool = False,
-    impl: str = "auto",
-    inplace_backward: bool = False,
-    validate_args: bool = True,
-) -> str:
-    """The implementation :func:`cross_entropy` would run for these arguments (no loss is
-    computed): ``impl`` itself if it can run them (else the same ``ValueError``), or the
-    concrete name ``"auto"`` resolves to.
+@_arguments_of(cross_entropy)
+def chosen_impl(*args: Any, **kwargs: Any) -> str:
+    """The implementation :func:`cross_entropy` would run for these arguments (they are
+    :func:`cross_entropy`'s, bound by its signature; no loss is computed): ``impl`` itself
+    if it can run them (else the same ``ValueError``), or the concrete name ``"auto"``
+    resolves to.
 
     Example:
         >>> import torch, labelsmooth
@@ -351,16 +359,24 @@ def chosen_impl(
         ...                         convention="others", kl=True)
         'fused'
     """
+    try:
+        call = _CROSS_ENTROPY.bind(*args, **kwargs)
+    except TypeError as e:  # as Python words a bad call, with this function's name
+        raise TypeError(f"chosen_impl() {e}") from None
+    call.apply_defaults()
+    a = call.arguments
+    input, target, weight = a["input"], a["target"], a["weight"]
     spec = V.loss_spec(
-        input, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
-        class_mask, kl, inplace_backward, False,
+        input, target, weight, a["ignore_index"], a["reduction"], a["label_smoothing"],
+        a["convention"], a["prior"], a["class_mask"], a["kl"], a["inplace_backward"],
+        a["return_nll"],
     )  # fmt: skip
-    if validate_args:
+    if a["validate_args"]:
         V.check_values(
-            input, target, ignore_index, soft=spec.soft, kl=kl, weight=weight, prior=prior,
-            class_mask=class_mask,
+            input, target, spec.ignore_index, soft=spec.soft, kl=spec.kl, weight=weight,
+            prior=a["prior"], class_mask=a["class_mask"],
         )  # fmt: skip
-    return _resolve(impl, spec).name
+    return _resolve(a["impl"], spec).name
 
 
 def smooth_labels(
