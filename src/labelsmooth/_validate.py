@@ -35,6 +35,7 @@ __all__ = [
     "check_values",
     "Spec",
     "loss_spec",
+    "LossOptions",
     "check_row_target",
 ]
 
@@ -372,6 +373,20 @@ def check_values(
     raise AssertionError("check_values: a check failed without a message")  # pragma: no cover
 
 
+class LossOptions(NamedTuple):
+    """The smoothing options every loss takes (``cross_entropy``, ``linear_cross_entropy``,
+    the vocabulary-parallel losses), as the caller passed them: the public functions gather
+    them once and the checks below read them from here."""
+
+    ignore_index: int = -100
+    reduction: str = "mean"
+    label_smoothing: float = 0.0
+    convention: str = "uniform"
+    prior: torch.Tensor | None = None
+    class_mask: torch.Tensor | None = None
+    kl: bool = False
+
+
 class Spec(NamedTuple):
     """One call of :func:`labelsmooth.cross_entropy`, validated: every non-tensor fact the
     registry and the implementations need (no tensors). A tuple: cheap to build per call."""
@@ -412,13 +427,7 @@ def loss_spec(
     input: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    convention: str,
-    prior: torch.Tensor | None,
-    class_mask: torch.Tensor | None,
-    kl: bool,
+    options: LossOptions,
     inplace_backward: bool,
     return_nll: bool,
 ) -> Spec:
@@ -428,6 +437,7 @@ def loss_spec(
     # The common case is checked with a few cheap comparisons (this runs on every call, so
     # each tensor attribute is read once); anything unusual goes through the full checks,
     # which raise the messages.
+    ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl = options
     if (
         weight is None
         and prior is None

@@ -169,10 +169,10 @@ def cross_entropy(
                 inplace_backward=inplace_backward, validate_args=validate_args,
                 return_nll=return_nll,
             )  # fmt: skip
-    spec = V.loss_spec(
-        input, target, weight, ignore_index, reduction, label_smoothing, convention, prior,
-        class_mask, kl, inplace_backward, return_nll,
-    )  # fmt: skip
+    options = V.LossOptions(
+        ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
+    )
+    spec = V.loss_spec(input, target, weight, options, inplace_backward, return_nll)
     entry = _resolve(impl, spec)
     if spec.unbatched:  # (C,) with a () target, as torch allows
         input, target = input.unsqueeze(0), target.unsqueeze(0)
@@ -366,11 +366,8 @@ def chosen_impl(*args: Any, **kwargs: Any) -> str:
     call.apply_defaults()
     a = call.arguments
     input, target, weight = a["input"], a["target"], a["weight"]
-    spec = V.loss_spec(
-        input, target, weight, a["ignore_index"], a["reduction"], a["label_smoothing"],
-        a["convention"], a["prior"], a["class_mask"], a["kl"], a["inplace_backward"],
-        a["return_nll"],
-    )  # fmt: skip
+    options = V.LossOptions(*(a[name] for name in V.LossOptions._fields))
+    spec = V.loss_spec(input, target, weight, options, a["inplace_backward"], a["return_nll"])
     if a["validate_args"]:
         V.check_values(
             input, target, spec.ignore_index, soft=spec.soft, kl=spec.kl, weight=weight,
@@ -546,10 +543,11 @@ def linear_cross_entropy(
     """
     from labelsmooth.ops import linear as _linear
 
+    options = V.LossOptions(
+        ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
+    )
     call = _linear.prepare(
-        hidden, weight, target, bias, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing, convention=convention, prior=prior,
-        class_mask=class_mask, kl=kl, softcap=softcap, chunk_size=chunk_size,
+        hidden, weight, target, bias, options, softcap=softcap, chunk_size=chunk_size,
         return_nll=return_nll, impl=impl, validate_args=validate_args,
     )  # fmt: skip
     if call.impl == "chunked":

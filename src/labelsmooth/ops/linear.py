@@ -443,14 +443,8 @@ def prepare(
     weight: torch.Tensor,
     target: torch.Tensor,
     bias: torch.Tensor | None,
+    options: V.LossOptions,
     *,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    convention: str,
-    prior: torch.Tensor | None,
-    class_mask: torch.Tensor | None,
-    kl: bool,
     softcap: float | None,
     chunk_size: int | None,
     return_nll: bool,
@@ -458,6 +452,7 @@ def prepare(
     validate_args: bool,
 ) -> LinearCall:
     """Check every argument (errors name the argument and its value) and resolve ``impl``."""
+    ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl = options
     hidden, weight, target, bias = _check_tensors(hidden, weight, target, bias)
     num_classes, H = weight.shape
     eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)

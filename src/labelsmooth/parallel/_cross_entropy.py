@@ -48,19 +48,9 @@ def check_full_vector(
     return V.check_class_vector(name, value, stand_in, kind=kind)
 
 
-def check_common(
-    *,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    convention: str,
-    kl: bool,
-    validate_args: bool,
-    prior: torch.Tensor | None,
-    class_mask: torch.Tensor | None,
-    device: torch.device,
-) -> X.Options:
+def check_common(options: V.LossOptions, validate_args: bool, device: torch.device) -> X.Options:
     """The option checks both losses share (errors name the argument and its value)."""
+    ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl = options
     eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
     V.check_flags(kl=kl, validate_args=validate_args)
     if isinstance(prior, torch.Tensor) and prior.dim() == 2:
@@ -321,11 +311,10 @@ def vocab_parallel_cross_entropy(
             f"local_logits.shape={tuple(local_logits.shape)}"
         )
     V.check_row_target(target, local_logits, "local_logits", "V_local")
-    opt = check_common(
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        convention=convention, kl=kl, validate_args=validate_args, prior=prior,
-        class_mask=class_mask, device=local_logits.device,
-    )  # fmt: skip
+    options = V.LossOptions(
+        ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
+    )
+    opt = check_common(options, validate_args, local_logits.device)
     width = local_logits.shape[-1]
     x = local_logits.reshape(-1, width)
     if not x.is_contiguous():

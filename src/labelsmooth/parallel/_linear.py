@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from labelsmooth._validate import LossOptions
 from labelsmooth.ops import linear as L
 from labelsmooth.ops import rowmath
 from labelsmooth.ops.reference import compute_dtype
@@ -236,21 +237,20 @@ def vocab_parallel_linear_cross_entropy(
     Returns:
         The loss in ``hidden``'s dtype: a scalar, or the target's shape for "none".
     """
+    options = LossOptions(
+        ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
+    )
+    # the local slice's checks (its prior and mask are checked for the full vocabulary below)
     call = L.prepare(
-        hidden, local_weight, target, local_bias, ignore_index=ignore_index,
-        reduction=reduction, label_smoothing=label_smoothing, convention=convention,
-        prior=None, class_mask=None, kl=kl, softcap=softcap, chunk_size=chunk_size,
-        return_nll=False, impl="chunked", validate_args=False,
+        hidden, local_weight, target, local_bias, options._replace(prior=None, class_mask=None),
+        softcap=softcap, chunk_size=chunk_size, return_nll=False, impl="chunked",
+        validate_args=False,
     )  # fmt: skip
     if not isinstance(reduce_hidden_grad, bool):
         raise TypeError(
             f"reduce_hidden_grad must be a bool, got reduce_hidden_grad={reduce_hidden_grad!r}"
         )
-    opt = check_common(
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        convention=convention, kl=kl, validate_args=validate_args, prior=prior,
-        class_mask=class_mask, device=call.hidden.device,
-    )  # fmt: skip
+    opt = check_common(options, validate_args, call.hidden.device)
     width = call.weight.shape[0]
     st = X.setup(
         width=width, rows=call.target.shape[0], device=call.hidden.device, group=group,
