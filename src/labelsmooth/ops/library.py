@@ -28,6 +28,10 @@ dtypes of its outputs without data:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -336,54 +340,82 @@ def _fused_vmap(info, in_dims, input, target, weight, u, *args):
 # The chunked linear head
 
 
-@torch.library.custom_op("labelsmooth::linear_cross_entropy", mutates_args=())
+#: The schema of both linear-head ops' arguments: the call's tensors, then (after the
+#: backward's incoming gradient) the scalars: the fields of
+#: :class:`~labelsmooth.ops.linear.LinearOptions` in order and which gradients to compute,
+#: typed as :func:`torch.library.infer_schema` types annotations (an int is a SymInt).
+_LINEAR_TENSORS = "Tensor hidden, Tensor weight, Tensor? bias, Tensor target, Tensor u"
+_LINEAR_SCALARS = (
+    "SymInt ignore_index, str reduction, float eps, str convention, bool kl, float? softcap, "
+    "SymInt chunk_size, bool uniform_prior, bool need_hidden, bool need_weight, bool need_bias"
+)
+
+
+def _linear_scalars(opt: linear.LinearOptions, need: tuple[bool, ...]) -> tuple[Any, ...]:
+    """The ops' scalar arguments (:data:`_LINEAR_SCALARS`) for ``opt`` and ``need``."""
+    return (*(getattr(opt, f.name) for f in dataclasses.fields(opt)), *need)
+
+
+def _linear_options(
+    bias: Tensor | None, scalars: tuple[Any, ...]
+) -> tuple[linear.LinearOptions, tuple[bool, bool, bool]]:
+    """``opt`` and ``need`` (hidden, weight, bias) back from the ops' scalar arguments; no
+    bias, no bias gradient."""
+    *values, need_hidden, need_weight, need_bias = scalars
+    return linear.LinearOptions(*values), (need_hidden, need_weight, need_bias and bias is not None)
+
+
+def _linear_grads(hidden: Tensor, grads: Sequence[Tensor | None]) -> tuple[Tensor, Tensor, Tensor]:
+    """The ops' three gradient outputs: an empty tensor for a gradient not computed."""
+    gh, gw, gb = (g if g is not None else hidden.new_empty(0) for g in grads)
+    return gh, gw, gb
+
+
+@torch.library.custom_op(
+    "labelsmooth::linear_cross_entropy",
+    mutates_args=(),
+    schema=f"({_LINEAR_TENSORS}, {_LINEAR_SCALARS}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
 def linear_cross_entropy(
-    hidden: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    target: Tensor,
-    u: Tensor,
-    ignore_index: int,
-    reduction: str,
-    eps: float,
-    convention: str,
-    kl: bool,
-    softcap: float | None,
-    chunk_size: int,
-    uniform_prior: bool,
-    need_hidden: bool,
-    need_weight: bool,
-    need_bias: bool,
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, u: Tensor, *scalars: Any
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(loss, per-token NLL, ∂loss/∂hidden, ∂loss/∂weight, ∂loss/∂bias) of the chunked head
     (:mod:`labelsmooth.ops.linear`); ``hidden`` (N, H), ``target`` (N,) int64, validated.
     The gradients are computed in the same pass (empty when not asked for, and always empty
     for ``reduction="none"``, whose backward runs the chunk loop again)."""
-    opt = linear.LinearOptions(
-        ignore_index, reduction, eps, convention, kl, softcap, chunk_size, uniform_prior
+    opt, need = _linear_options(bias, scalars)
+    head = linear.Head(hidden, weight, bias)
+    loss, nll, grads = linear.forward(head, target, u, opt, need)
+    return loss, nll, *_linear_grads(hidden, grads)
+
+
+def _fake_grads(hidden, weight, bias, need):
+    """The fake gradient outputs of both ops for ``need`` (hidden, weight, bias)."""
+    need_h, need_w, need_b = need
+    return (
+        torch.empty_like(hidden) if need_h else hidden.new_empty(0),
+        torch.empty_like(weight) if need_w else hidden.new_empty(0),
+        torch.empty_like(bias) if need_b else hidden.new_empty(0),
     )
-    need = (need_hidden, need_weight, need_bias and bias is not None)
-    loss, nll, grads = linear.forward(hidden, weight, bias, target, u, opt, need)
-    gh, gw, gb = (g if g is not None else hidden.new_empty(0) for g in grads)
-    return loss, nll, gh, gw, gb
 
 
 @linear_cross_entropy.register_fake
-def _linear_fake(hidden, weight, bias, target, u, ignore_index, reduction, *args):
-    need_h, need_w, need_b = args[-3:]
-    cdt = compute_dtype(weight.dtype)
-    now = reduction != "none"
+def _linear_fake(hidden, weight, bias, target, u, *scalars):
+    opt, need = _linear_options(bias, scalars)
+    none = opt.reduction == "none"
     N = hidden.shape[0]
     return (
-        hidden.new_empty((N,) if reduction == "none" else ()),
-        hidden.new_empty((N,), dtype=cdt),
-        torch.empty_like(hidden) if now and need_h else hidden.new_empty(0),
-        torch.empty_like(weight) if now and need_w else hidden.new_empty(0),
-        torch.empty_like(bias) if now and need_b and bias is not None else hidden.new_empty(0),
+        hidden.new_empty((N,) if none else ()),
+        hidden.new_empty((N,), dtype=compute_dtype(weight.dtype)),
+        *_fake_grads(hidden, weight, bias, (False,) * 3 if none else need),
     )
 
 
-@torch.library.custom_op("labelsmooth::linear_cross_entropy_backward", mutates_args=())
+@torch.library.custom_op(
+    "labelsmooth::linear_cross_entropy_backward",
+    mutates_args=(),
+    schema=f"({_LINEAR_TENSORS}, Tensor grad_loss, {_LINEAR_SCALARS}) -> (Tensor, Tensor, Tensor)",
+)
 def linear_cross_entropy_backward(
     hidden: Tensor,
     weight: Tensor,
@@ -391,56 +423,38 @@ def linear_cross_entropy_backward(
     target: Tensor,
     u: Tensor,
     grad_loss: Tensor,
-    ignore_index: int,
-    eps: float,
-    convention: str,
-    kl: bool,
-    softcap: float | None,
-    chunk_size: int,
-    uniform_prior: bool,
-    need_hidden: bool,
-    need_weight: bool,
-    need_bias: bool,
+    *scalars: Any,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``reduction="none"``: the gradients for one incoming gradient per token, by the chunk
-    loop again (each row's coefficients times its incoming gradient)."""
-    opt = linear.LinearOptions(
-        ignore_index, "none", eps, convention, kl, softcap, chunk_size, uniform_prior
-    )
-    need = (need_hidden, need_weight, need_bias and bias is not None)
-    grads = linear.backward_none(hidden, weight, bias, target, u, opt, need, grad_loss)
-    gh, gw, gb = (g if g is not None else hidden.new_empty(0) for g in grads)
-    return gh, gw, gb
+    loop again (each row's coefficients times its incoming gradient). Takes the forward op's
+    scalar arguments."""
+    opt, need = _linear_options(bias, scalars)
+    head = linear.Head(hidden, weight, bias)
+    return _linear_grads(hidden, linear.backward_none(head, target, u, opt, need, grad_loss))
 
 
 @linear_cross_entropy_backward.register_fake
-def _linear_backward_fake(hidden, weight, bias, *args):
-    need_h, need_w, need_b = args[-3:]
-    return (
-        torch.empty_like(hidden) if need_h else hidden.new_empty(0),
-        torch.empty_like(weight) if need_w else hidden.new_empty(0),
-        torch.empty_like(bias) if need_b and bias is not None else hidden.new_empty(0),
-    )
+def _linear_backward_fake(hidden, weight, bias, target, u, grad_loss, *scalars):
+    return _fake_grads(hidden, weight, bias, _linear_options(bias, scalars)[1])
 
 
 _LINEAR = "linear_cross_entropy(impl='chunked')"
 
 
 def _linear_setup_context(ctx, inputs, output) -> None:
-    hidden, weight, bias, target, u, ignore_index, reduction, *rest = inputs
+    hidden, weight, bias, target, u, *scalars = inputs
+    opt, need = _linear_options(bias, scalars)
     _, nll, gh, gw, gb = output
     ctx.mark_non_differentiable(nll, gh, gw, gb)
     ctx.set_materialize_grads(False)
     ctx.in_transform = False
     ctx.consumed = False
-    ctx.reduction = reduction
-    ctx.need = tuple(rest[-3:])
-    ctx.has_bias = bias is not None
-    if reduction != "none":
+    ctx.reduction = opt.reduction
+    ctx.need = need
+    if opt.reduction != "none":
         ctx.save_for_backward(gh, gw, gb)
     else:
-        eps, convention, kl, softcap, chunk_size, uniform_prior = rest[:6]
-        ctx.args = (ignore_index, eps, convention, kl, softcap, chunk_size, uniform_prior)
+        ctx.scalars = scalars
         ctx.save_for_backward(hidden, weight, bias, target, u)
 
 
@@ -452,13 +466,8 @@ def _linear_backward(ctx, grad_loss, *_):
             f"{_LINEAR} does not support double backward (create_graph=True): its gradients "
             "are computed without a graph; use impl='reference'"
         )
-    need_h, need_w, need_b = ctx.need
-    need_b = need_b and ctx.has_bias
     if ctx.reduction == "none":
-        hidden, weight, bias, target, u = ctx.saved_tensors
-        grads = linear_cross_entropy_backward(
-            hidden, weight, bias, target, u, grad_loss, *ctx.args, need_h, need_w, need_b
-        )
+        grads = linear_cross_entropy_backward(*ctx.saved_tensors, grad_loss, *ctx.scalars)
     else:
         if eager and ctx.consumed:
             raise RuntimeError(
@@ -474,6 +483,7 @@ def _linear_backward(ctx, grad_loss, *_):
             for g in grads:
                 g.mul_(grad_loss.to(g.dtype))
     gh, gw, gb = grads
+    need_h, need_w, need_b = ctx.need
     none = (None,) * 13
     return (gh if need_h else None, gw if need_w else None, gb if need_b else None, *none)
 
@@ -503,10 +513,7 @@ def chunked_linear_cross_entropy(
         grad_on and weight.requires_grad,
         grad_on and bias is not None and bias.requires_grad,
     )
-    args = (
-        hidden, weight, bias, target, u, opt.ignore_index, opt.reduction, opt.eps,
-        opt.convention, opt.kl, opt.softcap, opt.chunk_size, opt.uniform_prior, *need,
-    )  # fmt: skip
+    args = (hidden, weight, bias, target, u, *_linear_scalars(opt, need))
     if not torch.compiler.is_compiling() and is_transformed(hidden):
         loss, nll, *_ = LinearForTransforms.apply(*args)
     else:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,7 @@ __all__ = [
     "CHUNK_BYTES",
     "LinearOptions",
     "LinearCall",
+    "Head",
     "default_chunk_size",
     "prepare",
     "forward",
@@ -65,6 +67,7 @@ __all__ = [
     # the chunk machinery labelsmooth.parallel reuses
     "Tokens",
     "chunk_pass",
+    "times_incoming",
     "device_row_statistics",
 ]
 
@@ -93,6 +96,15 @@ class LinearOptions:
     softcap: float | None
     chunk_size: int
     uniform_prior: bool  # no prior, no class mask: u_k = 1/V, scalar coefficients
+
+
+class Head(NamedTuple):
+    """The linear head's tensors, as the chunk loop reads them: ``hidden`` (N, H), ``weight``
+    (V, H) and ``bias`` (V,) or None."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,12 +159,18 @@ class _Pass:
     grad_weight: torch.Tensor | None  # float32 (float64) accumulator
     grad_bias: torch.Tensor | None
 
+    def grads(self, head: Head) -> list[torch.Tensor | None]:
+        """[grad_hidden, grad_weight, grad_bias] in the parameters' dtypes (None: not
+        computed)."""
+        gw = None if self.grad_weight is None else self.grad_weight.to(head.weight.dtype)
+        b = head.bias
+        gb = None if (self.grad_bias is None or b is None) else self.grad_bias.to(b.dtype)
+        return [self.grad_hidden, gw, gb]
+
 
 # long function: one chunk loop (matmul, softcap, row kernel, three gradients), top to bottom
 def chunk_pass(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
+    head: Head,
     tok: Tokens,
     coef: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     need: tuple[bool, bool, bool],
@@ -160,7 +178,8 @@ def chunk_pass(
 ) -> _Pass:
     """One sweep over the counted tokens, ``opt.chunk_size`` at a time: the statistics of every
     counted row and, when ``coef`` = (g_p, g_y, g_a) is given, the gradients flagged in
-    ``need`` (hidden, weight, bias). ``hidden`` is (N, H), ``weight`` (V, H)."""
+    ``need`` (hidden, weight, bias)."""
+    hidden, weight, bias = head
     N, H = hidden.shape
     Vc = weight.shape[0]
     dt, dev = weight.dtype, weight.device
@@ -238,10 +257,21 @@ def _scatter(values: torch.Tensor, tok: Tokens, N: int) -> torch.Tensor:
     return values.new_zeros(N).index_copy_(0, tok.idx, values)
 
 
+def times_incoming(
+    coef: tuple[torch.Tensor, torch.Tensor, torch.Tensor], tok: Tokens, grad_output: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``reduction="none"``: the counted rows' coefficients (g_p, g_y, g_a) times each row's
+    incoming gradient (float64; an ignored token's incoming gradient is never read)."""
+    go = grad_output.reshape(-1)
+    if tok.idx is not None:
+        go = go.index_select(0, tok.idx)
+    go = go.to(torch.float64)
+    g_p, g_y, g_a = coef
+    return g_p * go, g_y * go, g_a * go
+
+
 def forward(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
+    head: Head,
     target: torch.Tensor,
     u: torch.Tensor,
     opt: LinearOptions,
@@ -251,13 +281,13 @@ def forward(
     flagged in ``need`` computed in the same pass (none for ``reduction="none"``: they need
     the incoming gradient, see :func:`backward_none`). The body of the op
     ``labelsmooth::linear_cross_entropy`` (:mod:`labelsmooth.ops.library`)."""
-    # hidden (N, H), weight (V, H), bias (V,) or None, target (N,) int64, u (V,) float64
-    cdt = compute_dtype(weight.dtype)
+    # target (N,) int64, u (V,) float64
+    cdt = compute_dtype(head.weight.dtype)
     tok = _tokens(target, u, cdt, opt)
     now = any(need) and opt.reduction != "none"  # gradients in this pass
     coef = tok.plan.grad_coefficients() if now else None
-    res = chunk_pass(hidden, weight, bias, tok, coef, need, opt)
-    N = hidden.shape[0]
+    res = chunk_pass(head, tok, coef, need, opt)  # no coefficients: no gradients
+    N = head.hidden.shape[0]
     out, nll = rowmath.finish(
         res.stats, tok.plan, None, u, kl=opt.kl, reduction=opt.reduction,
         shape=torch.Size([tok.count]),
@@ -265,20 +295,11 @@ def forward(
     if opt.reduction == "none":
         out = _scatter(out, tok, N)
     nll = _scatter(nll, tok, N).to(cdt)  # −log p_y per token, 0 for ignored tokens
-    grads: list[torch.Tensor | None] = [None, None, None]
-    if now:
-        grads = [
-            res.grad_hidden,
-            None if res.grad_weight is None else res.grad_weight.to(weight.dtype),
-            None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype),
-        ]
-    return out.to(hidden.dtype), nll, grads
+    return out.to(head.hidden.dtype), nll, res.grads(head)
 
 
 def backward_none(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
+    head: Head,
     target: torch.Tensor,
     u: torch.Tensor,
     opt: LinearOptions,
@@ -286,17 +307,10 @@ def backward_none(
     grad_output: torch.Tensor,
 ) -> list[torch.Tensor | None]:
     """``reduction="none"``: the chunk loop again, each row's coefficients times its incoming
-    gradient (an ignored token's incoming gradient is never read)."""
-    tok = _tokens(target, u, compute_dtype(weight.dtype), opt)
-    go = grad_output.reshape(-1)
-    if tok.idx is not None:
-        go = go.index_select(0, tok.idx)
-    go = go.to(torch.float64)
-    g_p, g_y, g_a = tok.plan.grad_coefficients()  # no scale: the reduction is "none"
-    res = chunk_pass(hidden, weight, bias, tok, (g_p * go, g_y * go, g_a * go), need, opt)
-    gw = None if res.grad_weight is None else res.grad_weight.to(weight.dtype)
-    gb = None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype)
-    return [res.grad_hidden, gw, gb]
+    gradient (:func:`times_incoming`)."""
+    tok = _tokens(target, u, compute_dtype(head.weight.dtype), opt)
+    coef = tok.plan.grad_coefficients()  # no scale: the reduction is "none"
+    return chunk_pass(head, tok, times_incoming(coef, tok, grad_output), need, opt).grads(head)
 
 
 def linear_cross_entropy_reference(

@@ -56,22 +56,13 @@ def _pick(v: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
 
 
 def _local_pass(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    target: torch.Tensor,
-    st: X.Setup,
-    opt: X.Options,
-    lopt: L.LinearOptions,
+    head: L.Head, target: torch.Tensor, st: X.Setup, opt: X.Options, lopt: L.LinearOptions
 ) -> tuple[RowStats, torch.Tensor | float, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Pass 1 over this slice: (local statistics (N,), A_r, the counted rows' indices (None:
     all), owner, y_loc), the statistics neutral on ignored rows."""
-    cdt, dev, N, width = (
-        compute_dtype(weight.dtype),
-        weight.device,
-        hidden.shape[0],
-        weight.shape[0],
-    )
+    weight = head.weight
+    cdt, dev = compute_dtype(weight.dtype), weight.device
+    N, width = head.hidden.shape[0], weight.shape[0]
     assert st.vrange is not None
     valid, owner, y_loc = X.local_targets(target, st.vrange, opt.ignore_index)
     idx: torch.Tensor | None = valid.nonzero().squeeze(1)  # host synchronization (free on CPU)
@@ -79,7 +70,7 @@ def _local_pass(
         idx = None
     a, a0, A_r = local_a(st, width, cdt, dev)
     tok = _tokens(idx, _pick(y_loc, idx), a, a0)
-    res = L.chunk_pass(hidden, weight, bias, tok, None, (False,) * 3, lopt)
+    res = L.chunk_pass(head, tok, None, (False,) * 3, lopt)
     local = neutral(N, cdt, dev)
     for whole, part in zip(local, res.stats):
         if idx is None:
@@ -103,6 +94,7 @@ class _VocabParallelLinear(torch.autograd.Function):
         reduce_hidden_grad: bool,
     ) -> torch.Tensor:
         # hidden (N, H), weight (V_local, H), bias (V_local,) or None, target (N,) int64
+        head = L.Head(hidden, weight, bias)
         cdt = compute_dtype(weight.dtype)
         dev = weight.device
         N = hidden.shape[0]
@@ -112,7 +104,7 @@ class _VocabParallelLinear(torch.autograd.Function):
             bias is not None and ctx.needs_input_grad[2],
         )
         if st.problem is None:
-            local, A_r, idx, owner, y_loc = _local_pass(hidden, weight, bias, target, st, opt, lopt)
+            local, A_r, idx, owner, y_loc = _local_pass(head, target, st, opt, lopt)
         else:  # every rank raises in the exchange
             local, A_r = neutral(N, cdt, dev), 0.0
         ex = X.exchange(st, local, target, A_r, opt)
@@ -129,17 +121,10 @@ class _VocabParallelLinear(torch.autograd.Function):
             tok2 = _tokens(idx, _pick(y2, idx), a2, ex.plan.a0)
             coef = (_pick(g_p, idx), _pick(g_y, idx), _pick(g_a, idx))
             if opt.reduction != "none":  # pass 2 now; backward only scales
-                res2 = L.chunk_pass(hidden, weight, bias, tok2, coef, need, lopt)
-                ctx.grads = [
-                    res2.grad_hidden,
-                    None if res2.grad_weight is None else res2.grad_weight.to(weight.dtype),
-                    None
-                    if (res2.grad_bias is None or bias is None)
-                    else res2.grad_bias.to(bias.dtype),
-                ]
+                ctx.grads = L.chunk_pass(head, tok2, coef, need, lopt).grads(head)
             else:  # backward runs pass 2 with each row's coefficients times its gradient
                 ctx.tok, ctx.coef = tok2, coef
-                ctx.save_for_backward(hidden, weight, bias)
+                ctx.save_for_backward(*head)
         ctx.reduction = opt.reduction
         return out.to(hidden.dtype)
 
@@ -165,16 +150,9 @@ class _VocabParallelLinear(torch.autograd.Function):
                         gr.mul_(grad_output.to(gr.dtype))
             gh, gw, gb = grads
         else:
-            hidden, weight, bias = ctx.saved_tensors
-            tok: L.Tokens = ctx.tok
-            go = _pick(grad_output.reshape(-1), tok.idx).to(torch.float64)
-            g_p, g_y, g_a = ctx.coef
-            res = L.chunk_pass(
-                hidden, weight, bias, tok, (g_p * go, g_y * go, g_a * go), ctx.need, ctx.lopt
-            )
-            gh = res.grad_hidden
-            gw = None if res.grad_weight is None else res.grad_weight.to(weight.dtype)
-            gb = None if (res.grad_bias is None or bias is None) else res.grad_bias.to(bias.dtype)
+            head = L.Head(*ctx.saved_tensors)
+            coef = L.times_incoming(ctx.coef, ctx.tok, grad_output)
+            gh, gw, gb = L.chunk_pass(head, ctx.tok, coef, ctx.need, ctx.lopt).grads(head)
         if gh is not None and ctx.reduce_hidden_grad:
             dist.all_reduce(gh, op=dist.ReduceOp.SUM, group=ctx.group)
         return gh, gw, gb, None, None, None, None, None
