@@ -159,19 +159,35 @@ def cross_entropy(
         >>> bool(kl < loss)
         True
     """
+    options = V.LossOptions(
+        ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
+    )
+    return _cross_entropy(
+        input, target, weight, options, impl, inplace_backward, validate_args, return_nll
+    )
+
+
+def _cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    options: V.LossOptions,
+    impl: str,
+    inplace_backward: bool,
+    validate_args: bool,
+    return_nll: bool,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """:func:`cross_entropy` with its smoothing options gathered (the module form calls this
+    directly: no keyword parsing per call)."""
     if type(input) is not torch.Tensor:  # a DTensor (docs/parallel.md); plain tensors skip it
         from labelsmooth.parallel import dtensor
 
         if dtensor.is_dtensor(input):
             return dtensor.cross_entropy(
-                cross_entropy, input, target, weight, ignore_index, reduction, label_smoothing,
-                convention=convention, prior=prior, class_mask=class_mask, kl=kl, impl=impl,
-                inplace_backward=inplace_backward, validate_args=validate_args,
-                return_nll=return_nll,
+                cross_entropy, input, target, weight, **options._asdict(), impl=impl,
+                inplace_backward=inplace_backward,
+                validate_args=validate_args, return_nll=return_nll,
             )  # fmt: skip
-    options = V.LossOptions(
-        ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
-    )
     spec = V.loss_spec(input, target, weight, options, inplace_backward, return_nll)
     entry = _resolve(impl, spec)
     if spec.unbatched:  # (C,) with a () target, as torch allows
@@ -181,27 +197,30 @@ def cross_entropy(
         # ignore_index=-100 would otherwise wrap it to 156)
         target = target.long()
     if entry.name == "torch":
-        loss, nll = _run_torch(spec, input, target, weight, prior, class_mask, validate_args)
+        loss, nll = _run_torch(spec, input, target, weight, options, validate_args)
     else:
         if validate_args:
-            target = _checked(spec, input, target, weight, prior, class_mask)
+            target = _checked(spec, input, target, weight, options)
         u = smoothing_prior(
-            spec.num_classes, prior, class_mask, dtype=torch.float64, device=input.device
-        )
+            spec.num_classes, options.prior, options.class_mask, dtype=torch.float64,
+            device=input.device,
+        )  # fmt: skip
         if entry.rows is None:  # the reference
             out = cross_entropy_reference(
-                input, target, weight, ignore_index, reduction, spec.eps, u, convention, kl,
-                return_nll=return_nll,
+                input, target, weight, spec.ignore_index, spec.reduction, spec.eps, u,
+                spec.convention, spec.kl, return_nll=return_nll,
             )  # fmt: skip
             loss, nll = out if isinstance(out, tuple) else (out, None)
         else:
             loss, nll = _run_fused(spec, entry.rows, input, target, weight, u)
-    if spec.unbatched and reduction == "none":
+    if spec.unbatched and spec.reduction == "none":
         loss = loss.squeeze(0)
     if not return_nll:
         return loss
     assert nll is not None
-    return loss, _reduce_nll(nll, target, ignore_index, reduction, spec.unbatched, input.dtype)
+    return loss, _reduce_nll(
+        nll, target, spec.ignore_index, spec.reduction, spec.unbatched, input.dtype
+    )
 
 
 _P = ParamSpec("_P")
@@ -245,13 +264,13 @@ def _checked(
     input: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
-    prior: torch.Tensor | None,
-    class_mask: torch.Tensor | None,
+    options: V.LossOptions,
 ) -> torch.Tensor:
     """``validate_args=True``: the data checks, with the same messages in eager and traced
     calls. Eager: one pass and one synchronization here. Traced: the op
     ``labelsmooth::checked_target`` runs them when the graph runs (and returns the target the
     loss uses, so the check cannot be dropped)."""
+    prior, class_mask = options.prior, options.class_mask
     if _traced(input, target):
         return torch.ops.labelsmooth.checked_target(
             target, weight, prior, class_mask, spec.num_classes, spec.ignore_index, spec.soft,
@@ -269,18 +288,19 @@ def _run_torch(
     input: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
-    prior: torch.Tensor | None,
-    class_mask: torch.Tensor | None,
+    options: V.LossOptions,
     validate_args: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``impl="torch"``. Eager with ``validate_args``: the targets' min and max in one
-    synchronization serve the range check and tell whether any row is ignored (the selects
-    that protect ignored rows are skipped when none is)."""
+    """``impl="torch"``. Eager, the targets' min and max read on the host (one
+    synchronization with ``validate_args``; on CPU, where a read costs nothing, without it
+    too) serve the range check and tell whether any row is ignored (the selects that protect
+    ignored rows are skipped when none is)."""
     checked = None
-    if validate_args:
-        if spec.soft or _traced(input, target):
-            target = _checked(spec, input, target, weight, prior, class_mask)
-        elif target.numel() == 0:
+    if spec.soft or _traced(input, target):
+        if validate_args:
+            target = _checked(spec, input, target, weight, options)
+    elif validate_args or spec.device_type == "cpu":
+        if target.numel() == 0:
             checked = (spec.ignore_index, spec.ignore_index)
         else:
             lo_t, hi_t = torch.aminmax(target)
@@ -288,7 +308,7 @@ def _run_torch(
                 lo, hi = int(lo_t.item()), int(hi_t.item())
             else:  # one synchronization
                 lo, hi = torch.stack((lo_t, hi_t)).tolist()
-            if lo < 0 or hi >= spec.num_classes or weight is not None:
+            if validate_args and (lo < 0 or hi >= spec.num_classes or weight is not None):
                 V.check_values(
                     input, target, spec.ignore_index, soft=False, kl=False, weight=weight,
                     prior=None, class_mask=None,

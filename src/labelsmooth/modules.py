@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from labelsmooth.functional import cross_entropy, linear_cross_entropy
+from labelsmooth._validate import LossOptions
+from labelsmooth.functional import _cross_entropy, linear_cross_entropy
 
 __all__ = ["LabelSmoothingCrossEntropy", "LinearCrossEntropyLoss"]
 
@@ -90,7 +91,16 @@ class LabelSmoothingCrossEntropy(_LossModule):
         self._store(locals())
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = cross_entropy(input, target, **self._options())
+        # the options read from the instance and buffer dicts and passed positionally (this
+        # runs on every step: see _LossModule._options)
+        a, b = self.__dict__, self._buffers
+        options = LossOptions(
+            a["ignore_index"], a["reduction"], a["label_smoothing"], a["convention"],
+            b["prior"], b["class_mask"], a["kl"],
+        )  # fmt: skip
+        loss = _cross_entropy(
+            input, target, b["weight"], options, a["impl"], False, a["validate_args"], False
+        )
         assert isinstance(loss, torch.Tensor)  # no return_nll here
         return loss
 

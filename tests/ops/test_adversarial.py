@@ -228,6 +228,25 @@ def test_validate_args_false_gives_identical_results(impl_name):
     assert torch.equal(a, b) and torch.equal(ga, gb)
 
 
+@pytest.mark.parametrize("convention", ["uniform", "others", "unnormalized"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignored", ["none", "some", "all"])
+def test_validate_args_false_torch_path_keeps_the_ignored_row_rules(convention, reduction, ignored):
+    # without validate_args the torch path still reads the targets' range on CPU (free there)
+    # to skip the selects when no row is ignored; the results must not depend on it
+    x, y = _data(16, 10)
+    if ignored != "none":
+        y[::3] = -100
+        x[0] = NAN  # an ignored row's NaN logits: no NaN in the loss or the gradient
+    if ignored == "all":
+        y[:] = -100
+    kw = dict(label_smoothing=0.1, convention=convention, reduction=reduction)
+    a, ga = _loss_grad(x, y, "torch", **kw, validate_args=True)
+    b, gb = _loss_grad(x, y, "torch", **kw, validate_args=False)
+    assert torch.equal(a, b) and torch.equal(ga, gb)
+    assert not ga.isnan().any()
+
+
 def test_validate_args_false_still_checks_shapes_and_options():
     x = torch.randn(4, 6)
     with pytest.raises(ValueError, match="target of class indices must have shape"):
