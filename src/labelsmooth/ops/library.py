@@ -47,6 +47,7 @@ __all__ = [
     "linear_cross_entropy_backward",
     "FusedForTransforms",
     "LinearForTransforms",
+    "LinearBackwardForTransforms",
     "chunked_linear_cross_entropy",
     "is_transformed",
 ]
@@ -439,6 +440,10 @@ def _linear_backward_fake(hidden, weight, bias, target, u, grad_loss, *scalars):
 
 
 _LINEAR = "linear_cross_entropy(impl='chunked')"
+_LINEAR_DOUBLE_BACKWARD = (
+    f"{_LINEAR} does not support double backward (create_graph=True): its gradients are "
+    "computed without a graph; use impl='reference'"
+)
 
 
 def _linear_setup_context(ctx, inputs, output) -> None:
@@ -462,12 +467,15 @@ def _linear_backward(ctx, grad_loss, *_):
     # the chain rule with the gradients computed in the forward pass: ∂L/∂θ = grad_loss · g
     eager = not (torch.compiler.is_compiling() or ctx.in_transform)
     if eager and torch.is_grad_enabled():
-        raise RuntimeError(
-            f"{_LINEAR} does not support double backward (create_graph=True): its gradients "
-            "are computed without a graph; use impl='reference'"
-        )
+        raise RuntimeError(_LINEAR_DOUBLE_BACKWARD)
     if ctx.reduction == "none":
-        grads = linear_cross_entropy_backward(*ctx.saved_tensors, grad_loss, *ctx.scalars)
+        args = (*ctx.saved_tensors, grad_loss, *ctx.scalars)
+        if ctx.in_transform and torch.is_grad_enabled():
+            # torch.func.grad runs this backward inside its transform with grad mode on: the
+            # backward op's own autograd.Function (no setup_context) would be refused there
+            grads = LinearBackwardForTransforms.apply(*args)
+        else:
+            grads = linear_cross_entropy_backward(*args)
     else:
         if eager and ctx.consumed:
             raise RuntimeError(
@@ -493,6 +501,28 @@ linear_cross_entropy.register_autograd(_linear_backward, setup_context=_linear_s
 #: ``linear_cross_entropy`` for torch.func transforms (see :func:`_for_transforms`).
 LinearForTransforms = _for_transforms(
     "LinearForTransforms", linear_cross_entropy, _linear_setup_context, _linear_backward
+)
+
+
+def _linear_backward_setup_context(ctx, inputs, output) -> None:
+    """Nothing to save: the gradients of ``linear_cross_entropy_backward`` have no formula."""
+    ctx.set_materialize_grads(False)
+
+
+def _linear_backward_backward(ctx, *grads):
+    """Differentiating the gradients of ``reduction="none"`` (e.g. ``jacrev(grad(f))``)
+    raises, as ``create_graph=True`` does in eager mode."""
+    raise RuntimeError(_LINEAR_DOUBLE_BACKWARD)
+
+
+#: ``linear_cross_entropy_backward`` for the backward of :data:`LinearForTransforms` when
+#: ``torch.func.grad`` runs it with grad mode on (see :func:`_for_transforms`); ``vmap`` of
+#: it runs the op once per batch entry (PyTorch's fallback).
+LinearBackwardForTransforms = _for_transforms(
+    "LinearBackwardForTransforms",
+    linear_cross_entropy_backward,
+    _linear_backward_setup_context,
+    _linear_backward_backward,
 )
 
 
