@@ -52,17 +52,15 @@ def row_statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> Ro
     if native and x.dim() == 2 and x.dtype in cpu_kernel.native_dtypes():
         # rows straight from the logits into the gradient (bfloat16 is converted in the
         # kernel): a few row ranges on the pool, no block buffer
-        cpu_kernel.check_targets(rows.y, C)  # once, here: the workers run no torch op
         threads = torch.get_num_threads()
         n_units = max(1, min(4 * threads, M * C // (1 << 17)))
+        # every argument checked once, here: the workers run no torch op
+        launch = _launcher(x, grad, rows, stats, n_units)
+        if n_units == 1:
+            launch(0, M)
+            return stats
         bounds = [M * k // n_units for k in range(n_units + 1)]
-
-        def unit(k: int) -> None:
-            r0, r1 = bounds[k], bounds[k + 1]
-            gb = None if grad is None else grad[r0:r1]
-            _kernel_rows(x[r0:r1], gb, rows, r0, r1, stats, targets_checked=True)
-
-        _cpu_runtime.run_parallel(unit, n_units, threads)
+        _cpu_runtime.run_parallel(lambda k: launch(bounds[k], bounds[k + 1], k), n_units, threads)
         return stats
 
     rows_per_block = max(1, BLOCK_BYTES // (C * torch.finfo(cdt).bits // 8))
@@ -129,6 +127,22 @@ def _blocks(x: torch.Tensor, rows_per_block: int):
             yield n * D + d0, n * D + d1, x3[n, :, d0:d1].t()
 
 
+def _launcher(
+    x: torch.Tensor, grad: torch.Tensor | None, rows: Rows, out: RowStats, slots: int
+) -> cpu_kernel.Launch:
+    """The C kernel's checked launch over all rows of ``x`` (gradient into ``grad``)."""
+    zeros = out.m  # any float32 vector: the coefficients are not read without a gradient
+    g_p, g_a, g_y = (
+        (rows.g_p, rows.g_a, rows.g_y)
+        if rows.g_p is not None and rows.g_a is not None and rows.g_y is not None
+        else (zeros, zeros, zeros)
+    )
+    return cpu_kernel.launcher(
+        x, grad, rows.y, None if rows.a0 is not None else rows.a, rows.a0 or 0.0,
+        g_p, g_a, g_y, *out, slots=slots,
+    )  # fmt: skip
+
+
 def _kernel_rows(
     xb: torch.Tensor,
     gb: torch.Tensor | None,
@@ -136,7 +150,6 @@ def _kernel_rows(
     r0: int,
     r1: int,
     out: RowStats,
-    targets_checked: bool = False,
 ) -> None:
     """The C kernel on rows r0:r1 (logits ``xb``, gradient ``gb``, both (B, C))."""
     sl = slice(r0, r1)
@@ -149,7 +162,6 @@ def _kernel_rows(
     cpu_kernel.rows(
         xb, gb, rows.y[sl], None if rows.a0 is not None else rows.a, rows.a0 or 0.0,
         g_p, g_a, g_y, out.m[sl], out.s[sl], out.d_y[sl], out.S[sl],
-        targets_checked=targets_checked,
     )  # fmt: skip
 
 

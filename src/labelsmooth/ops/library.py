@@ -116,10 +116,16 @@ def _plan(
     uniform_prior: bool,
     need_grad: bool,
 ) -> tuple[rowmath.RowPlan, rowmath.Rows]:
-    plan = rowmath.plan_rows(
-        target, weight, u, ignore_index=ignore_index, eps=eps, convention=convention,
-        reduction=reduction, uniform_prior=uniform_prior,
-    )  # fmt: skip
+    if weight is None and uniform_prior and target.device.type == "cpu":
+        plan = rowmath.plan_uniform_rows(
+            target, u, ignore_index=ignore_index, eps=eps, convention=convention,
+            reduction=reduction,
+        )  # fmt: skip
+    else:
+        plan = rowmath.plan_rows(
+            target, weight, u, ignore_index=ignore_index, eps=eps, convention=convention,
+            reduction=reduction, uniform_prior=uniform_prior,
+        )  # fmt: skip
     return plan, plan.rows(compute_dtype(input.dtype), need_grad)
 
 

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
 __all__ = [
     "RowCoefficients",
@@ -77,6 +78,7 @@ __all__ = [
     "rebase",
     "RowPlan",
     "plan_rows",
+    "plan_uniform_rows",
     "finish",
 ]
 
@@ -211,7 +213,7 @@ def mean_denominator_rule(denom: torch.Tensor, any_counted: torch.Tensor) -> tor
 
 
 def grad_coefficients(
-    rc: RowCoefficients, valid: torch.Tensor, scale: torch.Tensor | None
+    rc: RowCoefficients, valid: torch.Tensor, scale: torch.Tensor | float | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(g_p, g_y, g_a), each (M,) float64: the gradient of a row is g_p·p − g_a·a − g_y·onehot(y)
     (zero for ignored rows). ``scale`` is the reduction's factor (None for "sum"/"none")."""
@@ -235,8 +237,17 @@ def _select_term(coef: Scalar, value: torch.Tensor) -> torch.Tensor:
 def loss_from_stats(stats: RowStats, rc: RowCoefficients) -> torch.Tensor:
     """Per-row smoothed cross-entropy (M,) float64: α w_y (log s − d_y) + β (A log s − S)."""
     log_s = stats.s.double().log()
-    target_term = _select_term(rc.alpha * rc.w_y, log_s - stats.d_y.double())
-    smooth_term = _select_term(rc.beta, rc.A * log_s - stats.S.double())
+    return _loss_terms(log_s, log_s - stats.d_y.double(), stats.S, rc)
+
+
+def _loss_terms(
+    log_s: torch.Tensor, nll: torch.Tensor, S: torch.Tensor, rc: RowCoefficients
+) -> torch.Tensor:
+    """:func:`loss_from_stats` from ``log s`` and ``log s − d_y`` (float64) already computed.
+    An ``A`` of exactly 1.0 (a Python float) skips its multiplication (1·v = v)."""
+    A_log_s = log_s if (isinstance(rc.A, float) and rc.A == 1.0) else rc.A * log_s
+    target_term = _select_term(rc.alpha * rc.w_y, nll)
+    smooth_term = _select_term(rc.beta, A_log_s - S.double())
     return target_term + smooth_term
 
 
@@ -314,25 +325,38 @@ class RowPlan:
 
     ``y`` holds the kernels' targets (-1 for an ignored row), ``a`` the (C,) float64 vector
     a_k = w_k u_k (or (C, C), row y for the rows with target y), ``a0`` its common value
-    when it is constant (no weights, uniform prior).
+    when it is constant (no weights, uniform prior). ``all_valid``: no row is ignored (the
+    row selects are skipped). A plan of :func:`plan_uniform_rows` has Python-float
+    coefficients and ``scale``.
     """
 
     valid: torch.Tensor
     y: torch.Tensor
     rc: RowCoefficients
-    scale: torch.Tensor | None
+    scale: torch.Tensor | float | None
     a: torch.Tensor
     a0: float | None
+    all_valid: bool = False
 
     def grad_coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(g_p, g_y, g_a) per row, the reduction's scale included."""
         return grad_coefficients(self.rc, self.valid, self.scale)
 
+    def _constant_on_cpu(self) -> bool:
+        """Python-float coefficients and scale, rows on the CPU (:func:`_constant_grad_rows`)."""
+        return (
+            isinstance(self.rc.alpha, float)
+            and not isinstance(self.scale, Tensor)
+            and self.valid.device.type == "cpu"
+        )
+
     def rows(self, cdt: torch.dtype, need_grad: bool) -> Rows:
         """The row backends' inputs in the compute dtype ``cdt`` (gradient coefficients only
         if ``need_grad``)."""
         rows = Rows(y=self.y, a=self.a.to(cdt), a0=self.a0)
-        if need_grad:
+        if need_grad and self._constant_on_cpu():
+            rows.g_p, rows.g_a, rows.g_y = _constant_grad_rows(self, cdt)
+        elif need_grad:
             g_p, g_y, g_a = self.grad_coefficients()
             rows.g_p, rows.g_a, rows.g_y = g_p.to(cdt), g_a.to(cdt), g_y.to(cdt)
         return rows
@@ -361,6 +385,46 @@ def plan_rows(
     return RowPlan(valid, torch.where(valid, y, -1), rc, scale, a, a0)
 
 
+def _constant_grad_rows(plan: RowPlan, cdt: torch.dtype) -> torch.Tensor:
+    """(g_p, g_a, g_y) in ``cdt`` (one (3, M) tensor) for Python-float coefficients and scale:
+    the values :func:`grad_coefficients` gives (the same float64 products, then rounded to
+    ``cdt``), times the row mask (0 for an ignored row) unless every row is valid."""
+    rc, scale = plan.rc, plan.scale
+    assert isinstance(rc.alpha, float) and isinstance(rc.beta, float)
+    assert isinstance(rc.w_y, float) and isinstance(rc.A, float)
+    assert not isinstance(scale, Tensor)
+    row = 1.0 if scale is None else 1.0 * scale
+    alpha_w = rc.alpha * rc.w_y
+    g_p, g_y, g_a = row * (alpha_w + rc.beta * rc.A), row * alpha_w, row * rc.beta
+    coef = torch.tensor([[g_p], [g_a], [g_y]], dtype=torch.float64).to(cdt)
+    M = plan.y.shape[0]
+    return coef.expand(3, M).contiguous() if plan.all_valid else coef * plan.valid
+
+
+def plan_uniform_rows(
+    target: torch.Tensor,
+    u: torch.Tensor,
+    *,
+    ignore_index: int,
+    eps: float,
+    convention: str,
+    reduction: str,
+) -> RowPlan:
+    """:func:`plan_rows` for a uniform prior without class weights on the CPU (``target``
+    int64): the same numbers, as Python floats where every row has the same value, and the
+    kernels' targets ``target`` itself when no row is ignored (one count, no selects)."""
+    y = target.reshape(-1)
+    valid = y != ignore_index
+    n_valid = int(valid.sum())
+    all_valid = n_valid == y.shape[0]
+    y_k = y.contiguous() if all_valid else torch.where(valid, y, -1)
+    rc = coefficients(y, valid, None, u, eps, convention, uniform_prior=True)
+    scale = None
+    if reduction == "mean":  # mean_scale's rules: 1 when no row is counted (no NaN here)
+        scale = 1 / float(n_valid) if n_valid else 1.0
+    return RowPlan(valid, y_k, rc, scale, u.to(torch.float64), 1 / u.shape[0], all_valid)
+
+
 def finish(
     stats: RowStats,
     plan: RowPlan,
@@ -376,11 +440,14 @@ def finish(
     Ignored rows are exactly 0 in both (a select: their statistics may be anything).
     The NLL is −log p_y = log s − d_y, from the same statistics.
     """
-    loss = loss_from_stats(stats, plan.rc)
+    log_s = stats.s.double().log()
+    nll = log_s - stats.d_y.double()
+    loss = _loss_terms(log_s, nll, stats.S, plan.rc)
     if kl:
         loss = loss + kl_constant(plan.rc, weight, u)
-    loss = torch.where(plan.valid, loss, 0)
-    nll = torch.where(plan.valid, stats.s.double().log() - stats.d_y.double(), 0)
+    if not plan.all_valid:  # else both selects keep every row
+        loss = torch.where(plan.valid, loss, 0)
+        nll = torch.where(plan.valid, nll, 0)
     if reduction == "none":
         out = loss.reshape(shape)
     else:

@@ -33,7 +33,15 @@ import torch
 from labelsmooth import runtime
 from labelsmooth.ops.cpu import build
 
-__all__ = ["native_unavailable", "native_dtypes", "rows", "check_targets", "kernel_path"]
+__all__ = [
+    "native_unavailable",
+    "native_dtypes",
+    "rows",
+    "launcher",
+    "Launch",
+    "check_targets",
+    "kernel_path",
+]
 
 _lib: ctypes.CDLL | None = None
 _path: Path | None = None
@@ -113,10 +121,6 @@ def kernel_path() -> str | None:
     return None if _path is None else str(_path)
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
 def rows(
     x: torch.Tensor,
     g: torch.Tensor | None,
@@ -147,9 +151,64 @@ def rows(
     with target y reads row y) or None when every a_k equals ``a0``.
     Every argument is checked here (shapes, dtypes, strides, index range), because the C
     code trusts them; ``targets_checked=True`` skips only the index range check (a torch op)
-    for a caller that checked the whole ``y`` once, e.g. before handing row ranges to worker
-    threads, which must not run torch ops (in a forked child they would fail).
+    for a caller that checked the whole ``y`` once.
     """
+    launch = launcher(
+        x, g, y, a, a0, g_p, g_a, g_y, m, s, x_y, S, work=work, targets_checked=targets_checked
+    )
+    launch(0, x.shape[0])
+
+
+class Launch:
+    """The kernel's call on rows of a block whose arguments :func:`launcher` checked: calling
+    it with ``(r0, r1[, slot])`` runs rows r0:r1 (slot: which scratch row, one per
+    concurrent call) with pointer arithmetic only, no torch op (for worker threads)."""
+
+    def __init__(
+        self, fn: Any, shape: tuple[int, int], ptrs: tuple[Any, ...], slots: int, keep: tuple
+    ) -> None:
+        self.fn, (self.B, self.C), self.slots = fn, shape, slots
+        (self.x, self.ldx, self.x_size, self.g, self.ldg, self.work, self.y, self.a,
+         self.lda, self.a0, self.vecs) = ptrs  # fmt: skip
+        self._keep = keep  # the tensors behind the pointers
+
+    def __call__(self, r0: int, r1: int, slot: int = 0) -> None:
+        """The kernel on rows r0:r1 (0 ≤ r0 ≤ r1 ≤ B; 0 ≤ ``slot`` < the launcher's ``slots``)."""
+        if not (0 <= r0 <= r1 <= self.B and 0 <= slot < self.slots):
+            raise ValueError(f"rows: bad row range {r0}:{r1} (slot {slot}) of {self.B}")
+        if r1 == r0:
+            return
+        step = self.ldx * self.x_size * r0  # x and g: same dtype
+        g = None if self.g is None else self.g + self.ldg * self.x_size * r0
+        work = None if self.work is None else self.work + slot * self.C * 4
+        self.fn(  # -1: an ignored row (neutral statistics, zero gradient)
+            r1 - r0, self.C, self.x + step, self.ldx, g, self.ldg, work, self.y + r0 * 8,
+            self.a, self.lda, self.a0, *[p + r0 * 4 for p in self.vecs],  # float32 vectors
+        )  # fmt: skip
+
+
+def launcher(
+    x: torch.Tensor,
+    g: torch.Tensor | None,
+    y: torch.Tensor,
+    a: torch.Tensor | None,
+    a0: float,
+    g_p: torch.Tensor,
+    g_a: torch.Tensor,
+    g_y: torch.Tensor,
+    m: torch.Tensor,
+    s: torch.Tensor,
+    x_y: torch.Tensor,
+    S: torch.Tensor,
+    *,
+    work: torch.Tensor | None = None,
+    slots: int = 1,
+    targets_checked: bool = False,
+) -> Launch:
+    """Check every argument of :func:`rows` for the whole (B, C) block once and return the
+    :class:`Launch` of its rows. For a gradient in a half dtype, ``work`` (``slots`` float32
+    scratch rows of C elements, allocated here if not given) serves ``slots`` concurrent
+    calls. The tensors must stay alive while the launch is used."""
     lib = _load()
     if lib is None:
         raise RuntimeError(f"the native CPU kernel is unavailable: {_failure}")
@@ -157,12 +216,7 @@ def rows(
     if fn is None:
         raise ValueError(f"rows: x must be one of {list(_kernels)}, got {x.dtype}")
     B, C = x.shape
-    f32 = torch.float32
-    vecs = [("y", y, torch.int64), ("g_p", g_p, f32), ("g_a", g_a, f32), ("g_y", g_y, f32)]
-    vecs += [("m", m, f32), ("s", s, f32), ("x_y", x_y, f32), ("S", S, f32)]
-    for name, t, dt in vecs:
-        if t.shape != (B,) or t.dtype != dt or (B > 1 and t.stride(0) != 1) or t.is_cuda:
-            raise ValueError(f"rows: {name} must be a contiguous ({B},) {dt} CPU tensor")
+    _check_vectors(B, y, (g_p, g_a, g_y, m, s, x_y, S))
     for name, t2 in (("x", x), ("g", g)):
         if t2 is not None and (
             t2.shape != (B, C) or t2.dtype != x.dtype or t2.stride(1) != 1 or t2.is_cuda
@@ -171,27 +225,43 @@ def rows(
                 f"rows: {name} must be a ({B}, {C}) {x.dtype} CPU tensor with unit stride"
             )  # noqa: E501
     lda = _row_stride_of_a(a, C)
-    if g is not None and x.dtype != f32:
-        if work is None:
-            work = torch.empty(C, dtype=f32)
-        if work.dtype != f32 or work.numel() < C or not work.is_contiguous() or work.is_cuda:
-            raise ValueError(
-                f"rows: work must be a contiguous float32 CPU tensor of ≥ {C} elements"
-            )  # noqa: E501
+    if g is not None and x.dtype != torch.float32:
+        work = torch.empty(slots, C, dtype=torch.float32) if work is None else work
+        _check_work(work, C, slots)
     else:
         work = None
-    if B == 0:
-        return
-    if C == 0:
+    if B and C == 0:
         raise ValueError("rows: the logits have no classes")
-    if not targets_checked:
+    if B and not targets_checked:
         check_targets(y, C)
-    fn(  # -1: an ignored row (neutral statistics, zero gradient)
-
-        B, C, x.data_ptr(), x.stride(0), _ptr(g), 0 if g is None else g.stride(0), _ptr(work),
-        y.data_ptr(), _ptr(a), lda, float(a0), g_p.data_ptr(), g_a.data_ptr(), g_y.data_ptr(),
-        m.data_ptr(), s.data_ptr(), x_y.data_ptr(), S.data_ptr(),
+    vecs = (g_p, g_a, g_y, m, s, x_y, S)
+    ptrs = (
+        x.data_ptr(), x.stride(0), x.element_size(), None if g is None else g.data_ptr(),
+        0 if g is None else g.stride(0), None if work is None else work.data_ptr(),
+        y.data_ptr(), None if a is None else a.data_ptr(), lda, float(a0),
+        [t.data_ptr() for t in vecs],
     )  # fmt: skip
+    return Launch(fn, (B, C), ptrs, slots, (x, g, y, a, work, *vecs))
+
+
+def _check_vectors(B: int, y: torch.Tensor, vecs: tuple[torch.Tensor, ...]) -> None:
+    """Raise unless ``y`` is a contiguous (B,) int64 and every vector a contiguous (B,)
+    float32 CPU tensor (in the kernel's order g_p, g_a, g_y, m, s, x_y, S)."""
+    names = ("y", "g_p", "g_a", "g_y", "m", "s", "x_y", "S")
+    f32 = torch.float32
+    for name, t in zip(names, (y, *vecs)):
+        dt = torch.int64 if name == "y" else f32
+        if t.shape != (B,) or t.dtype != dt or (B > 1 and t.stride(0) != 1) or t.is_cuda:
+            raise ValueError(f"rows: {name} must be a contiguous ({B},) {dt} CPU tensor")
+
+
+def _check_work(work: torch.Tensor, C: int, slots: int) -> None:
+    """Raise unless ``work`` holds ``slots`` float32 scratch rows of C elements."""
+    f32 = torch.float32
+    if work.dtype != f32 or work.numel() < C * slots or not work.is_contiguous() or work.is_cuda:
+        raise ValueError(
+            f"rows: work must be a contiguous float32 CPU tensor of ≥ {C * slots} elements"
+        )
 
 
 def _row_stride_of_a(a: torch.Tensor | None, C: int) -> int:
