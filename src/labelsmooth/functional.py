@@ -332,7 +332,9 @@ def _run_fused(
         input, target, weight, u, spec.ignore_index, spec.reduction, spec.eps, spec.convention,
         spec.kl, uniform_prior, backend, need_grad, spec.inplace_backward,
     )  # fmt: skip
-    if not torch.compiler.is_compiling() and _library.is_transformed(input):
+    if _library.runs_plain_eager(input):
+        loss, nll, _, _ = _library.FusedEager.apply(*args)
+    elif not torch.compiler.is_compiling() and _library.is_transformed(input):
         loss, nll, _, _ = _library.FusedForTransforms.apply(*args)
     else:
         loss, nll, _, _ = torch.ops.labelsmooth.fused_cross_entropy(*args)
