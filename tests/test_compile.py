@@ -211,6 +211,32 @@ def test_export_of_a_module_runs_and_equals_eager():
     torch.testing.assert_close(program.module()(h2, y), model(h2, y))
 
 
+@pytest.mark.parametrize("strict", (True, False))
+def test_export_of_the_fused_impl_records_the_op(strict):
+    # eager calls of the fused family skip the op (FusedEager); a tracer must still see it,
+    # also non-strict export, which traces with a dispatch mode instead of Dynamo
+    class Model(torch.nn.Module):
+        def forward(self, x, y):
+            return labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="fused")
+
+    x, y = _data()
+    program = torch.export.export(Model(), (x, y), strict=strict)
+    assert "labelsmooth.fused_cross_entropy" in str(program.graph)
+    torch.testing.assert_close(program.module()(x, y), Model()(x, y))
+
+
+def test_make_fx_of_the_fused_impl_traces_the_op():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x, y = _data()
+
+    def f(x, y):
+        return labelsmooth.cross_entropy(x, y, label_smoothing=0.1, impl="fused")
+
+    gm = make_fx(f, tracing_mode="fake")(x, y)
+    assert "labelsmooth.fused_cross_entropy" in gm.code
+
+
 @pytest.mark.parametrize("impl", ("chunked", "reference"))
 @pytest.mark.parametrize("reduction", ("mean", "none"))
 def test_linear_cross_entropy_fullgraph(impl, reduction):

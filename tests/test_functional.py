@@ -317,3 +317,20 @@ def test_counted_targets_of_zero_weight_give_nan_in_every_impl(impl):
 def test_ignore_index_outside_int64_is_one_clear_error():
     with pytest.raises(ValueError, match="ignore_index must fit in int64"):
         labelsmooth.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), ignore_index=2**70)
+
+
+@pytest.mark.parametrize("impl", ["auto", "torch", "fused", "reference"])
+def test_a_parameter_as_logits_runs_the_eager_path(impl):
+    # nn.Parameter is a tensor subclass that must not be taken for a tracer's tensor
+    x = torch.randn(6, 9)
+    y = torch.tensor([0, 8, -100, 3, 3, 1])
+    p = torch.nn.Parameter(x.clone())
+    loss = labelsmooth.cross_entropy(p, y, label_smoothing=0.1, impl=impl)
+    loss.backward()
+    ref = x.clone().requires_grad_(True)
+    want = labelsmooth.cross_entropy(ref, y, label_smoothing=0.1, impl="reference")
+    want.backward()
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(p.grad, ref.grad)
+    with pytest.raises(ValueError, match="target"):
+        labelsmooth.cross_entropy(p, torch.tensor([0, 9, 0, 0, 0, 0]), impl=impl)

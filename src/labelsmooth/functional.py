@@ -250,12 +250,13 @@ def _resolve(impl: str, spec: V.Spec) -> _dispatch.Impl:
 
 
 def _traced(input: torch.Tensor, target: torch.Tensor) -> bool:
-    """Whether a tracer (torch.compile, torch.export) or a torch.func transform sees this
-    call: then nothing may read tensor data on the host (no ``.item()``)."""
+    """Whether a tracer (torch.compile, torch.export, make_fx or another dispatch mode) or a
+    torch.func transform sees this call: then nothing may read tensor data on the host (no
+    ``.item()``)."""
     return (
-        torch.compiler.is_compiling()
-        or _library.is_transformed(input)
+        not _library.runs_plain_eager(input)
         or _library.is_transformed(target)
+        or type(target) not in _library.PLAIN_TYPES
     )
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "FusedForTransforms",
     "FusedEager",
     "runs_plain_eager",
+    "PLAIN_TYPES",
     "LinearForTransforms",
     "LinearBackwardForTransforms",
     "chunked_linear_cross_entropy",
@@ -352,12 +353,15 @@ class FusedEager(torch.autograd.Function):
         return _backward(ctx, *grads)
 
 
+PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # not a tensor subclass of a tracer (fake, functional)
+
+
 def runs_plain_eager(input: Tensor) -> bool:
     """Whether a call sees a plain tensor with no tracer, torch.func transform or dispatch
     mode (make_fx, FakeTensorMode, non-strict export) around it: then the op's body may run
     directly (:class:`FusedEager`)."""
     return (
-        type(input) is Tensor
+        type(input) in PLAIN_TYPES
         and not torch.compiler.is_compiling()
         and not is_transformed(input)
         and _python_dispatch._get_current_dispatch_mode() is None
