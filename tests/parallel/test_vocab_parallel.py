@@ -394,6 +394,31 @@ def _check_compiled(world: int, rank: int) -> None:
         torch.testing.assert_close(a, b, **TOL)
 
 
+def _check_explicit_group(world: int, rank: int) -> None:
+    """A group passed by the caller gives the default group's loss, and the loss keeps no
+    reference to it once the caller has destroyed and dropped it."""
+    import gc
+
+    from labelsmooth.parallel import _cross_entropy
+
+    V = VOCAB[world]
+    start, stop = _ranges(world)[rank]
+    logits, target, _, _ = _data(V, 12)
+    vr = None if LAYOUTS[world] is None else (start, stop)
+    sub = dist.new_group(list(range(world)))
+    name = sub.group_name
+    local = logits[:, start:stop]
+    got = vocab_parallel_cross_entropy(
+        local, target, group=sub, vocab_range=vr, label_smoothing=0.1
+    )
+    want = vocab_parallel_cross_entropy(local, target, vocab_range=vr, label_smoothing=0.1)
+    torch.testing.assert_close(got, want, **TOL)
+    dist.destroy_process_group(sub)
+    del sub
+    gc.collect()
+    assert name not in _cross_entropy._GROUPS
+
+
 def _worker(rank: int, world: int) -> list[str]:
     """Every case in one gloo group (the ``run_ranks`` fixture of conftest.py)."""
     failures: list[str] = []
@@ -417,6 +442,7 @@ def _worker(rank: int, world: int) -> list[str]:
         run(f"linear {case}", lambda c=dict(case): _check_linear(world, rank, c))
     run("collectives", lambda: _check_collectives(world, rank))
     run("errors", lambda: _check_errors(world, rank))
+    run("explicit group", lambda: _check_explicit_group(world, rank))
     if world == 2:
         run("compiled", lambda: _check_compiled(world, rank))
     return failures

@@ -17,6 +17,8 @@ Backward only scales the saved gradient by the incoming one: no collective.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.distributed as dist
 
@@ -83,14 +85,30 @@ def local_a(
 
 
 #: Process groups by key, for the op below (an op takes no Python objects): filled by the
-#: public function on each call, read by the op's body when it runs.
-_GROUPS: dict[str, dist.ProcessGroup | None] = {}
+#: public function on each call, read by the op's body when it runs. Weak references: a
+#: group the caller drops is not kept alive here.
+_GROUPS: weakref.WeakValueDictionary[str, dist.ProcessGroup] = weakref.WeakValueDictionary()
 
 
 def _group_key(group: dist.ProcessGroup | None) -> str:
-    key = "default" if group is None else f"{group.group_name}"
+    if group is None:
+        return "default"
+    key = f"{group.group_name}"
     _GROUPS[key] = group
     return key
+
+
+def _group_of(key: str) -> dist.ProcessGroup | None:
+    """The group a key stands for (None: the default group)."""
+    if key == "default":
+        return None
+    group = _GROUPS.get(key)
+    if group is None:
+        raise RuntimeError(
+            f"vocab_parallel_cross_entropy: process group {key!r} no longer exists (a compiled "
+            "graph outlived the group it was traced with); call it with a live group"
+        )
+    return group
 
 
 class _Repr:
@@ -129,7 +147,7 @@ def vocab_parallel_op(
     if vocab_range_repr == "None":
         given = None
     st = X.setup(
-        width=x.shape[1], rows=target.shape[0], device=x.device, group=_GROUPS[group_key],
+        width=x.shape[1], rows=target.shape[0], device=x.device, group=_group_of(group_key),
         vocab_range=given, prior=prior, class_mask=class_mask, opt=opt,
     )  # fmt: skip
     # x (N, V_local) contiguous, target (N,) int64 global class ids
