@@ -303,10 +303,10 @@ def test_c_kernel_checks_the_shape_of_a():
     y = torch.tensor([0, -1, 4])
     vecs = [torch.zeros(3) for _ in range(7)]
     with pytest.raises(ValueError, match=r"a must be a contiguous \(7,\) or \(7, 7\) float32"):
-        cpu_kernel.rows(x, None, y, torch.ones(C, C + 1), 0.0, *vecs)
+        cpu_kernel.launcher(x, None, y, torch.ones(C, C + 1), 0.0, *vecs)
     m, s, d_y, S = vecs[3:]
     a = torch.rand(C, C)
-    cpu_kernel.rows(x, None, y, a, 0.0, *vecs)  # row i reads a[y_i]
+    cpu_kernel.launcher(x, None, y, a, 0.0, *vecs)(0, 3)  # row i reads a[y_i]
     assert torch.allclose(S[[0, 2]], ((x - m[:, None]) * a[y.clamp_min(0)]).sum(1)[[0, 2]])
     assert S[1] == 0
 

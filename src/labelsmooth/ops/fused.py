@@ -159,10 +159,11 @@ def _kernel_rows(
         if rows.g_p is not None and rows.g_a is not None and rows.g_y is not None
         else (zeros, zeros, zeros)
     )
-    cpu_kernel.rows(
+    launch = cpu_kernel.launcher(
         xb, gb, rows.y[sl], None if rows.a0 is not None else rows.a, rows.a0 or 0.0,
         g_p, g_a, g_y, out.m[sl], out.s[sl], out.d_y[sl], out.S[sl],
     )  # fmt: skip
+    launch(0, xb.shape[0])
 
 
 def _eager_block(

@@ -11,7 +11,7 @@ vectorization via ``-fopenmp-simd``, no OpenMP runtime), which takes about half 
 cached on disk: :mod:`labelsmooth.ops.cpu.build` builds, verifies and caches it (the cache
 folder, and the threat model the cache is built against, are described there). It is loaded
 with :mod:`ctypes`, whose calls release the GIL, so the fused path's worker threads run it
-in parallel. :func:`rows` checks every argument before the C code sees a pointer.
+in parallel. :func:`launcher` checks every argument before the C code sees a pointer.
 
 With ``labelsmooth.runtime.config.native_kernel = False`` (``LABELSMOOTH_NATIVE=0`` at
 import) the fused path uses its eager torch blocks (same results within rounding) and
@@ -36,7 +36,6 @@ from labelsmooth.ops.cpu import build
 __all__ = [
     "native_unavailable",
     "native_dtypes",
-    "rows",
     "launcher",
     "Launch",
     "check_targets",
@@ -121,44 +120,6 @@ def kernel_path() -> str | None:
     return None if _path is None else str(_path)
 
 
-def rows(
-    x: torch.Tensor,
-    g: torch.Tensor | None,
-    y: torch.Tensor,
-    a: torch.Tensor | None,
-    a0: float,
-    g_p: torch.Tensor,
-    g_a: torch.Tensor,
-    g_y: torch.Tensor,
-    m: torch.Tensor,
-    s: torch.Tensor,
-    x_y: torch.Tensor,
-    S: torch.Tensor,
-    work: torch.Tensor | None = None,
-    *,
-    targets_checked: bool = False,
-) -> None:
-    """Run the kernel on a (B, C) block: statistics into m, s, x_y, S (B,) and, if ``g`` is
-    given, the gradient into ``g`` (B, C, ``x``'s dtype), which may be ``x`` itself.
-
-    The statistics are relative to the row max (see ``kernels.c``): m = max_k x_k,
-    s = Σ_k exp(x_k − m), ``x_y`` receives d_y = x_y − m, and S = Σ_{a_k≠0} a_k (x_k − m).
-    A row with y = −1 is ignored: m = 0, s = 1, d_y = S = 0 and a zero gradient row.
-    ``x`` is float32 or bfloat16 (float16 callers convert to float32 first), rows with unit
-    stride; the coefficient and statistic vectors are float32, ``y`` int64. For a
-    gradient in a half dtype, ``work`` is a float32 scratch row of at least C elements
-    (allocated here if not given). ``a`` is (C,), (C, C) (a class-conditional prior: a row
-    with target y reads row y) or None when every a_k equals ``a0``.
-    Every argument is checked here (shapes, dtypes, strides, index range), because the C
-    code trusts them; ``targets_checked=True`` skips only the index range check (a torch op)
-    for a caller that checked the whole ``y`` once.
-    """
-    launch = launcher(
-        x, g, y, a, a0, g_p, g_a, g_y, m, s, x_y, S, work=work, targets_checked=targets_checked
-    )
-    launch(0, x.shape[0])
-
-
 class Launch:
     """The kernel's call on rows of a block whose arguments :func:`launcher` checked: calling
     it with ``(r0, r1[, slot])`` runs rows r0:r1 (slot: which scratch row, one per
@@ -205,8 +166,20 @@ def launcher(
     slots: int = 1,
     targets_checked: bool = False,
 ) -> Launch:
-    """Check every argument of :func:`rows` for the whole (B, C) block once and return the
-    :class:`Launch` of its rows. For a gradient in a half dtype, ``work`` (``slots`` float32
+    """Check every argument for the whole (B, C) block once and return the :class:`Launch`
+    of its rows (``launcher(...)(0, B)`` runs the whole block).
+
+    The kernel writes statistics into m, s, x_y, S (B,) and, if ``g`` is given, the gradient
+    into ``g`` (B, C, ``x``'s dtype), which may be ``x`` itself. The statistics are relative
+    to the row max (see ``kernels.c``): m = max_k x_k, s = Σ_k exp(x_k − m), ``x_y``
+    receives d_y = x_y − m, and S = Σ_{a_k≠0} a_k (x_k − m). A row with y = −1 is ignored:
+    m = 0, s = 1, d_y = S = 0 and a zero gradient row. ``x`` is float32 or bfloat16 (float16
+    callers convert to float32 first), rows with unit stride; the coefficient and statistic
+    vectors are float32, ``y`` int64. ``a`` is (C,), (C, C) (a class-conditional prior: a
+    row with target y reads row y) or None when every a_k equals ``a0``. Every argument is
+    checked here (shapes, dtypes, strides, index range), because the C code trusts them;
+    ``targets_checked=True`` skips only the index range check (a torch op) for a caller that
+    checked the whole ``y`` once. For a gradient in a half dtype, ``work`` (``slots`` float32
     scratch rows of C elements, allocated here if not given) serves ``slots`` concurrent
     calls. The tensors must stay alive while the launch is used."""
     lib = _load()
