@@ -337,6 +337,9 @@ def _run_fused(
         loss, nll, _, _ = _library.FusedEager.apply(*args)
     elif not torch.compiler.is_compiling() and _library.is_transformed(input):
         loss, nll, _, _ = _library.FusedForTransforms.apply(*args)
+    elif backend == "triton" and _library.triton_op_ready():
+        # the triton_op: its kernels visible to Inductor (no backend argument)
+        loss, nll, _, _ = torch.ops.labelsmooth.triton_cross_entropy(*args[:10], *args[11:])
     else:
         loss, nll, _, _ = torch.ops.labelsmooth.fused_cross_entropy(*args)
     return loss, nll.detach()

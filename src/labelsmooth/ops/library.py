@@ -22,6 +22,12 @@ dtypes of its outputs without data:
   backward runs ``labelsmooth::fused_gradient_``, which declares that it writes the gradient
   into the logits (``mutates_args``), so autograd bumps their version counter.
 
+* ``labelsmooth::triton_cross_entropy`` and ``labelsmooth::triton_gradient_``: the Triton
+  twins of the fused family's two ops (``torch.library.triton_op``, defined on first use by
+  :func:`triton_ops`), not opaque: their bodies launch the kernels through
+  ``torch.library.wrap_triton``, so Inductor sees them. Traced calls of impl="triton" with
+  kernels compiled for CUDA run them (:func:`triton_op_ready`).
+
 ``torch.vmap`` of ``fused_cross_entropy`` runs the op once per batch entry (a loop rule);
 ``torch.func.grad``/``vjp`` use the autograd formula.
 """
@@ -48,6 +54,8 @@ __all__ = [
     "linear_cross_entropy_backward",
     "FusedForTransforms",
     "FusedEager",
+    "triton_ops",
+    "triton_op_ready",
     "runs_plain_eager",
     "PLAIN_TYPES",
     "LinearForTransforms",
@@ -221,6 +229,27 @@ def fused_gradient_(
     backend: str,
 ) -> None:
     """``inplace_backward``: ∂loss/∂input times ``grad_output``, written into ``input``."""
+    _gradient_into(
+        input, target, weight, u, stats, grad_output, ignore_index, reduction, eps, convention,
+        uniform_prior, backend,
+    )  # fmt: skip
+
+
+def _gradient_into(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    u: Tensor,
+    stats: Tensor,
+    grad_output: Tensor,
+    ignore_index: int,
+    reduction: str,
+    eps: float,
+    convention: str,
+    uniform_prior: bool,
+    backend: str,
+) -> None:
+    """The body of ``fused_gradient_`` (and of its Triton twin)."""
     _, rows = _plan(
         input, target, weight, u, ignore_index, reduction, eps, convention, uniform_prior, True
     )
@@ -253,6 +282,7 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(nll, grad, stats)
     ctx.set_materialize_grads(False)
     ctx.in_transform = False
+    ctx.triton_op = False  # set by triton_cross_entropy's own setup
     ctx.impl = "triton" if backend == "triton" else "fused"
     ctx.reduction = reduction
     ctx.inplace = inplace
@@ -282,7 +312,10 @@ def _backward(ctx, grad_loss, _grad_nll, _grad_grad, _grad_stats):
     none = (None,) * 12
     if ctx.inplace:
         input, target, weight, u, stats = ctx.saved_tensors
-        fused_gradient_(input, target, weight, u, stats, grad_loss, *ctx.args)
+        if ctx.args[-1] == "triton" and ctx.triton_op:  # traced: the kernels visible too
+            _TRITON_OPS["gradient"](input, target, weight, u, stats, grad_loss, *ctx.args[:-1])
+        else:
+            fused_gradient_(input, target, weight, u, stats, grad_loss, *ctx.args)
         return (input, *none)
     grad, target = ctx.saved_tensors
     if ctx.reduction == "none":
@@ -368,14 +401,22 @@ def runs_plain_eager(input: Tensor) -> bool:
     )
 
 
-@fused_cross_entropy.register_vmap
-def _fused_vmap(info, in_dims, input, target, weight, u, *args):
-    # a loop over the batch: each entry is one call of the op (the reduction is per entry)
+def _loop_vmap(op):
+    """The vmap rule of a fused-family op: a loop over the batch, each entry one call of
+    ``op`` (the reduction is per entry)."""
+
+    def rule(info, in_dims, input, target, weight, u, *args):
+        return _vmap_loop(op, info, in_dims, input, target, weight, u, *args)
+
+    return rule
+
+
+def _vmap_loop(op, info, in_dims, input, target, weight, u, *args):
     def pick(t: Tensor | None, d: int | None, b: int) -> Tensor | None:
         return t if t is None or d is None else t.select(d, b)
 
     outs = [
-        fused_cross_entropy(
+        op(
             pick(input, in_dims[0], b),
             pick(target, in_dims[1], b),
             pick(weight, in_dims[2], b),
@@ -385,6 +426,110 @@ def _fused_vmap(info, in_dims, input, target, weight, u, *args):
         for b in range(info.batch_size)
     ]
     return tuple(torch.stack(list(o)) for o in zip(*outs)), (0, 0, 0, 0)
+
+
+_fused_vmap = _loop_vmap(fused_cross_entropy)
+fused_cross_entropy.register_vmap(_fused_vmap)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused family's Triton twins (``torch.library.triton_op``): what traced calls of
+# impl="triton" on CUDA run, so that Inductor sees and schedules the kernels
+
+
+def _triton_forward(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    u: Tensor,
+    ignore_index: int,
+    reduction: str,
+    eps: float,
+    convention: str,
+    kl: bool,
+    uniform_prior: bool,
+    need_grad: bool,
+    inplace: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_fused_forward` with the Triton rows: body and (run on FakeTensors) fake of
+    ``labelsmooth::triton_cross_entropy``."""
+    return _fused_forward(
+        input, target, weight, u, ignore_index, reduction, eps, convention, kl, uniform_prior,
+        "triton", need_grad, inplace,
+    )  # fmt: skip
+
+
+def _triton_gradient(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    u: Tensor,
+    stats: Tensor,
+    grad_output: Tensor,
+    ignore_index: int,
+    reduction: str,
+    eps: float,
+    convention: str,
+    uniform_prior: bool,
+) -> None:
+    """``fused_gradient_`` with the Triton rows: ``labelsmooth::triton_gradient_``."""
+    _gradient_into(
+        input, target, weight, u, stats, grad_output, ignore_index, reduction, eps, convention,
+        uniform_prior, "triton",
+    )  # fmt: skip
+
+
+def _triton_setup_context(ctx, inputs, output) -> None:
+    *head, need_grad, inplace = inputs
+    _setup_context(ctx, (*head, "triton", need_grad, inplace), output)
+    ctx.triton_op = True
+
+
+def _triton_backward(ctx, *grads):
+    return _backward(ctx, *grads)[:-1]  # one argument (backend) fewer
+
+
+#: the Triton twins once defined: "forward" (``labelsmooth::triton_cross_entropy``) and
+#: "gradient" (``labelsmooth::triton_gradient_``); see :func:`triton_ops`
+_TRITON_OPS: dict[str, Any] = {}
+
+
+def triton_ops() -> dict[str, Any]:
+    """Define (on the first call: ``torch.library.triton_op`` imports triton, which ``import
+    labelsmooth`` must not) and return the Triton twins of the fused family's ops:
+    ``"forward"``, ``labelsmooth::triton_cross_entropy`` (``fused_cross_entropy``'s
+    arguments without ``backend``, the same autograd formula and vmap rule) and
+    ``"gradient"``, ``labelsmooth::triton_gradient_`` (``fused_gradient_``'s, mutating
+    ``input``). Their bodies launch the kernels through ``torch.library.wrap_triton``."""
+    if not _TRITON_OPS:
+        fwd = torch.library.triton_op("labelsmooth::triton_cross_entropy", mutates_args=())(
+            _triton_forward
+        )
+        grad = torch.library.triton_op("labelsmooth::triton_gradient_", mutates_args={"input"})(
+            _triton_gradient
+        )
+        fwd.register_autograd(_triton_backward, setup_context=_triton_setup_context)
+        fwd.register_vmap(_loop_vmap(fwd))
+        _TRITON_OPS.update(forward=fwd, gradient=grad)
+    return _TRITON_OPS
+
+
+def triton_op_ready() -> bool:
+    """Whether traced calls of impl="triton" run ``labelsmooth::triton_cross_entropy``
+    (defined here if needed): kernels compiled for CUDA. Under the interpreter
+    (``TRITON_INTERPRET=1``) a traced call keeps the opaque ``fused_cross_entropy``: an
+    interpreted kernel cannot run on FakeTensors. Marked as a constant for Dynamo (as
+    ``torch.compiler.assume_constant_result`` does, without importing torch._dynamo here):
+    Dynamo calls it while tracing, so the op exists before the graph names it."""
+    from labelsmooth.ops.triton import kernels  # imports triton
+
+    if kernels.INTERPRETED:
+        return False
+    triton_ops()
+    return True
+
+
+triton_op_ready._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------

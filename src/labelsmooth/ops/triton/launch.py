@@ -12,6 +12,11 @@ device: no host synchronization anywhere in a call.
 * :func:`gradient_into` (``inplace_backward=True``): the gradient from the forward's saved
   statistics straight into the logits' storage in one pass.
 
+Every launch goes through ``torch.library.wrap_triton(kernel)[grid](...)`` when a tracer or
+dispatch mode sees the call (the body of the ``triton_op`` ``labelsmooth::triton_cross_entropy``
+under ``torch.compile``: Inductor then sees the kernel), and launches the kernel itself for
+plain tensors (a plain eager call: no higher-order-op dispatch per launch).
+
 CUDA tensors; CPU tensors only under the Triton interpreter (``TRITON_INTERPRET=1`` set before
 the first call), which is how the tests run on machines without a GPU.
 """
@@ -22,6 +27,7 @@ import math
 from typing import Any
 
 import torch
+from torch.utils import _python_dispatch
 
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import Rows, RowStats
@@ -69,6 +75,18 @@ def _launch_setup(x: torch.Tensor) -> tuple[Any, int, int, int, dict[str, Any]]:
     return k, M, C, D, {"BLOCK": block, "ACC": acc, "num_warps": warps}
 
 
+def _launcher(kernel: Any, x: torch.Tensor) -> Any:
+    """``kernel`` for plain eager tensors, else ``torch.library.wrap_triton(kernel)`` (which is
+    ``kernel`` itself under the interpreter or inside an eager ``triton_op`` call)."""
+    plain = (
+        type(x) in (torch.Tensor, torch.nn.Parameter)  # not a tracer's subclass (fake, functional)
+        and not torch.compiler.is_compiling()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+        and _python_dispatch._get_current_dispatch_mode() is None
+    )
+    return kernel if plain else torch.library.wrap_triton(kernel)
+
+
 def _next_power_of_2(n: int) -> int:
     """Smallest power of two ≥ n (at least 16, Triton's smallest useful block)."""
     return max(16, 1 << (n - 1).bit_length())
@@ -98,7 +116,7 @@ def statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None) -> RowSta
         gp, ga, gy = rows.g_p, rows.g_a, rows.g_y
     else:
         gp = ga = gy = stats.m  # not read without WRITE_GRAD
-    k.forward_kernel[(M,)](
+    _launcher(k.forward_kernel, x)[(M,)](
         x, x if grad is None else grad, rows.y, a, lda, a0, gp, ga, gy, *stats, C, D,
         HAS_A=has_a, WRITE_GRAD=grad is not None, **launch,
     )  # fmt: skip
@@ -117,7 +135,7 @@ def gradient_into(x: torch.Tensor, rows: Rows, stats: RowStats | None) -> None:
     assert rows.g_p is not None and rows.g_a is not None and rows.g_y is not None
     has_a, a0, lda = _a_vector(rows, x)
     one = torch.ones(1, dtype=rows.g_p.dtype, device=x.device)  # the factor is in the rows
-    k.gradient_kernel[(M,)](
+    _launcher(k.gradient_kernel, x)[(M,)](
         x, x, rows.y, rows.a if has_a else stats.m, lda, a0,
         rows.g_p, rows.g_a, rows.g_y, stats.m, stats.s, one, 0, C, D,
         HAS_A=has_a, **launch,
