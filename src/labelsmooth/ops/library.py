@@ -213,28 +213,6 @@ def _fused_fake(input, target, weight, u, ignore_index, reduction, *args):
     return out, nll, grad, saved
 
 
-@torch.library.custom_op("labelsmooth::fused_gradient_", mutates_args=("input",))
-def fused_gradient_(
-    input: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    u: Tensor,
-    stats: Tensor,
-    grad_output: Tensor,
-    ignore_index: int,
-    reduction: str,
-    eps: float,
-    convention: str,
-    uniform_prior: bool,
-    backend: str,
-) -> None:
-    """``inplace_backward``: ∂loss/∂input times ``grad_output``, written into ``input``."""
-    _gradient_into(
-        input, target, weight, u, stats, grad_output, ignore_index, reduction, eps, convention,
-        uniform_prior, backend,
-    )  # fmt: skip
-
-
 def _gradient_into(
     input: Tensor,
     target: Tensor,
@@ -249,7 +227,8 @@ def _gradient_into(
     uniform_prior: bool,
     backend: str,
 ) -> None:
-    """The body of ``fused_gradient_`` (and of its Triton twin)."""
+    """``inplace_backward``: ∂loss/∂input times ``grad_output``, written into ``input``. The
+    body of ``fused_gradient_`` (and of its Triton twin)."""
     _, rows = _plan(
         input, target, weight, u, ignore_index, reduction, eps, convention, uniform_prior, True
     )
@@ -257,6 +236,12 @@ def _gradient_into(
     rows = rows.scaled(torch.where(rows.y >= 0, go, 0) if reduction == "none" else go)
     m_s = rowmath.RowStats(stats[0], stats[1], stats[0], stats[0]) if stats.numel() else None
     _row_backend(backend).gradient_into(input, rows, m_s)
+
+
+#: the in-place gradient's op: :func:`_gradient_into` behind ``torch.library``
+fused_gradient_ = torch.library.custom_op("labelsmooth::fused_gradient_", mutates_args=("input",))(
+    _gradient_into
+)
 
 
 @fused_gradient_.register_fake
