@@ -40,11 +40,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils import _python_dispatch
 
 from labelsmooth import _validate as V
 from labelsmooth.ops import linear, rowmath
 from labelsmooth.ops.reference import compute_dtype
+from labelsmooth.ops.tracing import PLAIN_TYPES, is_transformed, runs_plain_eager
 
 __all__ = [
     "checked_target",
@@ -319,11 +319,6 @@ def _backward(ctx, grad_loss, _grad_nll, _grad_grad, _grad_stats):
 fused_cross_entropy.register_autograd(_backward, setup_context=_setup_context)
 
 
-def is_transformed(t: Tensor) -> bool:
-    """A tensor of a torch.func transform (grad, vjp, vmap)."""
-    return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
-
-
 def _for_transforms(name, op, setup_context, backward):
     """The same op and the same autograd formula as an ``autograd.Function``, for calls
     inside ``torch.func`` transforms: PyTorch's functorch needs an ``autograd.Function`` with
@@ -369,21 +364,6 @@ class FusedEager(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, *grads: Any) -> tuple:
         return _backward(ctx, *grads)
-
-
-PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # not a tensor subclass of a tracer (fake, functional)
-
-
-def runs_plain_eager(input: Tensor) -> bool:
-    """Whether a call sees a plain tensor with no tracer, torch.func transform or dispatch
-    mode (make_fx, FakeTensorMode, non-strict export) around it: then the op's body may run
-    directly (:class:`FusedEager`)."""
-    return (
-        type(input) in PLAIN_TYPES
-        and not torch.compiler.is_compiling()
-        and not is_transformed(input)
-        and _python_dispatch._get_current_dispatch_mode() is None
-    )
 
 
 def _loop_vmap(op):

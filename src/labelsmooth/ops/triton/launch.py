@@ -27,10 +27,10 @@ import math
 from typing import Any
 
 import torch
-from torch.utils import _python_dispatch
 
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import Rows, RowStats
+from labelsmooth.ops.tracing import runs_plain_eager
 
 __all__ = ["statistics", "gradient_into", "MAX_BLOCK", "NUM_WARPS"]
 
@@ -78,13 +78,7 @@ def _launch_setup(x: torch.Tensor) -> tuple[Any, int, int, int, dict[str, Any]]:
 def _launcher(kernel: Any, x: torch.Tensor) -> Any:
     """``kernel`` for plain eager tensors, else ``torch.library.wrap_triton(kernel)`` (which is
     ``kernel`` itself under the interpreter or inside an eager ``triton_op`` call)."""
-    plain = (
-        type(x) in (torch.Tensor, torch.nn.Parameter)  # not a tracer's subclass (fake, functional)
-        and not torch.compiler.is_compiling()
-        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
-        and _python_dispatch._get_current_dispatch_mode() is None
-    )
-    return kernel if plain else torch.library.wrap_triton(kernel)
+    return kernel if runs_plain_eager(x) else torch.library.wrap_triton(kernel)
 
 
 def _next_power_of_2(n: int) -> int:
