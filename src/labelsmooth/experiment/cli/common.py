@@ -22,6 +22,7 @@ from labelsmooth.experiment.tasks import registered_tasks
 __all__ = [
     "CommandParser",
     "field_type",
+    "add_field_option",
     "bounded_float",
     "dataset_type",
     "existing_dir",
@@ -77,6 +78,23 @@ def field_type(field: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
         return value
 
     return convert
+
+
+def add_field_option(
+    p: argparse.ArgumentParser,
+    flag: str,
+    field: str,
+    parse: Callable[[str], Any],
+    help: str,
+    *,
+    metavar: str | None = None,
+    default: Any = None,
+    nargs: str | None = None,
+) -> None:
+    """An option ``flag`` holding TrainConfig field ``field``'s value (:func:`field_type`:
+    parsed by ``parse``, checked by the field's rule); ``default`` when not given."""
+    p.add_argument(flag, type=field_type(field, parse), default=default, nargs=nargs,
+                   metavar=metavar, help=help)  # fmt: skip
 
 
 def bounded_float(low: float, high: float, *, open_low: bool) -> Callable[[str], float]:

@@ -10,7 +10,7 @@ from typing import Any
 from labelsmooth.experiment.config import CONVENTIONS
 
 from . import rules
-from .common import DATASET_HELP, add_results_options, dataset_type, field_type
+from .common import DATASET_HELP, add_field_option, add_results_options, dataset_type
 
 __all__ = ["add_subcommand", "check_arguments", "execute"]
 
@@ -26,8 +26,7 @@ def _shown(values: Any) -> str:
 def _values(p: argparse.ArgumentParser, flag: str, field: str, parse: Any, help: str) -> None:
     """A list option (``nargs="+"``) of TrainConfig field ``field``, None when not given."""
     metavar = {"label_smoothing": "EPS", "seed": "SEED", "ols_alpha": "ALPHA"}[field]
-    p.add_argument(flag, nargs="+", type=field_type(field, parse), default=None,
-                   metavar=metavar, help=help)  # fmt: skip
+    add_field_option(p, flag, field, parse, help, metavar=metavar, nargs="+")
 
 
 def add_subcommand(sub: Any) -> None:

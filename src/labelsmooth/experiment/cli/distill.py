@@ -6,7 +6,13 @@ import argparse
 from typing import Any
 
 from . import rules
-from .common import DATASET_HELP, add_results_options, bounded_float, dataset_type, field_type
+from .common import (
+    DATASET_HELP,
+    add_field_option,
+    add_results_options,
+    bounded_float,
+    dataset_type,
+)
 
 __all__ = ["add_subcommand", "check_arguments", "execute"]
 
@@ -33,10 +39,9 @@ def add_subcommand(sub: Any) -> None:
         "--dataset", type=dataset_type, default=d.dataset, metavar="SPEC",
         help=f"{DATASET_HELP} (default: {d.dataset})",
     )  # fmt: skip
-    dst.add_argument(
-        "--teacher-eps", nargs="+", type=field_type("label_smoothing", float), default=None,
-        metavar="EPS", help=f"teachers' label smoothing (default: {shown(d.teacher_epsilons)})",
-    )  # fmt: skip
+    add_field_option(dst, "--teacher-eps", "label_smoothing", float,
+                     f"teachers' label smoothing (default: {shown(d.teacher_epsilons)})",
+                     metavar="EPS", nargs="+")  # fmt: skip
     dst.add_argument(
         "--temperatures", nargs="+", type=bounded_float(0, 1000, open_low=True), default=None,
         metavar="T",
@@ -46,14 +51,12 @@ def add_subcommand(sub: Any) -> None:
         "--alpha", type=bounded_float(0, 1, open_low=False), default=d.alpha,
         help=f"weight of the teacher's term, in [0, 1] (default: {d.alpha})",
     )  # fmt: skip
-    dst.add_argument(
-        "--student-width", type=field_type("width", int), default=d.student_width, metavar="W",
-        help=f"hidden units per layer of the student MLP (default: {d.student_width})",
-    )  # fmt: skip
-    dst.add_argument(
-        "--seeds", nargs="+", type=field_type("seed", int), default=None, metavar="SEED",
-        help=f"seeds of teachers and students (default: {' '.join(map(str, d.seeds))})",
-    )  # fmt: skip
+    add_field_option(dst, "--student-width", "width", int,
+                     f"hidden units per layer of the student MLP (default: {d.student_width})",
+                     metavar="W", default=d.student_width)  # fmt: skip
+    add_field_option(dst, "--seeds", "seed", int,
+                     f"seeds of teachers and students (default: {' '.join(map(str, d.seeds))})",
+                     metavar="SEED", nargs="+")  # fmt: skip
     add_results_options(dst, "distill-results")
     rules.add_run_options(dst)
 

