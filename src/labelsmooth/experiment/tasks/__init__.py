@@ -22,6 +22,7 @@ from labelsmooth.experiment.tasks.lm import LanguageModel, TextSplits, evaluate_
 from labelsmooth.experiment.tasks.registry import (
     Column,
     Grid,
+    LoadedTask,
     Metric,
     ModelSpec,
     Task,
@@ -41,6 +42,7 @@ __all__ = [
     "Grid",
     "ImageClassification",
     "LanguageModel",
+    "LoadedTask",
     "Metric",
     "ModelSpec",
     "Task",

@@ -1,14 +1,18 @@
-"""The sentence above a results table: how many seeds, runs and seconds stand behind it."""
+"""The sentence above a results table: how many seeds, runs and seconds stand behind it.
+
+A task's ``TaskSpec.table_header`` is :func:`make_table_header` of its two own parts: the
+table's title and the sentence saying what each run trained and was tested on.
+"""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from labelsmooth.experiment.report import count
 
-__all__ = ["seeds_phrase", "budget_phrase", "table_sentence"]
+__all__ = ["seeds_phrase", "budget_phrase", "table_sentence", "make_table_header"]
 
 
 def seeds_phrase(rs: Sequence[Mapping[str, Any]]) -> str:
@@ -47,3 +51,22 @@ def table_sentence(
         f"**{title}**: {model}, {rs[0]['num_parameters']:,} parameters; {trained} "
         f"{seeds_phrase(rs)}. {budget_phrase(rs, seconds, threads)}"
     )
+
+
+def make_table_header(
+    title: Callable[[str, str], str],
+    trained: Callable[[Mapping[str, Any], Mapping[str, Any]], str],
+) -> Callable[[str, str, Sequence[Mapping[str, Any]], str, float], str]:
+    """A ``TaskSpec.table_header``: ``table_header(dataset, regime, records, model, seconds)``
+    is :func:`table_sentence` with ``title(dataset, regime)`` and ``trained(config, sizes)``
+    of the first record's ``config`` and ``sizes``, on its ``config["num_threads"]``."""
+
+    def table_header(
+        dataset: str, regime: str, rs: Sequence[Mapping[str, Any]], model: str, seconds: float
+    ) -> str:
+        cfg, sizes = rs[0]["config"], rs[0]["sizes"]
+        return table_sentence(
+            title(dataset, regime), model, rs, trained(cfg, sizes), seconds, cfg.get("num_threads")
+        )
+
+    return table_header

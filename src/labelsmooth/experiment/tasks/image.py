@@ -33,7 +33,13 @@ from labelsmooth.experiment.data import (
 from labelsmooth.experiment.models import mlp, resnet
 from labelsmooth.experiment.tasks import image_metrics
 from labelsmooth.experiment.tasks.image_metrics import evaluate
-from labelsmooth.experiment.tasks.registry import Grid, ModelSpec, TaskSpec, register_task
+from labelsmooth.experiment.tasks.registry import (
+    Grid,
+    LoadedTask,
+    ModelSpec,
+    TaskSpec,
+    register_task,
+)
 
 __all__ = [
     "ImageClassification",
@@ -85,26 +91,20 @@ def build_model(
 
 
 @dataclass
-class ImageClassification:
+class ImageClassification(LoadedTask[DatasetSplits]):
     """Image classification with label-smoothed cross-entropy (:class:`Task`), or with online
     label smoothing (``config.loss == "ols"``: :class:`labelsmooth.OnlineLabelSmoothing`,
     built by :meth:`build_loss`, whose soft labels the loop updates after every epoch).
+    ``ImageClassification.from_config(config)`` loads the data and builds it.
 
     Args:
         config: The run (model, batch size, smoothing, augmentation, ECE bins).
         data: The prepared splits (:func:`prepare_data`).
     """
 
-    config: TrainConfig
-    data: DatasetSplits
     criterion: labelsmooth.OnlineLabelSmoothing | None = field(default=None, init=False, repr=False)
 
-    @classmethod
-    def from_config(
-        cls, config: TrainConfig, *, log: Callable[[str], None] | None = print
-    ) -> ImageClassification:
-        """Load ``config.dataset`` (:func:`prepare_data`) and build the task."""
-        return cls(config, prepare_data(config, log=log))
+    prepare = staticmethod(prepare_data)
 
     def num_batches(self) -> int:
         return math.ceil(len(self.data.train) / self.config.batch_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from labelsmooth.experiment.config import TrainConfig
 from labelsmooth.experiment.data import DISPLAY_NAMES, DatasetSplits, ImageDataset, iterate_batches
 from labelsmooth.experiment.files import atomic_write
 from labelsmooth.experiment.report import count
-from labelsmooth.experiment.tasks.headers import table_sentence
+from labelsmooth.experiment.tasks.headers import make_table_header
 from labelsmooth.experiment.tasks.registry import Column, Metric
 
 __all__ = [
@@ -283,15 +283,16 @@ COLUMNS = (
 )
 
 
-def table_header(
-    dataset: str, regime: str, rs: Sequence[Mapping[str, Any]], model: str, seconds: float
-) -> str:
-    """The sentence above one table: model, budget, sizes, seeds, wall time."""
-    cfg, sizes = rs[0]["config"], rs[0]["sizes"]
-    trained = (
+def _trained(cfg: Mapping[str, Any], sizes: Mapping[str, Any]) -> str:
+    return (
         f"{count(cfg['epochs'], 'epoch')} on a {sizes['train']:,}-image stratified training "
         f"subset; temperature fitted on {sizes['val']:,} held-out images; test "
         f"{sizes['test']:,} images."
     )
-    title = f"{display_name(dataset)}, {regime} regime"
-    return table_sentence(title, model, rs, trained, seconds, cfg["num_threads"])
+
+
+#: The sentence above one table (``table_header(dataset, regime, records, model, seconds)``):
+#: dataset and regime, model, budget, sizes, seeds, wall time.
+table_header = make_table_header(
+    lambda dataset, regime: f"{display_name(dataset)}, {regime} regime", _trained
+)

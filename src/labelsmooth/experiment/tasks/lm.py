@@ -35,7 +35,7 @@ as for the image task.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +55,11 @@ from labelsmooth.experiment.data import (
 )
 from labelsmooth.experiment.models import TransformerLM
 from labelsmooth.experiment.report import count
-from labelsmooth.experiment.tasks.headers import table_sentence
+from labelsmooth.experiment.tasks.headers import make_table_header
 from labelsmooth.experiment.tasks.registry import (
     Column,
     Grid,
+    LoadedTask,
     Metric,
     ModelSpec,
     TaskOption,
@@ -247,23 +248,16 @@ def evaluate_lm(
 
 
 @dataclass
-class LanguageModel:
+class LanguageModel(LoadedTask[TextSplits]):
     """Character-level language modelling with label-smoothed cross-entropy (:class:`Task`).
+    ``LanguageModel.from_config(config)`` loads the data and builds it.
 
     Args:
         config: The run (``task="lm"``: model size, context, batch size, smoothing, ECE bins).
         data: The packed splits (:func:`prepare_text`).
     """
 
-    config: TrainConfig
-    data: TextSplits
-
-    @classmethod
-    def from_config(
-        cls, config: TrainConfig, *, log: Callable[[str], None] | None = print
-    ) -> LanguageModel:
-        """Load ``config.dataset`` (:func:`prepare_text`) and build the task."""
-        return cls(config, prepare_text(config, log=log))
+    prepare = staticmethod(prepare_text)
 
     def __post_init__(self) -> None:
         self._mask = _class_mask(self.data.vocab_size)
@@ -382,17 +376,15 @@ _COLUMNS = (
 )
 
 
-def _table_header(
-    dataset: str, regime: str, rs: Sequence[Mapping[str, Any]], model: str, seconds: float
-) -> str:
-    cfg, sizes = rs[0]["config"], rs[0]["sizes"]
-    trained = (
+def _trained(cfg: Mapping[str, Any], sizes: Mapping[str, Any]) -> str:
+    return (
         f"{count(cfg['epochs'], 'epoch')} of {sizes['train_sequences']} sequences "
         f"({sizes['train_tokens']:,} tokens), batch {cfg['batch_size']}, SGD lr {cfg['lr']:g}; "
         f"test {sizes['test_tokens']:,} tokens of held-out plays."
     )
-    title = "Shakespeare (character level)"
-    return table_sentence(title, model, rs, trained, seconds, cfg.get("num_threads"))
+
+
+_table_header = make_table_header(lambda dataset, regime: "Shakespeare (character level)", _trained)
 
 
 def _transformer_name(config: Mapping[str, Any]) -> str:

@@ -1,5 +1,5 @@
-"""The task registry: what a task is (:class:`Task`), what it declares (:class:`TaskSpec`), and
-the table of registered tasks.
+"""The task registry: what a task is (:class:`Task`; :class:`LoadedTask`, the base of one built
+on loaded data), what it declares (:class:`TaskSpec`), and the table of registered tasks.
 
 A task declares in one :class:`TaskSpec` everything the application needs from it:
 
@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ from labelsmooth.experiment.config import FieldRule, TrainConfig
 
 __all__ = [
     "Task",
+    "LoadedTask",
     "TaskOption",
     "ModelSpec",
     "Metric",
@@ -100,6 +101,35 @@ class Task(Protocol):
     def describe(self, metrics: dict[str, float]) -> str:
         """The metrics as a short log text (names and units)."""
         ...
+
+
+_DataT = TypeVar("_DataT")
+_LoadedT = TypeVar("_LoadedT", bound="LoadedTask[Any]")
+
+
+@dataclass
+class LoadedTask(Generic[_DataT]):
+    """The base of a task that is one run's ``config`` and the ``data`` it was loaded for; a
+    subclass names its loader :attr:`prepare`, from which :meth:`from_config` builds it.
+
+    Attributes:
+        config: The run.
+        data: What :attr:`prepare` loaded for it.
+    """
+
+    config: TrainConfig
+    data: _DataT
+
+    #: The task's loader: ``prepare(config, log=log)``, the data of ``config.dataset``
+    #: (``staticmethod(prepare_data)``).
+    prepare: ClassVar[Callable[..., Any]]
+
+    @classmethod
+    def from_config(
+        cls: type[_LoadedT], config: TrainConfig, *, log: Callable[[str], None] | None = print
+    ) -> _LoadedT:
+        """Load ``config.dataset`` (the task's :attr:`prepare`) and build the task."""
+        return cls(config, cls.prepare(config, log=log))
 
 
 @dataclass(frozen=True)
