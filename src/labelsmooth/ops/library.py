@@ -35,7 +35,8 @@ dtypes of its outputs without data:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -402,46 +403,24 @@ fused_cross_entropy.register_vmap(_fused_vmap)
 # impl="triton" on CUDA run, so that Inductor sees and schedules the kernels
 
 
-def _triton_forward(
-    input: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    u: Tensor,
-    ignore_index: int,
-    reduction: str,
-    eps: float,
-    convention: str,
-    kl: bool,
-    uniform_prior: bool,
-    need_grad: bool,
-    inplace: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`_fused_forward` with the Triton rows: body and (run on FakeTensors) fake of
-    ``labelsmooth::triton_cross_entropy``."""
-    return _fused_forward(
-        input, target, weight, u, ignore_index, reduction, eps, convention, kl, uniform_prior,
-        "triton", need_grad, inplace,
-    )  # fmt: skip
+def _triton_twin(body: Callable[..., Any]) -> Callable[..., Any]:
+    """``body`` (an op body of the fused family) with its ``backend`` argument fixed to
+    ``"triton"``: the body of that op's Triton twin. The twin's signature, which
+    ``torch.library.triton_op`` reads to infer the schema, is ``body``'s without
+    ``backend``; run on FakeTensors, the same function is the twin's fake."""
+    signature = inspect.signature(body)
+    at = list(signature.parameters).index("backend")
 
+    def twin(*args: Any) -> Any:
+        return body(*args[:at], "triton", *args[at:])
 
-def _triton_gradient(
-    input: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    u: Tensor,
-    stats: Tensor,
-    grad_output: Tensor,
-    ignore_index: int,
-    reduction: str,
-    eps: float,
-    convention: str,
-    uniform_prior: bool,
-) -> None:
-    """``fused_gradient_`` with the Triton rows: ``labelsmooth::triton_gradient_``."""
-    _gradient_into(
-        input, target, weight, u, stats, grad_output, ignore_index, reduction, eps, convention,
-        uniform_prior, "triton",
-    )  # fmt: skip
+    twin.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != "backend"]
+    )
+    twin.__annotations__ = {k: v for k, v in body.__annotations__.items() if k != "backend"}
+    twin.__name__ = twin.__qualname__ = f"triton{body.__name__}"
+    twin.__doc__ = f"{body.__name__} with the Triton rows (backend='triton')."
+    return twin
 
 
 def _triton_setup_context(ctx, inputs, output) -> None:
@@ -468,10 +447,10 @@ def triton_ops() -> dict[str, Any]:
     ``input``). Their bodies launch the kernels through ``torch.library.wrap_triton``."""
     if not _TRITON_OPS:
         fwd = torch.library.triton_op("labelsmooth::triton_cross_entropy", mutates_args=())(
-            _triton_forward
+            _triton_twin(_fused_forward)
         )
         grad = torch.library.triton_op("labelsmooth::triton_gradient_", mutates_args={"input"})(
-            _triton_gradient
+            _triton_twin(_gradient_into)
         )
         fwd.register_autograd(_triton_backward, setup_context=_triton_setup_context)
         fwd.register_vmap(_loop_vmap(fwd))
