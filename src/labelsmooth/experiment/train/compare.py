@@ -140,8 +140,7 @@ def run_compare(
 
     def distill_into_out(grid: DistillGrid) -> dict[str, Any]:
         return run_distill(grid, out_dir, overrides=overrides, resume=resume, fallback=fallback,
-                           plots=plots, projection_classes=projection_classes,
-                           progress=progress, log=log)  # fmt: skip
+                           plots=plots, progress=progress, log=log)  # fmt: skip
 
     for (section, data), config in zip(resolved, configs):
         runs = plan_runs(section)

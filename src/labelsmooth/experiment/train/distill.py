@@ -90,7 +90,6 @@ def run_distill(
     resume: bool = False,
     fallback: bool = True,
     plots: bool = True,
-    projection_classes: tuple[int, int, int] = (0, 2, 6),
     progress: bool | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
