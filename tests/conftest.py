@@ -9,6 +9,9 @@ Shared fixtures (use them instead of a local copy):
   and "eager" (``labelsmooth.runtime.config.native_kernel = False``: eager torch blocks). Take
   it as an argument, or run a whole module twice with
   ``pytestmark = pytest.mark.usefixtures("row_kernel")``.
+* ``benchmark_script`` — a script of ``benchmarks/`` loaded as a module, and
+  ``refuses_each`` — that a ``main(argv)`` refuses each bad argument list with one
+  ``<prog>: error: …`` line and exit status 2.
 * ``near_truth`` — the house tolerance rule, ``|impl − truth| ≤ 2·|torch_same_dtype − truth| +
   atol`` (+ ``rtol·|truth|``), the truth in higher precision:
   ``near_truth(got, truth, same_dtype, atol=1e-6)``.
@@ -25,10 +28,13 @@ the package downloads (``tests/data/conftest.py``).
 from __future__ import annotations
 
 import errno
+import importlib.util
 import ipaddress
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -204,6 +210,37 @@ def _write_synthetic_idx(directory, n_train, n_test, classes=5, seed=0):
     (xtr, ytr), (xte, yte) = gen(n_train), gen(n_test)
     write_idx_dir(directory, {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte})
     return directory
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], Any]:
+    """Loads a script of ``benchmarks/`` as a module: ``benchmark_script("gpu_bench")``."""
+
+    def load(name: str) -> Any:
+        path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None, path
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def refuses_each(capsys) -> Callable[..., None]:
+    """``refuses_each(main, prog, cases)``: for each ``(argv, message)`` of ``cases``,
+    ``main(argv)`` exits with status 2 after one line ``<prog>: error: …`` naming ``message``."""
+
+    def check(main: Callable[[list[str]], Any], prog: str, cases) -> None:
+        for argv, message in cases:
+            with pytest.raises(SystemExit) as e:
+                main(argv)
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and err.startswith(f"{prog}: error: "), (argv, err)
+            assert message in err and err.count("\n") == 1, (argv, err)
+
+    return check
 
 
 @pytest.fixture(scope="session")

@@ -10,22 +10,13 @@ import torch.nn.functional as F
 
 import labelsmooth
 from labelsmooth.ops import fused
-from labelsmooth.ops.cpu import kernel as cpu_kernel
 from labelsmooth.ops.cpu import runtime as _cpu_runtime
 
 CONVENTIONS = ["uniform", "others", "unnormalized"]
 
 
-@pytest.fixture(autouse=True, params=["native", "eager"])
-def row_kernel(request, monkeypatch):
-    """Every test here runs twice: rows by the C kernel, and by eager torch blocks."""
-    if request.param == "eager":
-        monkeypatch.setattr(labelsmooth.runtime.config, "native_kernel", False)
-    else:
-        reason = cpu_kernel.native_unavailable(torch.device("cpu"))
-        if reason is not None:
-            pytest.skip(reason)
-    return request.param
+#: every test here runs twice: rows by the C kernel, and by eager torch blocks (conftest.py)
+pytestmark = pytest.mark.usefixtures("row_kernel")
 
 
 def _run(impl, x, y, **kw):

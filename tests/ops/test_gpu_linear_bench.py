@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,17 +10,8 @@ import torch
 CUDA = torch.cuda.is_available()
 
 
-def _bench():
-    """benchmarks/gpu_linear.py as a module (a script, not part of the package)."""
-    path = Path(__file__).parents[2] / "benchmarks" / "gpu_linear.py"
-    spec = importlib.util.spec_from_file_location("gpu_linear", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_arguments(capsys):
-    bench = _bench()
+def test_arguments(capsys, benchmark_script, refuses_each):
+    bench = benchmark_script("gpu_linear")
     with pytest.raises(SystemExit) as e:
         bench.main(["--help"])
     assert e.value.code == 0 and "--dry-run" in capsys.readouterr().out
@@ -40,21 +29,16 @@ def test_arguments(capsys):
     ]
     if not CUDA:
         bad.append((["--out", "x"], "no CUDA device (use --dry-run"))
-    for argv, message in bad:
-        with pytest.raises(SystemExit) as e:
-            bench.main(argv)
-        err = capsys.readouterr().err
-        assert e.value.code == 2 and err.startswith("gpu_linear.py: error: "), (argv, err)
-        assert message in err and err.count("\n") == 1, (argv, err)
+    refuses_each(bench.main, "gpu_linear.py", bad)
 
 
-def test_runs_end_to_end(tmp_path, capsys):
+def test_runs_end_to_end(tmp_path, capsys, benchmark_script):
     """Every variant that can run here agrees with the float64 loss; the rest say why not."""
     device = "cuda" if CUDA else "cpu"
     argv = ["--device", device, "--shapes", "5x8x300", "--dtypes", "float32", "--iters", "1",
             "--warmup", "0", "--variants", "builtin", "labelsmooth", "liger", "cce",
             "--out", str(tmp_path)]  # fmt: skip
-    assert _bench().main(argv) == 0
+    assert benchmark_script("gpu_linear").main(argv) == 0
     result = json.loads((tmp_path / "gpu-linear.json").read_text())
     (case,) = result["cases"]
     rows = {row["variant"]: row for row in case["rows"]}

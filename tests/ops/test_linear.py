@@ -14,7 +14,6 @@ import torch.nn.functional as F
 import labelsmooth
 from labelsmooth._dispatch import ROW_BACKENDS
 from labelsmooth.ops import linear as L
-from labelsmooth.ops.cpu import kernel as cpu_kernel
 
 CONVENTIONS = ["uniform", "others", "unnormalized"]
 H, V = 24, 101  # V prime: never a multiple of anything
@@ -24,19 +23,6 @@ if not CUDA and importlib.util.find_spec("triton") is not None and "triton" not 
     # as in test_triton.py: without a GPU the Triton row kernel runs under the interpreter,
     # which is chosen when triton is first imported (for the whole process)
     os.environ["TRITON_INTERPRET"] = "1"
-
-
-@pytest.fixture(params=["native", "eager"])
-def row_kernel(request, monkeypatch):
-    """Tests with float32 or half parameters run twice: chunk rows by the C kernel, and by
-    eager torch blocks (float64 always takes the eager blocks)."""
-    if request.param == "eager":
-        monkeypatch.setattr(labelsmooth.runtime.config, "native_kernel", False)
-    else:
-        reason = cpu_kernel.native_unavailable(torch.device("cpu"))
-        if reason is not None:
-            pytest.skip(reason)
-    return request.param
 
 
 def _data(shape=(3, 13), dtype=torch.float32, seed=0, ignore_every=4):

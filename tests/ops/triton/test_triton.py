@@ -9,7 +9,6 @@ add bfloat16, real vocabulary sizes, host-synchronization and memory checks.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -358,17 +357,8 @@ def test_import_labelsmooth_does_not_import_triton():
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
 
 
-def _gpu_bench():
-    """benchmarks/gpu_bench.py as a module (a script, not part of the package)."""
-    path = Path(__file__).parents[3] / "benchmarks" / "gpu_bench.py"
-    spec = importlib.util.spec_from_file_location("gpu_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_gpu_bench_arguments(capsys):
-    bench = _gpu_bench()
+def test_gpu_bench_arguments(capsys, benchmark_script, refuses_each):
+    bench = benchmark_script("gpu_bench")
     with pytest.raises(SystemExit) as e:
         bench.main(["--help"])
     assert e.value.code == 0 and "--dry-run" in capsys.readouterr().out
@@ -385,20 +375,15 @@ def test_gpu_bench_arguments(capsys):
     ]
     if not CUDA:
         bad.append((["--out", "x"], "no CUDA device (use --dry-run"))
-    for argv, message in bad:
-        with pytest.raises(SystemExit) as e:
-            bench.main(argv)
-        err = capsys.readouterr().err
-        assert e.value.code == 2 and err.startswith("gpu_bench.py: error: "), (argv, err)
-        assert message in err and err.count("\n") == 1, (argv, err)
+    refuses_each(bench.main, "gpu_bench.py", bad)
 
 
-def test_gpu_bench_runs_end_to_end(tmp_path, capsys):
+def test_gpu_bench_runs_end_to_end(tmp_path, capsys, benchmark_script):
     """The whole script on a tiny shape (on CPU under the interpreter when there is no GPU)."""
     argv = ["--device", DEVICE, "--shapes", "3x300", "--dtypes", "float32", "--iters", "1",
             "--warmup", "0", "--variants", "torch", "triton", "triton-inplace", "liger",
             "--triton-configs", "64:1", "--out", str(tmp_path)]  # fmt: skip
-    assert _gpu_bench().main(argv) == 0
+    assert benchmark_script("gpu_bench").main(argv) == 0
     result = json.loads((tmp_path / "gpu.json").read_text())
     (case,) = result["cases"]
     rows = {row["variant"]: row for row in case["rows"]}
