@@ -165,8 +165,9 @@ def no_data_loading(monkeypatch):
     monkeypatch.setattr(labelsmooth.experiment.tasks.image, "load_dataset", refuse)
 
 
-def _refused(args, tmp_path, capsys) -> str:
-    """Run with --out under tmp_path: exit 2, one error line, nothing created; the line."""
+def _refused(args, tmp_path, capsys, words=()) -> str:
+    """Run with --out under tmp_path: exit 2, one error line naming each of ``words``, nothing
+    created; the line."""
     before = set(tmp_path.iterdir())
     out = tmp_path / "out"
     if not any(a == "--out" for a in args):
@@ -178,6 +179,8 @@ def _refused(args, tmp_path, capsys) -> str:
     assert lines[0].startswith("labelsmooth: error: argument ")
     assert captured.out == ""
     assert set(tmp_path.iterdir()) == before and not out.exists()
+    for word in words:
+        assert word in lines[0], (word, lines[0])
     return lines[0]
 
 
@@ -185,9 +188,7 @@ def _refused(args, tmp_path, capsys) -> str:
 def test_bad_argument_one_line_exit_2_nothing_created(
     args, words, tmp_path, capsys, no_data_loading
 ):
-    line = _refused(args, tmp_path, capsys)
-    for word in words:
-        assert word in line, (word, line)
+    _refused(args, tmp_path, capsys, words)
 
 
 def test_out_that_is_a_file_or_under_a_file(tmp_path, capsys, no_data_loading):
@@ -372,9 +373,7 @@ BAD_REGIME = [
 
 @pytest.mark.parametrize(("args", "words"), BAD_REGIME, ids=[" ".join(a) for a, _ in BAD_REGIME])
 def test_regime_and_distill_arguments_refused(args, words, tmp_path, capsys, no_data_loading):
-    line = _refused(args, tmp_path, capsys)
-    for word in words:
-        assert word in line, (word, line)
+    _refused(args, tmp_path, capsys, words)
 
 
 def test_compare_regime_short_keeps_resnet_options(idx_spec, tmp_path, capsys):
@@ -413,9 +412,7 @@ LM_BAD = [
 
 @pytest.mark.parametrize(("args", "words"), LM_BAD, ids=[" ".join(a) for a, _ in LM_BAD])
 def test_lm_bad_combinations_one_line_exit_2(args, words, tmp_path, capsys, no_data_loading):
-    line = _refused(args, tmp_path, capsys)
-    for word in words:
-        assert word in line, (word, line)
+    _refused(args, tmp_path, capsys, words)
 
 
 def test_train_task_lm_runs_on_the_cached_corpus(monkeypatch, tmp_path, capsys):
