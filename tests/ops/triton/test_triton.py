@@ -18,17 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from triton_setup import CUDA, DEVICE  # first: skips this module where triton cannot run
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-
-pytest.importorskip("triton")
-if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":  # set by this folder's conftest.py
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
-import labelsmooth  # noqa: E402
-from labelsmooth import _dispatch  # noqa: E402
-from labelsmooth.ops.triton import kernels as _triton_kernels  # noqa: E402
-from labelsmooth.ops.triton import launch as ls_triton  # noqa: E402
+import labelsmooth
+from labelsmooth import _dispatch
+from labelsmooth.ops.triton import kernels as _triton_kernels
+from labelsmooth.ops.triton import launch as ls_triton
 
 pytestmark = pytest.mark.triton
 CONVENTIONS = ["uniform", "others", "unnormalized"]

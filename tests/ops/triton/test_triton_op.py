@@ -4,18 +4,12 @@ CUDA a compiled step whose kernels Inductor sees."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from triton_setup import CUDA, DEVICE  # first: skips this module where triton cannot run
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-pytest.importorskip("triton")
-if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":  # set by this folder's conftest.py
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
-import labelsmooth  # noqa: E402
-from labelsmooth.ops import library  # noqa: E402
+import labelsmooth
+from labelsmooth.ops import library
 
 pytestmark = pytest.mark.triton
 
