@@ -13,8 +13,7 @@ from typing import Any, ParamSpec
 
 import torch
 
-from labelsmooth import _dispatch
-from labelsmooth import _validate as V
+from labelsmooth import _dispatch, _validate
 from labelsmooth.ops import library as _library  # noqa: F401  (registers the torch.library ops)
 from labelsmooth.ops.pytorch_kernel import cross_entropy_builtin
 from labelsmooth.ops.reference import cross_entropy_reference, smoothed_target, smoothing_prior
@@ -159,7 +158,7 @@ def cross_entropy(
         >>> bool(kl < loss)
         True
     """
-    options = V.LossOptions(
+    options = _validate.LossOptions(
         ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
     )
     return _cross_entropy(
@@ -171,7 +170,7 @@ def _cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
-    options: V.LossOptions,
+    options: _validate.LossOptions,
     impl: str,
     inplace_backward: bool,
     validate_args: bool,
@@ -188,7 +187,7 @@ def _cross_entropy(
                 inplace_backward=inplace_backward,
                 validate_args=validate_args, return_nll=return_nll,
             )  # fmt: skip
-    spec = V.loss_spec(input, target, weight, options, inplace_backward, return_nll)
+    spec = _validate.loss_spec(input, target, weight, options, inplace_backward, return_nll)
     entry = _resolve(impl, spec)
     if spec.unbatched:  # (C,) with a () target, as torch allows
         input, target = input.unsqueeze(0), target.unsqueeze(0)
@@ -240,9 +239,9 @@ def _arguments_of(f: Callable[_P, Any]) -> Callable[[Callable[..., str]], Callab
 _CROSS_ENTROPY = inspect.signature(cross_entropy)
 
 
-def _resolve(impl: str, spec: V.Spec) -> _dispatch.Impl:
+def _resolve(impl: str, spec: _validate.Spec) -> _dispatch.Impl:
     if impl not in _dispatch.REGISTRY and impl != "auto":
-        V.check_choice("impl", impl, _dispatch.IMPLS)
+        _validate.check_choice("impl", impl, _dispatch.IMPLS)
     entry = _dispatch.resolve(impl, spec)
     if spec.return_nll and "return_nll" not in entry.options:  # pragma: no cover (all have it)
         raise ValueError(f"impl={entry.name!r} cannot run here: it has no return_nll option")
@@ -261,11 +260,11 @@ def _traced(input: torch.Tensor, target: torch.Tensor) -> bool:
 
 
 def _checked(
-    spec: V.Spec,
+    spec: _validate.Spec,
     input: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
-    options: V.LossOptions,
+    options: _validate.LossOptions,
 ) -> torch.Tensor:
     """``validate_args=True``: the data checks, with the same messages in eager and traced
     calls. Eager: one pass and one synchronization here. Traced: the op
@@ -277,7 +276,7 @@ def _checked(
             target, weight, prior, class_mask, spec.num_classes, spec.ignore_index, spec.soft,
             spec.kl,
         )  # fmt: skip
-    V.check_values(
+    _validate.check_values(
         input, target, spec.ignore_index, soft=spec.soft, kl=spec.kl, weight=weight,
         prior=prior, class_mask=class_mask,
     )  # fmt: skip
@@ -285,11 +284,11 @@ def _checked(
 
 
 def _run_torch(
-    spec: V.Spec,
+    spec: _validate.Spec,
     input: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
-    options: V.LossOptions,
+    options: _validate.LossOptions,
     validate_args: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``impl="torch"``. Eager, the targets' min and max read on the host (one
@@ -310,7 +309,7 @@ def _run_torch(
             else:  # one synchronization
                 lo, hi = torch.stack((lo_t, hi_t)).tolist()
             if validate_args and (lo < 0 or hi >= spec.num_classes or weight is not None):
-                V.check_values(
+                _validate.check_values(
                     input, target, spec.ignore_index, soft=False, kl=False, weight=weight,
                     prior=None, class_mask=None,
                 )  # fmt: skip
@@ -319,7 +318,7 @@ def _run_torch(
 
 
 def _run_fused(
-    spec: V.Spec,
+    spec: _validate.Spec,
     backend: str,
     input: torch.Tensor,
     target: torch.Tensor,
@@ -392,10 +391,12 @@ def chosen_impl(*args: Any, **kwargs: Any) -> str:
     call.apply_defaults()
     a = call.arguments
     input, target, weight = a["input"], a["target"], a["weight"]
-    options = V.LossOptions(*(a[name] for name in V.LossOptions._fields))
-    spec = V.loss_spec(input, target, weight, options, a["inplace_backward"], a["return_nll"])
+    options = _validate.LossOptions(*(a[name] for name in _validate.LossOptions._fields))
+    spec = _validate.loss_spec(
+        input, target, weight, options, a["inplace_backward"], a["return_nll"]
+    )
     if a["validate_args"]:
-        V.check_values(
+        _validate.check_values(
             input, target, spec.ignore_index, soft=spec.soft, kl=spec.kl, weight=weight,
             prior=a["prior"], class_mask=a["class_mask"],
         )  # fmt: skip
@@ -448,18 +449,18 @@ def smooth_labels(
         raise ValueError(f"target must be an integer tensor of class indices, got {what}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got num_classes={num_classes!r}")
-    if dtype not in V.FLOAT_DTYPES:
+    if dtype not in _validate.FLOAT_DTYPES:
         raise ValueError(f"dtype must be a floating-point dtype, got dtype={dtype}")
-    eps = V.check_label_smoothing(label_smoothing)
-    V.check_choice("convention", convention, V.CONVENTIONS)
+    eps = _validate.check_label_smoothing(label_smoothing)
+    _validate.check_choice("convention", convention, _validate.CONVENTIONS)
     # Validate target, prior and mask with the same checks as cross_entropy, against a
     # zero-size stand-in for the logits (no (N, C) allocation just to check shapes).
     shape = (target.shape[0], num_classes, *target.shape[1:]) if target.dim() else (num_classes,)
     stand_in = torch.empty((), device=target.device).expand(shape)  # no (N, C) memory
-    V.check_target(stand_in, target, ignore_index, soft_needs_distribution=False)
-    V.check_prior_tensor(prior, stand_in)  # (C,) or (C, C)
-    V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
-    V.check_values(
+    _validate.check_target(stand_in, target, ignore_index, soft_needs_distribution=False)
+    _validate.check_prior_tensor(prior, stand_in)  # (C,) or (C, C)
+    _validate.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
+    _validate.check_values(
         stand_in, target, ignore_index, soft=False, kl=False, weight=None, prior=prior,
         class_mask=class_mask,
     )  # fmt: skip
@@ -569,10 +570,10 @@ def linear_cross_entropy(
     """
     from labelsmooth.ops import linear as _linear
 
-    options = V.LossOptions(
+    options = _validate.LossOptions(
         ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
     )
-    call = _linear.prepare(
+    call = _linear.build_call(
         hidden, weight, target, bias, options, softcap=softcap, chunk_size=chunk_size,
         return_nll=return_nll, impl=impl, validate_args=validate_args,
     )  # fmt: skip

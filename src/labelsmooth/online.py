@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from labelsmooth import _validate as V
+from labelsmooth import _validate
 from labelsmooth.functional import cross_entropy
 
 __all__ = ["OnlineLabelSmoothing"]
@@ -181,8 +181,8 @@ class OnlineLabelSmoothing(nn.Module):
         super().__init__()
         C = _check_num_classes(num_classes)
         self.num_classes = C
-        self.alpha = V.check_fraction("alpha", alpha)
-        V.check_loss_options(0.0, reduction, convention, ignore_index)
+        self.alpha = _validate.check_fraction("alpha", alpha)
+        _validate.check_loss_options(0.0, reduction, convention, ignore_index)
         self.convention, self.reduction, self.ignore_index = convention, reduction, ignore_index
         self.process_group = process_group
         mask = _check_mask(class_mask, C)
@@ -197,7 +197,7 @@ class OnlineLabelSmoothing(nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss of logits (N, C), (C,) or (N, C, d1, ..., dk) and class indices (N,), ()
         or (N, d1, ..., dk); in training mode the correct rows are also accumulated."""
-        V.check_input(input)
+        _validate.check_input(input)
         C = input.shape[0] if input.dim() == 1 else input.shape[1]
         if C != self.num_classes:
             raise ValueError(

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import labelsmooth
 from labelsmooth._dispatch import ROW_BACKENDS
-from labelsmooth.ops import linear as L
+from labelsmooth.ops import linear
 
 CONVENTIONS = ["uniform", "others", "unnormalized"]
 H, V = 24, 101  # V prime: never a multiple of anything
@@ -276,9 +276,9 @@ def test_module_stores_arguments_and_calls_the_function():
 
 
 def test_default_chunk_size_rule():
-    assert L.default_chunk_size(128256) == L.CHUNK_BYTES // (4 * 128256) == 130
-    assert L.default_chunk_size(32000) == 524
-    assert L.default_chunk_size(10**9) == 1
+    assert linear.default_chunk_size(128256) == linear.CHUNK_BYTES // (4 * 128256) == 130
+    assert linear.default_chunk_size(32000) == 524
+    assert linear.default_chunk_size(10**9) == 1
 
 
 def _bad_calls():
@@ -334,7 +334,7 @@ def test_triton_row_kernel(dtype, monkeypatch):
 
     if _triton_kernels.INTERPRETED == CUDA:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set")
-    monkeypatch.setattr(L, "row_backend_for", lambda device: ROW_BACKENDS["triton"])
+    monkeypatch.setattr(linear, "row_backend_for", lambda device: ROW_BACKENDS["triton"])
     dev = "cuda" if CUDA else "cpu"
     h, w, b, y = (t.to(dev) for t in _data(shape=(17,), dtype=torch.float64))
     prior = torch.rand(V, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
@@ -358,7 +358,7 @@ def cuda_rows(request, monkeypatch):
     if request.param == "triton":
         pytest.importorskip("triton")
     else:
-        monkeypatch.setattr(L, "row_backend_for", lambda device: ROW_BACKENDS["fused"])
+        monkeypatch.setattr(linear, "row_backend_for", lambda device: ROW_BACKENDS["fused"])
     return request.param
 
 

@@ -58,7 +58,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from labelsmooth import _validate as V
+from labelsmooth import _validate
 from labelsmooth.functional import cross_entropy
 
 __all__ = [
@@ -115,11 +115,11 @@ class LabelSmoothingLoss:
         track_nll: bool = False,
         validate_args: bool = True,
     ) -> None:
-        self.label_smoothing = V.check_label_smoothing(label_smoothing)
-        self.task = V.check_choice("task", task, TASKS)
-        self.convention = V.check_choice("convention", convention, V.CONVENTIONS)
-        V.check_loss_options(label_smoothing, "mean", convention, ignore_index)
-        V.check_flags(track_nll=track_nll, validate_args=validate_args)
+        self.label_smoothing = _validate.check_label_smoothing(label_smoothing)
+        self.task = _validate.check_choice("task", task, TASKS)
+        self.convention = _validate.check_choice("convention", convention, _validate.CONVENTIONS)
+        _validate.check_loss_options(label_smoothing, "mean", convention, ignore_index)
+        _validate.check_flags(track_nll=track_nll, validate_args=validate_args)
         self.prior = prior
         self.class_mask = class_mask
         self.ignore_index = ignore_index

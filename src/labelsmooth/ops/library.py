@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from labelsmooth import _validate as V
+from labelsmooth import _validate
 from labelsmooth.ops import linear, rowmath
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.tracing import PLAIN_TYPES, is_transformed, runs_plain_eager
@@ -89,7 +89,7 @@ def checked_target(
     else:
         shape = (num_classes,)
     stand_in = torch.empty((), device=target.device).expand(shape)  # the logits' shape only
-    V.check_values(
+    _validate.check_values(
         stand_in, target, ignore_index, soft=soft, kl=kl, weight=weight, prior=prior,
         class_mask=class_mask,
     )  # fmt: skip
@@ -180,7 +180,7 @@ def _fused_forward(
     backend_fns = _row_backend(backend)
     grad = empty_like_gradient(x) if need_grad and not inplace else None
     stats = backend_fns.statistics(x, rows, grad)
-    out, nll = rowmath.finish(
+    out, nll = rowmath.loss_and_nll(
         stats, plan, weight, u, kl=kl, reduction=reduction, shape=target.shape
     )
     cdt = compute_dtype(input.dtype)

@@ -19,7 +19,7 @@ Per chunk of counted tokens (ignored tokens are dropped before the matmul)::
 
 The per-row coefficients come from :func:`labelsmooth.ops.rowmath.plan_rows` (over the
 counted tokens) and the statistics (max m, Σ exp(x − m), d_y = x_y − m, S = Σ a_k (x_k − m))
-become the loss and the unsmoothed NLL (log s − d_y) in :func:`rowmath.finish`, exactly as in
+become the loss and the unsmoothed NLL (log s − d_y) in :func:`rowmath.loss_and_nll`, exactly as in
 the fused path: every convention, prior, class mask and the KL form come for free, and a
 common offset of the logits (a large bias) costs no precision.
 
@@ -47,7 +47,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from labelsmooth import _validate as V
+from labelsmooth import _validate
 from labelsmooth._dispatch import row_backend_for
 from labelsmooth.ops import rowmath
 from labelsmooth.ops.reference import compute_dtype, cross_entropy_reference, smoothing_prior
@@ -60,12 +60,12 @@ __all__ = [
     "LinearCall",
     "Head",
     "default_chunk_size",
-    "prepare",
+    "build_call",
     "forward",
     "backward_none",
     "linear_cross_entropy_reference",
     # the chunk machinery labelsmooth.parallel reuses
-    "Tokens",
+    "CountedTokens",
     "chunk_pass",
     "times_incoming",
     "device_row_statistics",
@@ -124,7 +124,7 @@ def device_row_statistics(x: torch.Tensor, rows: Rows, grad: torch.Tensor | None
 
 
 @dataclass
-class Tokens:
+class CountedTokens:
     """The counted tokens of one call: where they are, and their row plan (coefficients,
     targets, the mean's scale) from :func:`rowmath.plan_rows`, over the counted tokens only."""
 
@@ -137,7 +137,9 @@ class Tokens:
         return int(self.plan.y.shape[0])
 
 
-def _tokens(target: torch.Tensor, u: torch.Tensor, cdt: torch.dtype, opt: LinearOptions) -> Tokens:
+def _counted_tokens(
+    target: torch.Tensor, u: torch.Tensor, cdt: torch.dtype, opt: LinearOptions
+) -> CountedTokens:
     valid = target != opt.ignore_index
     idx: torch.Tensor | None = valid.nonzero().squeeze(1)  # the one host synchronization
     assert idx is not None
@@ -149,11 +151,11 @@ def _tokens(target: torch.Tensor, u: torch.Tensor, cdt: torch.dtype, opt: Linear
         y, None, u, ignore_index=opt.ignore_index, eps=opt.eps, convention=opt.convention,
         reduction=opt.reduction, uniform_prior=opt.uniform_prior,
     )  # fmt: skip
-    return Tokens(idx, plan, plan.a.to(cdt))
+    return CountedTokens(idx, plan, plan.a.to(cdt))
 
 
 @dataclass
-class _Pass:
+class PassResult:
     stats: RowStats
     grad_hidden: torch.Tensor | None
     grad_weight: torch.Tensor | None  # float32 (float64) accumulator
@@ -171,11 +173,11 @@ class _Pass:
 # long function: one chunk loop (matmul, softcap, row kernel, three gradients), top to bottom
 def chunk_pass(
     head: Head,
-    tok: Tokens,
+    tok: CountedTokens,
     coef: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     need: tuple[bool, bool, bool],
     opt: LinearOptions,
-) -> _Pass:
+) -> PassResult:
     """One sweep over the counted tokens, ``opt.chunk_size`` at a time: the statistics of every
     counted row and, when ``coef`` = (g_p, g_y, g_a) is given, the gradients flagged in
     ``need`` (hidden, weight, bias)."""
@@ -196,7 +198,7 @@ def chunk_pass(
     grad_w = torch.zeros(Vc, H, dtype=acc, device=dev) if need_w else None
     grad_b = torch.zeros(Vc, dtype=acc, device=dev) if need_b else None
     if n == 0:
-        return _Pass(stats, grad_h, grad_w, grad_b)
+        return PassResult(stats, grad_h, grad_w, grad_b)
 
     rows_max = min(opt.chunk_size, n)
     z_buf = torch.empty(rows_max, Vc, dtype=dt, device=dev)  # logits, then their gradient
@@ -247,10 +249,10 @@ def chunk_pass(
                 grad_w.addmm_(up.t(), h_c.to(acc))
         if grad_b is not None:
             grad_b.add_(z.sum(0, dtype=acc))
-    return _Pass(stats, grad_h, grad_w, grad_b)
+    return PassResult(stats, grad_h, grad_w, grad_b)
 
 
-def _scatter(values: torch.Tensor, tok: Tokens, N: int) -> torch.Tensor:
+def _scatter(values: torch.Tensor, tok: CountedTokens, N: int) -> torch.Tensor:
     """Per counted row (n,) -> per token (N,), exactly 0 for ignored tokens."""
     if tok.idx is None:
         return values
@@ -258,7 +260,9 @@ def _scatter(values: torch.Tensor, tok: Tokens, N: int) -> torch.Tensor:
 
 
 def times_incoming(
-    coef: tuple[torch.Tensor, torch.Tensor, torch.Tensor], tok: Tokens, grad_output: torch.Tensor
+    coef: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    tok: CountedTokens,
+    grad_output: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``reduction="none"``: the counted rows' coefficients (g_p, g_y, g_a) times each row's
     incoming gradient (float64; an ignored token's incoming gradient is never read)."""
@@ -283,12 +287,12 @@ def forward(
     ``labelsmooth::linear_cross_entropy`` (:mod:`labelsmooth.ops.library`)."""
     # target (N,) int64, u (V,) float64
     cdt = compute_dtype(head.weight.dtype)
-    tok = _tokens(target, u, cdt, opt)
+    tok = _counted_tokens(target, u, cdt, opt)
     now = any(need) and opt.reduction != "none"  # gradients in this pass
     coef = tok.plan.grad_coefficients() if now else None
     res = chunk_pass(head, tok, coef, need, opt)  # no coefficients: no gradients
     N = head.hidden.shape[0]
-    out, nll = rowmath.finish(
+    out, nll = rowmath.loss_and_nll(
         res.stats, tok.plan, None, u, kl=opt.kl, reduction=opt.reduction,
         shape=torch.Size([tok.count]),
     )  # fmt: skip
@@ -308,7 +312,7 @@ def backward_none(
 ) -> list[torch.Tensor | None]:
     """``reduction="none"``: the chunk loop again, each row's coefficients times its incoming
     gradient (:func:`times_incoming`)."""
-    tok = _tokens(target, u, compute_dtype(head.weight.dtype), opt)
+    tok = _counted_tokens(target, u, compute_dtype(head.weight.dtype), opt)
     coef = tok.plan.grad_coefficients()  # no scale: the reduction is "none"
     return chunk_pass(head, tok, times_incoming(coef, tok, grad_output), need, opt).grads(head)
 
@@ -388,7 +392,7 @@ def _check_tensors(
     hidden = _check_tensor("hidden", hidden)
     weight = _check_tensor("weight", weight)
     target = _check_tensor("target", target)
-    if hidden.dtype not in V.FLOAT_DTYPES:
+    if hidden.dtype not in _validate.FLOAT_DTYPES:
         raise ValueError(
             f"hidden must be a floating-point tensor (float16, bfloat16, float32 or float64), "
             f"got hidden.dtype={hidden.dtype}"
@@ -428,7 +432,7 @@ def _check_tensors(
                 f"bias must be on hidden's device, got bias.device={bias.device} and "
                 f"hidden.device={hidden.device}"
             )
-    V.check_row_target(target, hidden, "hidden", "H")
+    _validate.check_row_target(target, hidden, "hidden", "H")
     return hidden, weight, target, bias
 
 
@@ -452,12 +456,12 @@ def _check_softcap_and_chunk(softcap: float | None, chunk_size: int | None) -> f
 
 
 # long function: the checks in the order a reader meets the arguments, then the call's plan
-def prepare(
+def build_call(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     target: torch.Tensor,
     bias: torch.Tensor | None,
-    options: V.LossOptions,
+    options: _validate.LossOptions,
     *,
     softcap: float | None,
     chunk_size: int | None,
@@ -469,15 +473,15 @@ def prepare(
     ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl = options
     hidden, weight, target, bias = _check_tensors(hidden, weight, target, bias)
     num_classes, H = weight.shape
-    eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
-    V.check_choice("impl", impl, LINEAR_IMPLS)
-    V.check_flags(kl=kl, return_nll=return_nll, validate_args=validate_args)
+    eps = _validate.check_loss_options(label_smoothing, reduction, convention, ignore_index)
+    _validate.check_choice("impl", impl, LINEAR_IMPLS)
+    _validate.check_flags(kl=kl, return_nll=return_nll, validate_args=validate_args)
     softcap = _check_softcap_and_chunk(softcap, chunk_size)
     N = target.numel()
     # a zero-stride (N, V) stand-in for the logits: the shared checks read only its shape
     stand_in = hidden.new_empty(()).expand(N, num_classes)
-    V.check_prior_tensor(prior, stand_in)  # (V,) or class-conditional (V, V)
-    V.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
+    _validate.check_prior_tensor(prior, stand_in)  # (V,) or class-conditional (V, V)
+    _validate.check_class_vector("class_mask", class_mask, stand_in, kind="bool")
     flat_target = target.reshape(-1)
     if validate_args:
         if torch.compiler.is_compiling():  # the same checks, run by an op when the graph runs
@@ -485,7 +489,7 @@ def prepare(
                 flat_target, None, prior, class_mask, num_classes, ignore_index, False, kl
             )
         else:
-            V.check_values(
+            _validate.check_values(
                 stand_in, flat_target, ignore_index, soft=False, kl=kl, weight=None,
                 prior=prior, class_mask=class_mask,
             )  # fmt: skip

@@ -79,7 +79,7 @@ __all__ = [
     "RowPlan",
     "plan_rows",
     "plan_uniform_rows",
-    "finish",
+    "loss_and_nll",
 ]
 
 Scalar = torch.Tensor | float
@@ -321,7 +321,7 @@ class Rows:
 
 @dataclass(frozen=True)
 class RowPlan:
-    """Everything a kernel needs besides the logits, and what :func:`finish` needs after it.
+    """Everything a kernel needs besides the logits, and what :func:`loss_and_nll` needs after it.
 
     ``y`` holds the kernels' targets (-1 for an ignored row), ``a`` the (C,) float64 vector
     a_k = w_k u_k (or (C, C), row y for the rows with target y), ``a0`` its common value
@@ -425,7 +425,7 @@ def plan_uniform_rows(
     return RowPlan(valid, y_k, rc, scale, u.to(torch.float64), 1 / u.shape[0], all_valid)
 
 
-def finish(
+def loss_and_nll(
     stats: RowStats,
     plan: RowPlan,
     weight: torch.Tensor | None,

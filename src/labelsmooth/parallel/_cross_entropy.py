@@ -7,10 +7,10 @@ Forward, per rank (N rows, V_local classes, W ranks):
    logits once: m_r, s_r, d_y,r, S_r relative to the slice's max;
 2. :func:`labelsmooth.parallel._exchange.exchange`: all-reduce MAX of a fixed-size header (the
    checks), all-reduce MAX of the row max, rebase, all-reduce SUM;
-3. :func:`labelsmooth.ops.rowmath.finish`: the loss from the global statistics;
+3. :func:`labelsmooth.ops.rowmath.loss_and_nll`: the loss from the global statistics;
 4. if the logits need a gradient, a second kernel pass writes it (the kernel's own
    ``g_p·exp(x − m_r)/s_r − g_a·a − g_y·onehot(y)`` with g_p rescaled to the global max and
-   sum; see :func:`labelsmooth.parallel._exchange.grad_rows`).
+   sum; see :func:`labelsmooth.parallel._exchange.slice_grad_rows`).
 
 Backward only scales the saved gradient by the incoming one: no collective.
 """
@@ -22,13 +22,20 @@ import weakref
 import torch
 import torch.distributed as dist
 
-from labelsmooth import _validate as V
+from labelsmooth import _validate
 from labelsmooth.ops import rowmath
 from labelsmooth.ops.cpu import runtime as _cpu_runtime
 from labelsmooth.ops.linear import device_row_statistics
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import Rows, RowStats
-from labelsmooth.parallel import _exchange as X
+from labelsmooth.parallel._exchange import (
+    ExchangeOptions,
+    RankSetup,
+    exchange_statistics,
+    local_targets,
+    setup_rank,
+    slice_grad_rows,
+)
 
 __all__ = ["vocab_parallel_cross_entropy", "check_common", "check_full_vector", "neutral"]
 
@@ -47,14 +54,16 @@ def check_full_vector(
             f"{name} must have shape (V,) for the full vocabulary, got {name}.shape="
             f"{tuple(value.shape)}"
         )
-    return V.check_class_vector(name, value, stand_in, kind=kind)
+    return _validate.check_class_vector(name, value, stand_in, kind=kind)
 
 
-def check_common(options: V.LossOptions, validate_args: bool, device: torch.device) -> X.Options:
+def check_common(
+    options: _validate.LossOptions, validate_args: bool, device: torch.device
+) -> ExchangeOptions:
     """The option checks both losses share (errors name the argument and its value)."""
     ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl = options
-    eps = V.check_loss_options(label_smoothing, reduction, convention, ignore_index)
-    V.check_flags(kl=kl, validate_args=validate_args)
+    eps = _validate.check_loss_options(label_smoothing, reduction, convention, ignore_index)
+    _validate.check_flags(kl=kl, validate_args=validate_args)
     if isinstance(prior, torch.Tensor) and prior.dim() == 2:
         raise ValueError(
             f"prior of shape {tuple(prior.shape)} (class-conditional) is not supported by the "
@@ -62,7 +71,7 @@ def check_common(options: V.LossOptions, validate_args: bool, device: torch.devi
         )
     check_full_vector("prior", prior, device, "float")
     check_full_vector("class_mask", class_mask, device, "bool")
-    return X.Options(ignore_index, reduction, eps, convention, kl, validate_args)
+    return ExchangeOptions(ignore_index, reduction, eps, convention, kl, validate_args)
 
 
 def neutral(n: int, dtype: torch.dtype, device: torch.device) -> RowStats:
@@ -72,7 +81,7 @@ def neutral(n: int, dtype: torch.dtype, device: torch.device) -> RowStats:
 
 
 def local_a(
-    st: X.Setup, width: int, dtype: torch.dtype, device: torch.device
+    st: RankSetup, width: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, float | None, torch.Tensor | float]:
     """(a, a0, A_r) of this slice for the statistics pass: the slice of the full prior, or,
     with a uniform prior (V not known before the exchange), a_k = 1 (S is divided by V in
@@ -142,11 +151,11 @@ def vocab_parallel_op(
     (eagerly, or inside a compiled graph). ``x`` (N, V_local) contiguous, ``target`` (N,)
     int64 global class ids; ``vocab_range`` [start, stop], or [] with the argument's repr
     (None: equal slices; anything else is this rank's problem, raised on every rank)."""
-    opt = X.Options(ignore_index, reduction, eps, convention, kl, validate_args)
+    opt = ExchangeOptions(ignore_index, reduction, eps, convention, kl, validate_args)
     given: object = tuple(vocab_range) if vocab_range else _Repr(vocab_range_repr)
     if vocab_range_repr == "None":
         given = None
-    st = X.setup(
+    st = setup_rank(
         width=x.shape[1], rows=target.shape[0], device=x.device, group=_group_of(group_key),
         vocab_range=given, prior=prior, class_mask=class_mask, opt=opt,
     )  # fmt: skip
@@ -155,18 +164,18 @@ def vocab_parallel_op(
     N, width = x.shape
     if st.problem is None:
         assert st.vrange is not None
-        _, owner, y_loc = X.local_targets(target, st.vrange, opt.ignore_index)
+        _, owner, y_loc = local_targets(target, st.vrange, opt.ignore_index)
         a, a0, A_r = local_a(st, width, cdt, x.device)
         local = device_row_statistics(x, Rows(y=y_loc, a=a, a0=a0), None)  # pass 1
     else:  # every rank raises in the exchange
         local, A_r = neutral(N, cdt, x.device), 0.0
-    ex = X.exchange(st, local, target, A_r, opt)
-    out, _ = rowmath.finish(
+    ex = exchange_statistics(st, local, target, A_r, opt)
+    out, _ = rowmath.loss_and_nll(
         ex.stats, ex.plan, None, ex.u, kl=opt.kl, reduction=opt.reduction, shape=target.shape
     )
     if not need_grad:
         return out.to(x.dtype), x.new_empty(0)
-    y2, g_p, g_y, g_a = X.grad_rows(ex, y_loc, owner, local.s)
+    y2, g_p, g_y, g_a = slice_grad_rows(ex, y_loc, owner, local.s)
     a2 = ex.plan.a[ex.start : ex.stop].to(cdt)
     rows = Rows(y=y2, a=a2, a0=ex.plan.a0, g_p=g_p.to(cdt), g_a=g_a.to(cdt), g_y=g_y.to(cdt))
     grad = _cpu_runtime.empty_like_gradient(x)
@@ -318,7 +327,7 @@ def vocab_parallel_cross_entropy(
         raise TypeError(f"local_logits must be a torch.Tensor, got {type(local_logits).__name__}")
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if local_logits.dtype not in V.FLOAT_DTYPES:
+    if local_logits.dtype not in _validate.FLOAT_DTYPES:
         raise ValueError(
             f"local_logits must be a floating-point tensor (float16, bfloat16, float32 or "
             f"float64), got local_logits.dtype={local_logits.dtype}"
@@ -328,8 +337,8 @@ def vocab_parallel_cross_entropy(
             f"local_logits must have shape (..., V_local) with V_local >= 1, got "
             f"local_logits.shape={tuple(local_logits.shape)}"
         )
-    V.check_row_target(target, local_logits, "local_logits", "V_local")
-    options = V.LossOptions(
+    _validate.check_row_target(target, local_logits, "local_logits", "V_local")
+    options = _validate.LossOptions(
         ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
     )
     opt = check_common(options, validate_args, local_logits.device)

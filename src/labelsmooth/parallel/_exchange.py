@@ -13,7 +13,7 @@ slice's own max m_r (s_r, d_y,r, S_r). Then::
     rebase            s_r e^{m_r−m},  [y ∈ r](d_y,r + m_r − m),  S_r + A_r (m_r − m)
     SUM  all-reduce   s, d_y, S                                    (3·N values)
 
-and :func:`rowmath.finish` turns the global statistics into the loss, exactly as the fused
+and :func:`rowmath.loss_and_nll` turns the global statistics into the loss, exactly as the fused
 path does with the statistics of a whole row. The statistics travel in their dtype (float32
 for float16/bfloat16/float32 logits, float64 for float64).
 
@@ -37,19 +37,27 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from labelsmooth import _validate as V
+from labelsmooth import _validate
 from labelsmooth.ops import rowmath
 from labelsmooth.ops.reference import smoothing_prior
 from labelsmooth.ops.rowmath import RowStats
 
-__all__ = ["Options", "Setup", "Exchanged", "setup", "local_targets", "exchange", "grad_rows"]
+__all__ = [
+    "ExchangeOptions",
+    "Exchanged",
+    "RankSetup",
+    "exchange_statistics",
+    "local_targets",
+    "setup_rank",
+    "slice_grad_rows",
+]
 
 #: Largest vocabulary whose class ids travel exactly in float32 (the MAX table and targets).
 MAX_VOCAB = 1 << 24
 
 
 @dataclass(frozen=True)
-class Options:
+class ExchangeOptions:
     """The non-tensor arguments shared by both losses (validated)."""
 
     ignore_index: int
@@ -61,7 +69,7 @@ class Options:
 
 
 @dataclass(frozen=True)
-class Setup:
+class RankSetup:
     """One call on this rank before the collectives."""
 
     group: dist.ProcessGroup | None
@@ -84,9 +92,9 @@ def _vector_hash(v: torch.Tensor | None) -> float:
 
 
 def _fingerprint(
-    opt: Options, prior: torch.Tensor | None, class_mask: torch.Tensor | None, rows: int
+    opt: ExchangeOptions, prior: torch.Tensor | None, class_mask: torch.Tensor | None, rows: int
 ) -> tuple[tuple[float, ...], tuple[str, ...]]:
-    """The call's options as numbers, and their names (:func:`exchange` appends the
+    """The call's options as numbers, and their names (:func:`exchange_statistics` appends the
     statistics' dtype and, validating, the targets' hashes)."""
     names = (
         "label_smoothing", "convention", "reduction", "kl", "ignore_index", "validate_args",
@@ -94,8 +102,8 @@ def _fingerprint(
     )  # fmt: skip
     values = (
         opt.eps,
-        float(V.CONVENTIONS.index(opt.convention)),
-        float(V.REDUCTIONS.index(opt.reduction)),
+        float(_validate.CONVENTIONS.index(opt.convention)),
+        float(_validate.REDUCTIONS.index(opt.reduction)),
         float(opt.kl),
         float(opt.ignore_index),
         float(opt.validate),
@@ -140,7 +148,7 @@ def _slice_of(
     return vrange, None
 
 
-def setup(
+def setup_rank(
     *,
     width: int,
     rows: int,
@@ -149,8 +157,8 @@ def setup(
     vocab_range: object,
     prior: torch.Tensor | None,
     class_mask: torch.Tensor | None,
-    opt: Options,
-) -> Setup:
+    opt: ExchangeOptions,
+) -> RankSetup:
     """Group, this rank's slice and the full-vocabulary prior; local problems are recorded,
     not raised (see the module docstring). ``prior``/``class_mask`` are already checked for
     type, dtype, device and 1-D shape."""
@@ -176,7 +184,7 @@ def setup(
         try:
             if opt.validate:
                 stand_in = torch.empty((), device=device).expand(0, Vp)
-                V.check_values(
+                _validate.check_values(
                     stand_in, torch.empty(0, dtype=torch.long, device=device), opt.ignore_index,
                     soft=False, kl=False, weight=None, prior=prior, class_mask=class_mask,
                 )  # fmt: skip
@@ -190,7 +198,7 @@ def setup(
         u_full = smoothing_prior(Vp, prior, class_mask, dtype=torch.float64, device=device)
 
     fingerprint, names = _fingerprint(opt, prior, class_mask, rows)
-    return Setup(group, rank, world, vrange, problem, u_full, fingerprint, names)
+    return RankSetup(group, rank, world, vrange, problem, u_full, fingerprint, names)
 
 
 def local_targets(
@@ -208,8 +216,9 @@ def local_targets(
 
 @dataclass
 class Exchanged:
-    """The result of :func:`exchange`: global statistics (relative to the global row max),
-    this slice's rebased ones (for the gradient), the row plan with global coefficients."""
+    """The result of :func:`exchange_statistics`: global statistics (relative to the global
+    row max), this slice's rebased ones (for the gradient), the row plan with global
+    coefficients."""
 
     stats: RowStats
     local: RowStats
@@ -220,7 +229,7 @@ class Exchanged:
     stop: int
 
 
-def _fail_everywhere(st: Setup, bad_ranks: list[int]) -> None:
+def _fail_everywhere(st: RankSetup, bad_ranks: list[int]) -> None:
     if st.problem is not None:
         raise ValueError(
             f"{st.problem} (rank {st.rank}; every rank of the group raises with it, so that "
@@ -233,7 +242,7 @@ def _fail_everywhere(st: Setup, bad_ranks: list[int]) -> None:
     )
 
 
-def _check_tiling(starts: list[int], stops: list[int], st: Setup) -> int:
+def _check_tiling(starts: list[int], stops: list[int], st: RankSetup) -> int:
     """V, if the slices of the ranks tile [0, V) without gaps or overlaps."""
     ranges = sorted(zip(starts, stops))
     ok = ranges[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
@@ -273,7 +282,7 @@ def _target_summary(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def _header(
-    st: Setup, target: torch.Tensor, valid: torch.Tensor, cdt: torch.dtype, opt: Options
+    st: RankSetup, target: torch.Tensor, valid: torch.Tensor, cdt: torch.dtype, opt: ExchangeOptions
 ) -> tuple[torch.Tensor, tuple[str, ...]]:
     """The first collective's buffer (float64, 3·W + 2·K + 2) and the fingerprint's names."""
     dev = target.device
@@ -296,7 +305,9 @@ def _header(
     return torch.cat([table.reshape(-1), fp, -fp, span]), names
 
 
-def _check_header(st: Setup, host: list[float], names: tuple[str, ...]) -> tuple[int, float, float]:
+def _check_header(
+    st: RankSetup, host: list[float], names: tuple[str, ...]
+) -> tuple[int, float, float]:
     """Raise what the header reveals (on every rank alike); return V and the targets' range."""
     W, K = st.world, len(names)
     starts, stops, flags = host[:W], host[W : 2 * W], host[2 * W : 3 * W]
@@ -326,17 +337,17 @@ def _check_header(st: Setup, host: list[float], names: tuple[str, ...]) -> tuple
     return vocab, host[-2], -host[-1]
 
 
-def exchange(
-    st: Setup,
+def exchange_statistics(
+    st: RankSetup,
     local: RowStats,
     target: torch.Tensor,
     A_local: torch.Tensor | float,
-    opt: Options,
+    opt: ExchangeOptions,
 ) -> Exchanged:
     """Run the three all-reduces and check what they reveal (see the module docstring).
 
     Args:
-        st: :func:`setup`'s result.
+        st: :func:`setup_rank`'s result.
         local: (N,) statistics of this slice relative to its own row max (neutral for
             ignored rows). With a uniform prior (``st.u_full`` is None) ``S`` is taken with
             a_k = 1 (V is not known yet): it is divided by V here.
@@ -381,7 +392,7 @@ def exchange(
     return Exchanged(stats, reb, plan, u, vocab, start, stop)
 
 
-def grad_rows(
+def slice_grad_rows(
     ex: Exchanged, y_loc: torch.Tensor, owner: torch.Tensor, local_s: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, g_p, g_y, g_a) per row (float64 coefficients, the reduction's scale included) for

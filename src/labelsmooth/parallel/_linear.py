@@ -8,7 +8,7 @@ holding more than ``chunk_size × V_local`` logits:
 1. statistics only: per chunk Z = h Wᵀ + b (softcap), the row kernel's m_r, s_r, d_y,r, S_r;
 2. the three all-reduces of :func:`labelsmooth.parallel._exchange.exchange` (forward only);
 3. the gradients: per chunk the row kernel writes ∂loss/∂Z of this slice (coefficients from
-   :func:`labelsmooth.parallel._exchange.grad_rows`), then grad_h += G W, grad_W += Gᵀ h,
+   :func:`labelsmooth.parallel._exchange.slice_grad_rows`), then grad_h += G W, grad_W += Gᵀ h,
    grad_b += Σ G, exactly as the single-process chunked head.
 
 With ``reduction="none"`` the gradient sweep runs in backward instead (the incoming
@@ -30,25 +30,39 @@ import torch
 import torch.distributed as dist
 
 from labelsmooth._validate import LossOptions
-from labelsmooth.ops import linear as L
 from labelsmooth.ops import rowmath
+from labelsmooth.ops.linear import (
+    CountedTokens,
+    Head,
+    LinearOptions,
+    build_call,
+    chunk_pass,
+    times_incoming,
+)
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import RowCoefficients, RowStats
-from labelsmooth.parallel import _exchange as X
 from labelsmooth.parallel._cross_entropy import check_common, local_a, neutral
+from labelsmooth.parallel._exchange import (
+    ExchangeOptions,
+    RankSetup,
+    exchange_statistics,
+    local_targets,
+    setup_rank,
+    slice_grad_rows,
+)
 
 __all__ = ["vocab_parallel_linear_cross_entropy"]
 
 _NO_COEF = RowCoefficients(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # the chunk loop reads y and a0 only
 
 
-def _tokens(
+def _counted_tokens(
     idx: torch.Tensor | None, y: torch.Tensor, a: torch.Tensor, a0: float | None
-) -> L.Tokens:
+) -> CountedTokens:
     """The chunk loop's view of the counted tokens: positions, kernel targets (n,), a."""
     valid = torch.ones_like(y, dtype=torch.bool)
     plan = rowmath.RowPlan(valid, y, _NO_COEF, None, a, a0)
-    return L.Tokens(idx, plan, a)
+    return CountedTokens(idx, plan, a)
 
 
 def _pick(v: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
@@ -56,7 +70,7 @@ def _pick(v: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
 
 
 def _local_pass(
-    head: L.Head, target: torch.Tensor, st: X.Setup, opt: X.Options, lopt: L.LinearOptions
+    head: Head, target: torch.Tensor, st: RankSetup, opt: ExchangeOptions, lopt: LinearOptions
 ) -> tuple[RowStats, torch.Tensor | float, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Pass 1 over this slice: (local statistics (N,), A_r, the counted rows' indices (None:
     all), owner, y_loc), the statistics neutral on ignored rows."""
@@ -64,13 +78,13 @@ def _local_pass(
     cdt, dev = compute_dtype(weight.dtype), weight.device
     N, width = head.hidden.shape[0], weight.shape[0]
     assert st.vrange is not None
-    valid, owner, y_loc = X.local_targets(target, st.vrange, opt.ignore_index)
+    valid, owner, y_loc = local_targets(target, st.vrange, opt.ignore_index)
     idx: torch.Tensor | None = valid.nonzero().squeeze(1)  # host synchronization (free on CPU)
     if idx is not None and idx.numel() == N:
         idx = None
     a, a0, A_r = local_a(st, width, cdt, dev)
-    tok = _tokens(idx, _pick(y_loc, idx), a, a0)
-    res = L.chunk_pass(head, tok, None, (False,) * 3, lopt)
+    tok = _counted_tokens(idx, _pick(y_loc, idx), a, a0)
+    res = chunk_pass(head, tok, None, (False,) * 3, lopt)
     local = neutral(N, cdt, dev)
     for whole, part in zip(local, res.stats):
         if idx is None:
@@ -88,13 +102,13 @@ class _VocabParallelLinear(torch.autograd.Function):
         weight: torch.Tensor,
         bias: torch.Tensor | None,
         target: torch.Tensor,
-        st: X.Setup,
-        opt: X.Options,
-        lopt: L.LinearOptions,
+        st: RankSetup,
+        opt: ExchangeOptions,
+        lopt: LinearOptions,
         reduce_hidden_grad: bool,
     ) -> torch.Tensor:
         # hidden (N, H), weight (V_local, H), bias (V_local,) or None, target (N,) int64
-        head = L.Head(hidden, weight, bias)
+        head = Head(hidden, weight, bias)
         cdt = compute_dtype(weight.dtype)
         dev = weight.device
         N = hidden.shape[0]
@@ -107,8 +121,8 @@ class _VocabParallelLinear(torch.autograd.Function):
             local, A_r, idx, owner, y_loc = _local_pass(head, target, st, opt, lopt)
         else:  # every rank raises in the exchange
             local, A_r = neutral(N, cdt, dev), 0.0
-        ex = X.exchange(st, local, target, A_r, opt)
-        out, _ = rowmath.finish(
+        ex = exchange_statistics(st, local, target, A_r, opt)
+        out, _ = rowmath.loss_and_nll(
             ex.stats, ex.plan, None, ex.u, kl=opt.kl, reduction=opt.reduction,
             shape=target.shape,
         )  # fmt: skip
@@ -116,12 +130,12 @@ class _VocabParallelLinear(torch.autograd.Function):
         ctx.lopt, ctx.need, ctx.consumed = lopt, need, False
         ctx.group, ctx.reduce_hidden_grad = st.group, reduce_hidden_grad
         if any(need):
-            y2, g_p, g_y, g_a = X.grad_rows(ex, y_loc, owner, local.s)
+            y2, g_p, g_y, g_a = slice_grad_rows(ex, y_loc, owner, local.s)
             a2 = ex.plan.a[ex.start : ex.stop].to(cdt)
-            tok2 = _tokens(idx, _pick(y2, idx), a2, ex.plan.a0)
+            tok2 = _counted_tokens(idx, _pick(y2, idx), a2, ex.plan.a0)
             coef = (_pick(g_p, idx), _pick(g_y, idx), _pick(g_a, idx))
             if opt.reduction != "none":  # pass 2 now; backward only scales
-                ctx.grads = L.chunk_pass(head, tok2, coef, need, lopt).grads(head)
+                ctx.grads = chunk_pass(head, tok2, coef, need, lopt).grads(head)
             else:  # backward runs pass 2 with each row's coefficients times its gradient
                 ctx.tok, ctx.coef = tok2, coef
                 ctx.save_for_backward(*head)
@@ -150,9 +164,9 @@ class _VocabParallelLinear(torch.autograd.Function):
                         gr.mul_(grad_output.to(gr.dtype))
             gh, gw, gb = grads
         else:
-            head = L.Head(*ctx.saved_tensors)
-            coef = L.times_incoming(ctx.coef, ctx.tok, grad_output)
-            gh, gw, gb = L.chunk_pass(head, ctx.tok, coef, ctx.need, ctx.lopt).grads(head)
+            head = Head(*ctx.saved_tensors)
+            coef = times_incoming(ctx.coef, ctx.tok, grad_output)
+            gh, gw, gb = chunk_pass(head, ctx.tok, coef, ctx.need, ctx.lopt).grads(head)
         if gh is not None and ctx.reduce_hidden_grad:
             dist.all_reduce(gh, op=dist.ReduceOp.SUM, group=ctx.group)
         return gh, gw, gb, None, None, None, None, None
@@ -219,7 +233,7 @@ def vocab_parallel_linear_cross_entropy(
         ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl
     )
     # the local slice's checks (its prior and mask are checked for the full vocabulary below)
-    call = L.prepare(
+    call = build_call(
         hidden, local_weight, target, local_bias, options._replace(prior=None, class_mask=None),
         softcap=softcap, chunk_size=chunk_size, return_nll=False, impl="chunked",
         validate_args=False,
@@ -230,7 +244,7 @@ def vocab_parallel_linear_cross_entropy(
         )
     opt = check_common(options, validate_args, call.hidden.device)
     width = call.weight.shape[0]
-    st = X.setup(
+    st = setup_rank(
         width=width, rows=call.target.shape[0], device=call.hidden.device, group=group,
         vocab_range=vocab_range, prior=prior, class_mask=class_mask, opt=opt,
     )  # fmt: skip

@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from labelsmooth import _validate as V
+from labelsmooth import _validate
 from labelsmooth.parallel._cross_entropy import vocab_parallel_cross_entropy
 
 __all__ = ["is_dtensor", "cross_entropy"]
@@ -189,7 +189,7 @@ def cross_entropy(
     the vocabulary; ``options`` are its keyword-only arguments."""
     from torch.distributed.tensor import DTensor, Replicate
 
-    V.check_loss_options(label_smoothing, reduction, options["convention"], ignore_index)
+    _validate.check_loss_options(label_smoothing, reduction, options["convention"], ignore_index)
     mesh, placements, ndim = input.device_mesh, tuple(input.placements), input.dim()
     class_dim = 1 if ndim >= 2 else 0
     tp = _layout(placements, class_dim, ndim)

@@ -423,7 +423,7 @@ def test_fetch_never_installs_packages(tiny_dataset, monkeypatch, tmp_path):
             return subprocess.CompletedProcess(cmd, 0, "", "")
         return subprocess.CompletedProcess(cmd, 1, "", "unexpected")
 
-    monkeypatch.setattr(_common, "run", fake_run)
+    monkeypatch.setattr(_common, "run_command", fake_run)
     monkeypatch.setattr(_sources, "apt_download", _real_apt_download)
     monkeypatch.setattr(_sources.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(os, "geteuid", lambda: 0, raising=False)
@@ -433,7 +433,9 @@ def test_fetch_never_installs_packages(tiny_dataset, monkeypatch, tmp_path):
 
     # and when the download fails, it still installs nothing: it says how
     commands.clear()
-    monkeypatch.setattr(_common, "run", lambda cmd, cwd=None: commands.append(cmd) or _failed(cmd))
+    monkeypatch.setattr(
+        _common, "run_command", lambda cmd, cwd=None: commands.append(cmd) or _failed(cmd)
+    )
     with pytest.raises(DataUnavailableError, match="apt-get download failed: E: no lists"):
         fetch("fashion-mnist", tmp_path / "other", log=None)
     assert all(c[:2] == ["apt-get", "download"] for c in commands)

@@ -75,7 +75,7 @@ def test_from_config_builds_the_task_on_what_its_loader_prepared():
 
     @dataclass
     class Toy(LoadedTask[str]):
-        prepare = staticmethod(lambda config, *, log=print: calls.append(log) or config.dataset)
+        load_data = staticmethod(lambda config, *, log=print: calls.append(log) or config.dataset)
 
     config = TrainConfig(dataset="mnist")
     task = Toy.from_config(config, log=None)
@@ -84,5 +84,5 @@ def test_from_config_builds_the_task_on_what_its_loader_prepared():
 
 
 def test_the_tasks_name_their_loaders():
-    assert ImageClassification.prepare is prepare_data
-    assert LanguageModel.prepare is prepare_text
+    assert ImageClassification.load_data is prepare_data
+    assert LanguageModel.load_data is prepare_text

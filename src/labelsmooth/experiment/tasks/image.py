@@ -104,7 +104,7 @@ class ImageClassification(LoadedTask[DatasetSplits]):
 
     criterion: labelsmooth.OnlineLabelSmoothing | None = field(default=None, init=False, repr=False)
 
-    prepare = staticmethod(prepare_data)
+    load_data = staticmethod(prepare_data)
 
     def num_batches(self) -> int:
         return math.ceil(len(self.data.train) / self.config.batch_size)

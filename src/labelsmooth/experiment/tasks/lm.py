@@ -257,7 +257,7 @@ class LanguageModel(LoadedTask[TextSplits]):
         data: The packed splits (:func:`prepare_text`).
     """
 
-    prepare = staticmethod(prepare_text)
+    load_data = staticmethod(prepare_text)
 
     def __post_init__(self) -> None:
         self._mask = _class_mask(self.data.vocab_size)

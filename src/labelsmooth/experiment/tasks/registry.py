@@ -110,26 +110,26 @@ _LoadedT = TypeVar("_LoadedT", bound="LoadedTask[Any]")
 @dataclass
 class LoadedTask(Generic[_DataT]):
     """The base of a task that is one run's ``config`` and the ``data`` it was loaded for; a
-    subclass names its loader :attr:`prepare`, from which :meth:`from_config` builds it.
+    subclass names its loader :attr:`load_data`, from which :meth:`from_config` builds it.
 
     Attributes:
         config: The run.
-        data: What :attr:`prepare` loaded for it.
+        data: What :attr:`load_data` loaded for it.
     """
 
     config: TrainConfig
     data: _DataT
 
-    #: The task's loader: ``prepare(config, log=log)``, the data of ``config.dataset``
+    #: The task's loader: ``load_data(config, log=log)``, the data of ``config.dataset``
     #: (``staticmethod(prepare_data)``).
-    prepare: ClassVar[Callable[..., Any]]
+    load_data: ClassVar[Callable[..., Any]]
 
     @classmethod
     def from_config(
         cls: type[_LoadedT], config: TrainConfig, *, log: Callable[[str], None] | None = print
     ) -> _LoadedT:
-        """Load ``config.dataset`` (the task's :attr:`prepare`) and build the task."""
-        return cls(config, cls.prepare(config, log=log))
+        """Load ``config.dataset`` (the task's :attr:`load_data`) and build the task."""
+        return cls(config, cls.load_data(config, log=log))
 
 
 @dataclass(frozen=True)
