@@ -4,7 +4,7 @@ Writes into the results folder:
 
 * ``results.csv`` (one row per run), ``summary.csv``, ``summary.json`` and ``results.md``
   (one table per regime and dataset in the classic "model / epochs / dtype / batch / lr /
-  trick" layout followed by the task's columns, :attr:`TaskSpec.columns
+  setting" layout followed by the task's columns, :attr:`TaskSpec.columns
   <labelsmooth.experiment.tasks.TaskSpec>`: for images top-1, top-5, improvement, NLL, ECE,
   ECE after temperature scaling, T, train top-1 and NLL, and cluster tightness; mean ± std
   over seeds, or plain values with one seed),
@@ -44,7 +44,7 @@ __all__ = [
 
 _DTYPE_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
 #: The table's first columns, the same for every task (then the task's own).
-_LEADING = ["Model", "Epochs", "dtype", "Batch", "LR", "Trick"]
+_LEADING = ["Model", "Epochs", "dtype", "Batch", "LR", "Setting"]
 
 
 def _regime(record: Mapping[str, Any]) -> str:
@@ -118,7 +118,7 @@ def summarize(records: Sequence[dict[str, Any]], spec: TaskSpec) -> list[dict[st
             "dataset": dataset,
             "label_smoothing": eps,
             "convention": conv,
-            "trick": setting_name(eps, conv, alpha),
+            "setting": setting_name(eps, conv, alpha),
             "seeds": len(rs),
         }
         if alpha is not None:  # only then: a grid without OLS writes the summary as before
@@ -190,7 +190,7 @@ def _table_row(r: dict[str, Any], record: dict[str, Any], model: str, spec: Task
         _DTYPE_SHORT.get(dtype, dtype),
         str(cfg["batch_size"]),
         f"{cfg['lr']:g}",
-        r["trick"],
+        r["setting"],
         *(delta(c.key, c.digits) if c.delta else cell(c.key, c.digits) for c in spec.columns),
     ]
 

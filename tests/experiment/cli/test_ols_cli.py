@@ -43,8 +43,8 @@ def test_compare_ols_rows_beside_the_eps_rows(idx_spec, tmp_path, capsys):
     args += ["--label-smoothing", "0", "0.1", "--ols", "--ols-alpha", "0.5", "0.7", "--no-plots"]
     assert main([*args, *TINY]) == 0
     table = (out / "results.md").read_text()
-    for trick in ("baseline", "LS ε=0.1 (uniform)", "OLS (α=0.5)", "OLS (α=0.7)"):
-        assert f"| {trick} " in table, trick
+    for setting in ("baseline", "LS ε=0.1 (uniform)", "OLS (α=0.5)", "OLS (α=0.7)"):
+        assert f"| {setting} " in table, setting
     assert "OLS (α=0.7)" in capsys.readouterr().out
 
 

@@ -136,9 +136,9 @@ def test_compare_with_ols_rows_end_to_end_and_resume(config, tmp_path):
     out = tmp_path / "res"
     res = run_compare(sections, base, out, plots=False, progress=False, log=None)
     assert len(res["records"]) == 6
-    assert [r["trick"] for r in res["summary"]] == ["baseline", "LS ε=0.1 (uniform)",
+    assert [r["setting"] for r in res["summary"]] == ["baseline", "LS ε=0.1 (uniform)",
                                                     "OLS (α=0.5)"]  # fmt: skip
-    ols = next(r for r in res["summary"] if r["trick"] == "OLS (α=0.5)")
+    ols = next(r for r in res["summary"] if r["setting"] == "OLS (α=0.5)")
     baseline = res["summary"][0]
     assert ols["d_top1"] == pytest.approx(ols["top1"] - baseline["top1"])
     table = (out / "results.md").read_text()

@@ -267,7 +267,7 @@ def _get(record: Mapping[str, Any], part: str, key: str) -> float:
     return float(record.get(part, {}).get(key, math.nan))
 
 
-#: The table's metric columns (after Model, Epochs, dtype, Batch, LR, Trick).
+#: The table's metric columns (after Model, Epochs, dtype, Batch, LR, Setting).
 COLUMNS = (
     Column("Top-1 (%)", "top1", 2),
     Column("Top-5 (%)", "top5", 2),

@@ -241,7 +241,7 @@ class TaskSpec:
             may keep arrays for plots.
         metrics: Summary metric key -> :class:`Metric` (averaged over seeds in the report).
         columns: The comparison table's task columns (after Model, Epochs, dtype, Batch, LR,
-            Trick).
+            Setting).
         table_header: ``table_header(dataset, regime, records, model, seconds)``: the
             sentence above one table.
         grid: The default grid of ``compare --task <name>``.
