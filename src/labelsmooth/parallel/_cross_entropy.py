@@ -5,8 +5,8 @@ Forward, per rank (N rows, V_local classes, W ranks):
 1. the row kernel of the fused path (:func:`labelsmooth.ops.linear.device_row_statistics`: the C
    kernel on CPU, Triton on CUDA when installed, eager blocks otherwise) reads the local
    logits once: m_r, s_r, d_y,r, S_r relative to the slice's max;
-2. :func:`labelsmooth.parallel._exchange.exchange`: all-reduce MAX of a fixed-size header (the
-   checks), all-reduce MAX of the row max, rebase, all-reduce SUM;
+2. :func:`labelsmooth.parallel._exchange.exchange_statistics`: all-reduce MAX of a fixed-size
+   header (the checks), all-reduce MAX of the row max, rebase, all-reduce SUM;
 3. :func:`labelsmooth.ops.rowmath.loss_and_nll`: the loss from the global statistics;
 4. if the logits need a gradient, a second kernel pass writes it (the kernel's own
    ``g_p·exp(x − m_r)/s_r − g_a·a − g_y·onehot(y)`` with g_p rescaled to the global max and
@@ -28,14 +28,7 @@ from labelsmooth.ops.cpu import runtime as _cpu_runtime
 from labelsmooth.ops.linear import device_row_statistics
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import Rows, RowStats
-from labelsmooth.parallel._exchange import (
-    ExchangeOptions,
-    RankSetup,
-    exchange_statistics,
-    local_targets,
-    setup_rank,
-    slice_grad_rows,
-)
+from labelsmooth.parallel import _exchange
 
 __all__ = ["vocab_parallel_cross_entropy", "check_common", "check_full_vector", "neutral"]
 
@@ -59,7 +52,7 @@ def check_full_vector(
 
 def check_common(
     options: _validate.LossOptions, validate_args: bool, device: torch.device
-) -> ExchangeOptions:
+) -> _exchange.ExchangeOptions:
     """The option checks both losses share (errors name the argument and its value)."""
     ignore_index, reduction, label_smoothing, convention, prior, class_mask, kl = options
     eps = _validate.check_loss_options(label_smoothing, reduction, convention, ignore_index)
@@ -71,7 +64,7 @@ def check_common(
         )
     check_full_vector("prior", prior, device, "float")
     check_full_vector("class_mask", class_mask, device, "bool")
-    return ExchangeOptions(ignore_index, reduction, eps, convention, kl, validate_args)
+    return _exchange.ExchangeOptions(ignore_index, reduction, eps, convention, kl, validate_args)
 
 
 def neutral(n: int, dtype: torch.dtype, device: torch.device) -> RowStats:
@@ -81,11 +74,11 @@ def neutral(n: int, dtype: torch.dtype, device: torch.device) -> RowStats:
 
 
 def local_a(
-    st: RankSetup, width: int, dtype: torch.dtype, device: torch.device
+    st: _exchange.RankSetup, width: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, float | None, torch.Tensor | float]:
     """(a, a0, A_r) of this slice for the statistics pass: the slice of the full prior, or,
     with a uniform prior (V not known before the exchange), a_k = 1 (S is divided by V in
-    :func:`~labelsmooth.parallel._exchange.exchange`)."""
+    :func:`~labelsmooth.parallel._exchange.exchange_statistics`)."""
     if st.u_full is None:
         return torch.ones(width, dtype=dtype, device=device), 1.0, float(width)
     assert st.vrange is not None
@@ -151,11 +144,11 @@ def vocab_parallel_op(
     (eagerly, or inside a compiled graph). ``x`` (N, V_local) contiguous, ``target`` (N,)
     int64 global class ids; ``vocab_range`` [start, stop], or [] with the argument's repr
     (None: equal slices; anything else is this rank's problem, raised on every rank)."""
-    opt = ExchangeOptions(ignore_index, reduction, eps, convention, kl, validate_args)
+    opt = _exchange.ExchangeOptions(ignore_index, reduction, eps, convention, kl, validate_args)
     given: object = tuple(vocab_range) if vocab_range else _Repr(vocab_range_repr)
     if vocab_range_repr == "None":
         given = None
-    st = setup_rank(
+    st = _exchange.setup_rank(
         width=x.shape[1], rows=target.shape[0], device=x.device, group=_group_of(group_key),
         vocab_range=given, prior=prior, class_mask=class_mask, opt=opt,
     )  # fmt: skip
@@ -164,18 +157,18 @@ def vocab_parallel_op(
     N, width = x.shape
     if st.problem is None:
         assert st.vrange is not None
-        _, owner, y_loc = local_targets(target, st.vrange, opt.ignore_index)
+        _, owner, y_loc = _exchange.local_targets(target, st.vrange, opt.ignore_index)
         a, a0, A_r = local_a(st, width, cdt, x.device)
         local = device_row_statistics(x, Rows(y=y_loc, a=a, a0=a0), None)  # pass 1
     else:  # every rank raises in the exchange
         local, A_r = neutral(N, cdt, x.device), 0.0
-    ex = exchange_statistics(st, local, target, A_r, opt)
+    ex = _exchange.exchange_statistics(st, local, target, A_r, opt)
     out, _ = rowmath.loss_and_nll(
         ex.stats, ex.plan, None, ex.u, kl=opt.kl, reduction=opt.reduction, shape=target.shape
     )
     if not need_grad:
         return out.to(x.dtype), x.new_empty(0)
-    y2, g_p, g_y, g_a = slice_grad_rows(ex, y_loc, owner, local.s)
+    y2, g_p, g_y, g_a = _exchange.slice_grad_rows(ex, y_loc, owner, local.s)
     a2 = ex.plan.a[ex.start : ex.stop].to(cdt)
     rows = Rows(y=y2, a=a2, a0=ex.plan.a0, g_p=g_p.to(cdt), g_a=g_a.to(cdt), g_y=g_y.to(cdt))
     grad = _cpu_runtime.empty_like_gradient(x)

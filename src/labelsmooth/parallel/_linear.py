@@ -6,7 +6,8 @@ H), Megatron's column-parallel layout) and the same hidden states (N, H). The ch
 holding more than ``chunk_size × V_local`` logits:
 
 1. statistics only: per chunk Z = h Wᵀ + b (softcap), the row kernel's m_r, s_r, d_y,r, S_r;
-2. the three all-reduces of :func:`labelsmooth.parallel._exchange.exchange` (forward only);
+2. the three all-reduces of :func:`labelsmooth.parallel._exchange.exchange_statistics`
+   (forward only);
 3. the gradients: per chunk the row kernel writes ∂loss/∂Z of this slice (coefficients from
    :func:`labelsmooth.parallel._exchange.slice_grad_rows`), then grad_h += G W, grad_W += Gᵀ h,
    grad_b += Σ G, exactly as the single-process chunked head.
@@ -41,15 +42,8 @@ from labelsmooth.ops.linear import (
 )
 from labelsmooth.ops.reference import compute_dtype
 from labelsmooth.ops.rowmath import RowCoefficients, RowStats
+from labelsmooth.parallel import _exchange
 from labelsmooth.parallel._cross_entropy import check_common, local_a, neutral
-from labelsmooth.parallel._exchange import (
-    ExchangeOptions,
-    RankSetup,
-    exchange_statistics,
-    local_targets,
-    setup_rank,
-    slice_grad_rows,
-)
 
 __all__ = ["vocab_parallel_linear_cross_entropy"]
 
@@ -70,7 +64,11 @@ def _pick(v: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
 
 
 def _local_pass(
-    head: Head, target: torch.Tensor, st: RankSetup, opt: ExchangeOptions, lopt: LinearOptions
+    head: Head,
+    target: torch.Tensor,
+    st: _exchange.RankSetup,
+    opt: _exchange.ExchangeOptions,
+    lopt: LinearOptions,
 ) -> tuple[RowStats, torch.Tensor | float, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Pass 1 over this slice: (local statistics (N,), A_r, the counted rows' indices (None:
     all), owner, y_loc), the statistics neutral on ignored rows."""
@@ -78,7 +76,7 @@ def _local_pass(
     cdt, dev = compute_dtype(weight.dtype), weight.device
     N, width = head.hidden.shape[0], weight.shape[0]
     assert st.vrange is not None
-    valid, owner, y_loc = local_targets(target, st.vrange, opt.ignore_index)
+    valid, owner, y_loc = _exchange.local_targets(target, st.vrange, opt.ignore_index)
     idx: torch.Tensor | None = valid.nonzero().squeeze(1)  # host synchronization (free on CPU)
     if idx is not None and idx.numel() == N:
         idx = None
@@ -102,8 +100,8 @@ class _VocabParallelLinear(torch.autograd.Function):
         weight: torch.Tensor,
         bias: torch.Tensor | None,
         target: torch.Tensor,
-        st: RankSetup,
-        opt: ExchangeOptions,
+        st: _exchange.RankSetup,
+        opt: _exchange.ExchangeOptions,
         lopt: LinearOptions,
         reduce_hidden_grad: bool,
     ) -> torch.Tensor:
@@ -121,7 +119,7 @@ class _VocabParallelLinear(torch.autograd.Function):
             local, A_r, idx, owner, y_loc = _local_pass(head, target, st, opt, lopt)
         else:  # every rank raises in the exchange
             local, A_r = neutral(N, cdt, dev), 0.0
-        ex = exchange_statistics(st, local, target, A_r, opt)
+        ex = _exchange.exchange_statistics(st, local, target, A_r, opt)
         out, _ = rowmath.loss_and_nll(
             ex.stats, ex.plan, None, ex.u, kl=opt.kl, reduction=opt.reduction,
             shape=target.shape,
@@ -130,7 +128,7 @@ class _VocabParallelLinear(torch.autograd.Function):
         ctx.lopt, ctx.need, ctx.consumed = lopt, need, False
         ctx.group, ctx.reduce_hidden_grad = st.group, reduce_hidden_grad
         if any(need):
-            y2, g_p, g_y, g_a = slice_grad_rows(ex, y_loc, owner, local.s)
+            y2, g_p, g_y, g_a = _exchange.slice_grad_rows(ex, y_loc, owner, local.s)
             a2 = ex.plan.a[ex.start : ex.stop].to(cdt)
             tok2 = _counted_tokens(idx, _pick(y2, idx), a2, ex.plan.a0)
             coef = (_pick(g_p, idx), _pick(g_y, idx), _pick(g_a, idx))
@@ -244,7 +242,7 @@ def vocab_parallel_linear_cross_entropy(
         )
     opt = check_common(options, validate_args, call.hidden.device)
     width = call.weight.shape[0]
-    st = setup_rank(
+    st = _exchange.setup_rank(
         width=width, rows=call.target.shape[0], device=call.hidden.device, group=group,
         vocab_range=vocab_range, prior=prior, class_mask=class_mask, opt=opt,
     )  # fmt: skip
