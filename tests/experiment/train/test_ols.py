@@ -1,4 +1,4 @@
-"""Online label smoothing as a trick of the app: the loss in the loop (soft labels updated at
+"""Online label smoothing as a setting of the app: the loss in the loop (soft labels updated at
 every epoch end, kept in checkpoints, exact resume), OLS rows in a comparison, the refusals,
 and records written before the loss was recorded."""
 
